@@ -1,0 +1,31 @@
+"""One hierarchy for everything colpg raises on purpose, so callers can catch ``ColpgError``."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ColpgError",
+    "ConfigurationError",
+    "DatabaseUnavailable",
+    "ServerStartError",
+    "SchemaError",
+]
+
+
+class ColpgError(Exception):
+    """Base class of colpg's own errors; the message says what was expected and what was found."""
+
+
+class ConfigurationError(ColpgError):
+    """A setting (environment variable, URL, path) cannot be used as given."""
+
+
+class DatabaseUnavailable(ColpgError):
+    """PostgreSQL could not be reached at the configured address."""
+
+
+class ServerStartError(ColpgError):
+    """The embedded PostgreSQL server could not be initialised or started."""
+
+
+class SchemaError(ColpgError):
+    """The database lacks what colpg needs (pgvector, the colpg schema, a recent enough revision)."""

@@ -1,0 +1,156 @@
+"""SQLAlchemy 2 typed models of the ``colpg`` schema.
+
+They mirror ``sql/*.sql`` as applied by the Alembic migrations (a test compares the two);
+the migrations, not ``create_all``, create the tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["SCHEMA", "Base", "Centroid", "Document", "DocumentTokens", "Index"]
+
+SCHEMA = "colpg"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of colpg's tables, all in the ``colpg`` schema."""
+
+    metadata = sa.MetaData(
+        schema=SCHEMA,
+        # PostgreSQL's own default names, so the models and the SQL files name constraints alike.
+        naming_convention={
+            "pk": "%(table_name)s_pkey",
+            "uq": "%(table_name)s_%(column_0_N_name)s_key",
+            "fk": "%(table_name)s_%(column_0_name)s_fkey",
+            "ix": "%(table_name)s_%(column_0_N_name)s_idx",
+        },
+    )
+
+
+def _created_at() -> Mapped[dt.datetime]:
+    return mapped_column(sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
+
+
+def _updated_at() -> Mapped[dt.datetime]:
+    """Kept current by the ``touch_updated_at`` trigger."""
+    return mapped_column(sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
+
+
+class Index(Base):
+    """A colpg index: the model it was built with, its vector size, residual bits and codec."""
+
+    __tablename__ = "indexes"
+    __table_args__ = (
+        sa.CheckConstraint("name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'", name="indexes_name_check"),
+        sa.CheckConstraint("dim BETWEEN 1 AND 16000", name="indexes_dim_check"),
+        sa.CheckConstraint("nbits IN (1, 2, 4)", name="indexes_nbits_check"),
+        {
+            "comment": "One row per colpg index: model, vector size, residual bits, ColBERT settings"
+            " and the residual codec buckets."
+        },
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, sa.Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text, nullable=False, unique=True)
+    model: Mapped[str] = mapped_column(
+        sa.Text, nullable=False, comment="Checkpoint the index was built with (folder path or hub id)."
+    )
+    dim: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    nbits: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False)
+    config: Mapped[dict[str, Any]] = mapped_column(
+        JSONB,
+        nullable=False,
+        server_default=sa.text("'{}'::jsonb"),
+        comment="ColBERT and build settings (query_maxlen, doc_maxlen, markers, k-means, precision store).",
+    )
+    bucket_cutoffs: Mapped[list[float] | None] = mapped_column(
+        ARRAY(REAL, dimensions=1),
+        comment="Residual quantisation cutoffs (2^nbits - 1 values); NULL until the codec is trained.",
+    )
+    bucket_weights: Mapped[list[float] | None] = mapped_column(
+        ARRAY(REAL, dimensions=1),
+        comment="Residual bucket values (2^nbits values); NULL until the codec is trained.",
+    )
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = _updated_at()
+
+    centroids: Mapped[list[Centroid]] = relationship(
+        back_populates="index", cascade="all, delete-orphan", passive_deletes=True, order_by="Centroid.code"
+    )
+    documents: Mapped[list[Document]] = relationship(
+        back_populates="index", cascade="all, delete-orphan", passive_deletes=True, lazy="raise_on_sql"
+    )
+
+
+class Centroid(Base):
+    """One k-means centroid of an index; ``code`` is what tokens store."""
+
+    __tablename__ = "centroids"
+    __table_args__ = (
+        sa.CheckConstraint("code >= 0", name="centroids_code_check"),
+        {"comment": "k-means centroids of an index's token vectors; a token's code is its nearest centroid."},
+    )
+
+    index_id: Mapped[int] = mapped_column(
+        sa.ForeignKey(Index.id, ondelete="CASCADE", name="centroids_index_id_fkey"), primary_key=True
+    )
+    code: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    centroid: Mapped[list[float]] = mapped_column(Vector(), nullable=False)
+
+    index: Mapped[Index] = relationship(back_populates="centroids")
+
+
+class Document(Base):
+    """A document of an index, under the application's own ``external_id``."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        sa.UniqueConstraint("index_id", "external_id", name="documents_index_id_external_id_key"),
+        {"comment": "Documents of each index: the application's id, optional text and metadata."},
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), primary_key=True)
+    index_id: Mapped[int] = mapped_column(
+        sa.ForeignKey(Index.id, ondelete="CASCADE", name="documents_index_id_fkey"), nullable=False
+    )
+    external_id: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    text: Mapped[str | None] = mapped_column(sa.Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")
+    )
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = _updated_at()
+
+    index: Mapped[Index] = relationship(back_populates="documents")
+    tokens: Mapped[DocumentTokens | None] = relationship(
+        back_populates="document", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class DocumentTokens(Base):
+    """A document's tokens: one centroid code each and the packed residuals (dim*nbits/8 bytes each)."""
+
+    __tablename__ = "document_tokens"
+    __table_args__ = (
+        sa.CheckConstraint("ntokens > 0 AND cardinality(codes) = ntokens", name="document_tokens_ntokens_check"),
+        {
+            "comment": "Per document: one centroid code per token and the tokens' residuals packed"
+            " to dim*nbits/8 bytes each."
+        },
+    )
+
+    document_id: Mapped[int] = mapped_column(
+        sa.ForeignKey(Document.id, ondelete="CASCADE", name="document_tokens_document_id_fkey"), primary_key=True
+    )
+    ntokens: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    codes: Mapped[list[int]] = mapped_column(ARRAY(sa.Integer, dimensions=1), nullable=False)
+    residuals: Mapped[bytes] = mapped_column(BYTEA, nullable=False)
+
+    document: Mapped[Document] = relationship(back_populates="tokens")

@@ -1,0 +1,29 @@
+"""Locate the SQL files and the Alembic environment, whether colpg runs from a checkout or a wheel.
+
+The repository keeps ``sql/`` and ``migrations/`` at its top level; a built wheel carries
+them as ``colpg/_data/sql`` and ``colpg/_data/migrations`` (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["data_path", "read_sql"]
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def data_path(name: str) -> Path:
+    """Return the folder ``name`` ("sql" or "migrations") from the wheel or the checkout."""
+    for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"colpg's {name}/ folder is missing from {_PACKAGE}; reinstall colpg")
+
+
+def read_sql(filename: str) -> str:
+    """Return the text of ``sql/<filename>``."""
+    path = data_path("sql") / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"SQL file {filename!r} not found in {path.parent}")
+    return path.read_text(encoding="utf-8")

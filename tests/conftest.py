@@ -1,0 +1,63 @@
+"""Test fixtures: one embedded PostgreSQL per test session, one fresh database per test.
+
+Nothing here touches the user's own data folder: COLPG_DATA_DIR points into pytest's
+temporary directory for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from colpg import db, embedded
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded.EmbeddedServer]:
+    """The session's embedded server, also colpg's default (COLPG_DATA_DIR) for the session."""
+    pgdata = tmp_path_factory.mktemp("colpg") / "pgdata"
+    previous = {key: os.environ.pop(key, None) for key in (embedded.DATA_DIR_ENV, db.DATABASE_URL_ENV)}
+    os.environ[embedded.DATA_DIR_ENV] = str(pgdata)
+    running = embedded.ensure_server(pgdata)
+    yield running
+    embedded.stop_server(pgdata)
+    for key, value in previous.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
+
+
+def url_for_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def database_url(server: embedded.EmbeddedServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new, empty database on the session's server; COLPG_DATABASE_URL points at it."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with db.connect(server.url, autocommit=True, vector_types=False) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # generated name, no user input
+    url = url_for_database(server.url, name)
+    monkeypatch.setenv(db.DATABASE_URL_ENV, url)
+    yield url
+    with db.connect(server.url, autocommit=True, vector_types=False) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    """A database at colpg's head revision."""
+    from colpg import migrate
+
+    migrate.upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
