@@ -101,4 +101,4 @@ def execute_sql_file(filename: str) -> None:
         return
     driver_connection = op.get_bind().connection.driver_connection
     assert isinstance(driver_connection, psycopg.Connection)  # env.py connects through psycopg
-    driver_connection.execute(sql)  # type: ignore[call-overload]  # a file's text is not a LiteralString
+    driver_connection.execute(sql.encode())  # bytes: a file is not a LiteralString, and is sent as is
