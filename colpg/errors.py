@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ColpgError",
     "ConfigurationError",
     "DatabaseUnavailable",
+    "EncodingError",
     "ServerStartError",
     "SchemaError",
 ]
@@ -29,3 +31,11 @@ class ServerStartError(ColpgError):
 
 class SchemaError(ColpgError):
     """The database lacks what colpg needs (pgvector, the colpg schema, a recent enough revision)."""
+
+
+class CheckpointError(ColpgError):
+    """A model checkpoint cannot be found, read, or matched to the architecture it claims."""
+
+
+class EncodingError(ColpgError, ValueError):
+    """Text given to the encoder cannot be encoded (empty, for example)."""

