@@ -97,8 +97,8 @@ class Encoder:
         device: torch.device,
         dtype: torch.dtype,
     ) -> None:
-        self.backbone = backbone.to(device=device, dtype=dtype).eval()
-        self.head = head.to(device=device, dtype=dtype).eval()
+        self.backbone = backbone.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.head = head.to(device=device, dtype=dtype).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.settings = tokenizer.settings
         self.name = name
