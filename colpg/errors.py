@@ -7,7 +7,10 @@ __all__ = [
     "ColpgError",
     "ConfigurationError",
     "DatabaseUnavailable",
+    "DocumentError",
     "EncodingError",
+    "IndexExists",
+    "IndexNotFound",
     "ServerStartError",
     "SchemaError",
 ]
@@ -39,3 +42,15 @@ class CheckpointError(ColpgError):
 
 class EncodingError(ColpgError, ValueError):
     """Text given to the encoder cannot be encoded (empty, for example)."""
+
+
+class IndexNotFound(ColpgError, LookupError):
+    """No index of that name in the database."""
+
+
+class IndexExists(ColpgError):
+    """An index of that name is already built; pass overwrite=True to replace it."""
+
+
+class DocumentError(ColpgError, ValueError):
+    """Documents given to an index clash with what it holds (ids present, absent, or repeated)."""

@@ -10,11 +10,11 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["SCHEMA", "Base", "Centroid", "Document", "DocumentTokens", "Index"]
+__all__ = ["SCHEMA", "Base", "Centroid", "Document", "DocumentTokens", "Index", "RerankVectors"]
 
 SCHEMA = "colpg"
 
@@ -51,6 +51,7 @@ class Index(Base):
         sa.CheckConstraint("name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'", name="indexes_name_check"),
         sa.CheckConstraint("dim BETWEEN 1 AND 16000", name="indexes_dim_check"),
         sa.CheckConstraint("nbits IN (1, 2, 4)", name="indexes_nbits_check"),
+        sa.CheckConstraint("status IN ('building', 'ready')", name="indexes_status_check"),
         {
             "comment": "One row per colpg index: model, vector size, residual bits, ColBERT settings"
             " and the residual codec buckets."
@@ -70,13 +71,23 @@ class Index(Base):
         server_default=sa.text("'{}'::jsonb"),
         comment="ColBERT and build settings (query_maxlen, doc_maxlen, markers, k-means, precision store).",
     )
+    status: Mapped[str] = mapped_column(
+        sa.Text,
+        nullable=False,
+        server_default=sa.text("'building'::text"),
+        comment="building until every document of the initial build is written, then ready.",
+    )
     bucket_cutoffs: Mapped[list[float] | None] = mapped_column(
         ARRAY(REAL, dimensions=1),
-        comment="Residual quantisation cutoffs (2^nbits - 1 values); NULL until the codec is trained.",
+        comment="Residual quantisation cutoffs, dim x (2^nbits - 1) values, row-major; NULL until the codec is trained.",
     )
     bucket_weights: Mapped[list[float] | None] = mapped_column(
         ARRAY(REAL, dimensions=1),
-        comment="Residual bucket values (2^nbits values); NULL until the codec is trained.",
+        comment="Residual bucket values, dim x 2^nbits values, row-major; NULL until the codec is trained.",
+    )
+    rerank_codec: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB,
+        comment="Parameters of the rerank-precision store (kind, int8 scales or 4-bit buckets); NULL for none.",
     )
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = _updated_at()
@@ -116,7 +127,8 @@ class Document(Base):
         {"comment": "Documents of each index: the application's id, optional text and metadata."},
     )
 
-    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), primary_key=True)
+    # BY DEFAULT: bulk writes reserve ids from the sequence and COPY them in.
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=False), primary_key=True)
     index_id: Mapped[int] = mapped_column(
         sa.ForeignKey(Index.id, ondelete="CASCADE", name="documents_index_id_fkey"), nullable=False
     )
@@ -132,6 +144,7 @@ class Document(Base):
     tokens: Mapped[DocumentTokens | None] = relationship(
         back_populates="document", cascade="all, delete-orphan", passive_deletes=True
     )
+    rerank: Mapped[RerankVectors | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
 
 class DocumentTokens(Base):
@@ -140,6 +153,7 @@ class DocumentTokens(Base):
     __tablename__ = "document_tokens"
     __table_args__ = (
         sa.CheckConstraint("ntokens > 0 AND cardinality(codes) = ntokens", name="document_tokens_ntokens_check"),
+        sa.Index("document_tokens_codes_idx", "codes", postgresql_using="gin", postgresql_with={"fastupdate": "off"}),
         {
             "comment": "Per document: one centroid code per token and the tokens' residuals packed"
             " to dim*nbits/8 bytes each."
@@ -154,3 +168,21 @@ class DocumentTokens(Base):
     residuals: Mapped[bytes] = mapped_column(BYTEA, nullable=False)
 
     document: Mapped[Document] = relationship(back_populates="tokens")
+
+
+class RerankVectors(Base):
+    """A document's tokens at rerank precision: int8 or 4-bit residuals (``payload``), or fp16 ``vectors``."""
+
+    __tablename__ = "rerank_vectors"
+    __table_args__ = (
+        sa.CheckConstraint("payload IS NOT NULL OR vectors IS NOT NULL", name="rerank_vectors_payload_check"),
+        {
+            "comment": "Rerank-precision store: per document, int8 or 4-bit-residual tokens (payload) or fp16 vectors."
+        },
+    )
+
+    document_id: Mapped[int] = mapped_column(
+        sa.ForeignKey(Document.id, ondelete="CASCADE", name="rerank_vectors_document_id_fkey"), primary_key=True
+    )
+    payload: Mapped[bytes | None] = mapped_column(BYTEA)
+    vectors: Mapped[list[Any] | None] = mapped_column(ARRAY(HALFVEC(), dimensions=1))

@@ -6,9 +6,10 @@ them as ``colpg/_data/sql`` and ``colpg/_data/migrations`` (see pyproject.toml).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-__all__ = ["data_path", "read_sql"]
+__all__ = ["data_path", "query", "read_sql"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -27,3 +28,9 @@ def read_sql(filename: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"SQL file {filename!r} not found in {path.parent}")
     return path.read_text(encoding="utf-8")
+
+
+@functools.cache
+def query(name: str) -> bytes:
+    """The statement in ``sql/queries/<name>.sql``, ready for psycopg (values go as bound parameters)."""
+    return read_sql(f"queries/{name}.sql").encode()

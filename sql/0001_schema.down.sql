@@ -1,4 +1,5 @@
 -- Undo colpg schema v1. The schema "colpg" stays: it holds Alembic's version table.
+DROP TABLE IF EXISTS colpg.rerank_vectors;
 DROP TABLE IF EXISTS colpg.document_tokens;
 DROP TABLE IF EXISTS colpg.documents;
 DROP TABLE IF EXISTS colpg.centroids;

@@ -1,0 +1,223 @@
+"""PLAID's token codec: k-means centroids plus a per-dimension n-bit residual.
+
+Each token is stored as the code of its nearest centroid and ``dim * nbits / 8`` bytes of
+bucketed residual; decompression is ``centroid + bucket value``, re-normalised. Buckets are
+per dimension (cutoffs and values from quantiles of held-out residuals), because token
+dimensions differ widely in spread. Pure tensor functions; storage is the caller's job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Int8Codec",
+    "ResidualCodec",
+    "kmeans",
+    "num_centroids_for",
+    "pack_bits",
+    "sample_size",
+    "train_residual_codec",
+    "unpack_bits",
+]
+
+logger = logging.getLogger(__name__)
+
+NBITS = (1, 2, 4)
+TYPICAL_DOCLEN = 120  # ColBERTv2's assumption when sizing the k-means sample
+HELDOUT_FRACTION = 0.05
+MAX_HELDOUT = 50_000
+ASSIGN_BATCH_ELEMENTS = 1 << 26  # tokens x centroids scored at once when assigning codes
+
+
+def sample_size(num_docs: int) -> int:
+    """ColBERTv2's k-means sample: about ``16 * sqrt(120 * num_docs)`` documents.
+
+    >>> sample_size(100), sample_size(100_000)
+    (100, 55426)
+    """
+    return min(num_docs, 1 + int(16 * math.sqrt(TYPICAL_DOCLEN * num_docs)))
+
+
+def num_centroids_for(num_tokens: int) -> int:
+    """ColBERTv2's centroid count: ``2^floor(log2(16 * sqrt(num_tokens)))``.
+
+    >>> num_centroids_for(973_203)
+    8192
+    """
+    return int(2 ** math.floor(math.log2(16 * math.sqrt(max(num_tokens, 1)))))
+
+
+def kmeans(vectors: torch.Tensor, k: int, *, niters: int, seed: int) -> torch.Tensor:
+    """L2-normalised k-means centroids with faiss (on the GPU when faiss has one).
+
+    Shapes: vectors [n, dim] -> [k, dim] float32.
+    """
+    import faiss
+
+    data = np.ascontiguousarray(vectors.detach().to("cpu", torch.float32).numpy())
+    gpu = faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
+    clustering = faiss.Kmeans(data.shape[1], k, niter=niters, seed=seed, gpu=gpu, verbose=False)
+    clustering.train(data)
+    assert clustering.centroids is not None  # set by train()
+    return F.normalize(torch.from_numpy(clustering.centroids.copy()), dim=-1)
+
+
+def assign(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Nearest centroid (maximum inner product) of each vector, in batches.
+
+    Shapes: vectors [n, dim], centroids [k, dim] -> [n] int64.
+    """
+    step = max(1, ASSIGN_BATCH_ELEMENTS // max(1, centroids.shape[0]))
+    parts = [(chunk @ centroids.T).argmax(dim=1) for chunk in torch.split(vectors, step)]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=vectors.device)
+
+
+def _quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-column linear-interpolation quantiles, without torch.quantile's input size limit.
+
+    Shapes: values [n, dim], q [m] -> [dim, m].
+    """
+    ordered = values.sort(dim=0).values
+    position = q.to(values) * (values.shape[0] - 1)
+    low, high = position.floor().long(), position.ceil().long()
+    frac = (position - low.to(position))[:, None]
+    return (ordered[low] * (1 - frac) + ordered[high] * frac).T.contiguous()
+
+
+def pack_bits(values: torch.Tensor, nbits: int) -> torch.Tensor:
+    """Pack n-bit values (0 .. 2^nbits - 1), most significant bit first, into bytes.
+
+    Shapes: values [n, dim] -> [n, dim * nbits / 8] uint8.
+
+    >>> pack_bits(torch.tensor([[3, 0, 1, 2]]), 2).tolist()
+    [[198]]
+    """
+    n, dim = values.shape
+    shifts = torch.arange(nbits - 1, -1, -1, device=values.device)
+    bits = ((values.to(torch.uint8)[:, :, None] >> shifts.to(torch.uint8)) & 1).reshape(n, dim * nbits // 8, 8)
+    weights = (2 ** torch.arange(7, -1, -1, device=values.device)).to(torch.uint8)
+    return (bits * weights).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, nbits: int, dim: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`. Shapes: [n, dim * nbits / 8] uint8 -> [n, dim] int64."""
+    n = packed.shape[0]
+    shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
+    bits = ((packed[:, :, None] >> shifts) & 1).reshape(n, dim, nbits).long()
+    return (bits << torch.arange(nbits - 1, -1, -1, device=packed.device)).sum(dim=-1)
+
+
+@dataclass(frozen=True)
+class ResidualCodec:
+    """Centroids and per-dimension residual buckets.
+
+    Shapes: centroids [k, dim]; cutoffs [dim, 2^nbits - 1]; weights [dim, 2^nbits].
+    """
+
+    centroids: torch.Tensor
+    nbits: int
+    cutoffs: torch.Tensor
+    weights: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.nbits not in NBITS:
+            raise ValueError(f"nbits must be one of {NBITS}, got {self.nbits}")
+        if (self.dim * self.nbits) % 8:
+            raise ValueError(f"dim * nbits must be a multiple of 8, got {self.dim} * {self.nbits}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    @property
+    def residual_bytes(self) -> int:
+        """Bytes of packed residual per token."""
+        return self.dim * self.nbits // 8
+
+    def to(self, device: torch.device) -> ResidualCodec:
+        return ResidualCodec(self.centroids.to(device), self.nbits, self.cutoffs.to(device), self.weights.to(device))
+
+    def buckets(self, residuals: torch.Tensor) -> torch.Tensor:
+        """Bucket index of each residual component. Shapes: [n, dim] -> [n, dim] int64."""
+        return (residuals[:, :, None] > self.cutoffs[None, :, :]).sum(dim=-1)
+
+    def compress(self, vectors: torch.Tensor, codes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes and packed residuals. Shapes: [n, dim] -> ([n] int64, [n, dim*nbits/8] uint8)."""
+        vectors = vectors.to(self.centroids)
+        codes = assign(vectors, self.centroids) if codes is None else codes
+        residuals = vectors - self.centroids[codes]
+        return codes, pack_bits(self.buckets(residuals), self.nbits)
+
+    def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        """Shapes: ([n], [n, dim*nbits/8]) -> [n, dim] float32, L2-normalised."""
+        buckets = unpack_bits(packed.to(self.centroids.device), self.nbits, self.dim)
+        values = self.weights[torch.arange(self.dim, device=buckets.device)[None, :], buckets]
+        return F.normalize(self.centroids[codes.to(self.centroids.device)] + values, dim=-1)
+
+
+def fit_buckets(residuals: torch.Tensor, nbits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension cutoffs at quantiles i/2^nbits and bucket values at their midpoints.
+
+    Shapes: residuals [n, dim] -> ([dim, 2^nbits - 1], [dim, 2^nbits]).
+    """
+    options = 2**nbits
+    quantiles = torch.arange(options, dtype=torch.float32) / options
+    cutoffs = _quantiles(residuals.float(), quantiles[1:])
+    weights = _quantiles(residuals.float(), quantiles + 0.5 / options)
+    return cutoffs, weights
+
+
+def train_residual_codec(
+    sample: torch.Tensor, *, nbits: int, num_centroids: int, niters: int, seed: int
+) -> ResidualCodec:
+    """k-means on most of ``sample``; residual buckets from the held-out rest (ColBERTv2's recipe).
+
+    A sample too small for ``num_centroids`` (a collection of a few sentences) gets fewer
+    centroids, and too small to hold tokens out uses all of them for the buckets.
+
+    Shapes: sample [n, dim] float32.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    shuffled = sample[torch.randperm(sample.shape[0], generator=generator)]
+    heldout_count = min(MAX_HELDOUT, int(HELDOUT_FRACTION * shuffled.shape[0]))
+    train = shuffled[heldout_count:] if heldout_count >= 2 ** (nbits + 1) else shuffled
+    heldout = shuffled[:heldout_count] if heldout_count >= 2 ** (nbits + 1) else shuffled
+    k = min(num_centroids, train.shape[0])
+    if k < num_centroids:
+        logger.info("%d centroids capped at %d: the sample has only %d tokens", num_centroids, k, train.shape[0])
+    centroids = kmeans(train, k, niters=niters, seed=seed)
+    residuals = heldout - centroids[assign(heldout, centroids)]
+    cutoffs, weights = fit_buckets(residuals, nbits)
+    return ResidualCodec(centroids, nbits, cutoffs, weights)
+
+
+@dataclass(frozen=True)
+class Int8Codec:
+    """Per-dimension symmetric int8 with max-abs scales; decompression re-normalises.
+
+    Shapes: scales [dim].
+    """
+
+    scales: torch.Tensor
+
+    @classmethod
+    def fit(cls, sample: torch.Tensor) -> Int8Codec:
+        scales = sample.abs().amax(dim=0).float()
+        # Some dimensions are zero in every token (two of MiniLM's): any scale will do there.
+        return cls(torch.where(scales > 0, scales, torch.ones_like(scales)))
+
+    def compress(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Shapes: [n, dim] -> [n, dim] int8."""
+        scaled = vectors.float() / self.scales.to(vectors.device) * 127
+        return scaled.round().clamp(-127, 127).to(torch.int8)
+
+    def decompress(self, quantized: torch.Tensor) -> torch.Tensor:
+        """Shapes: [n, dim] int8 -> [n, dim] float32, L2-normalised."""
+        return F.normalize(quantized.float() * (self.scales.to(quantized.device) / 127), dim=-1)

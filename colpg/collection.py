@@ -1,0 +1,106 @@
+"""Collections: what the indexer takes in, from Python or from a file.
+
+Python: a list of strings (ids are their positions, as in ColBERT), of ``(id, text)``
+pairs, or of mappings with ``id``/``_id``, ``text`` (and optional ``title`` and
+``metadata``). Files: BEIR ``corpus.jsonl``, a TSV of ``id<TAB>text``, or plain lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colpg.errors import DocumentError, EncodingError
+
+__all__ = ["CollectionDocument", "documents_from", "read_collection"]
+
+
+@dataclass(frozen=True)
+class CollectionDocument:
+    """One document to index: the application's id, its text and metadata."""
+
+    external_id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _from_mapping(item: Mapping[str, Any], position: int) -> CollectionDocument:
+    identifier = item.get("id", item.get("_id", item.get("external_id")))
+    if identifier is None:
+        raise DocumentError(f"document {position} has no id (expected an 'id' or '_id' key)")
+    text = item.get("text")
+    if not isinstance(text, str):
+        raise TypeError(f"document {position} ({identifier}) has a {type(text).__name__} text, expected str")
+    title = item.get("title")
+    if isinstance(title, str) and title.strip():
+        text = f"{title.strip()} {text}"
+    metadata = item.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"document {position} ({identifier}) has {type(metadata).__name__} metadata, expected a mapping")
+    return CollectionDocument(str(identifier), text, dict(metadata))
+
+
+def documents_from(collection: Iterable[Any]) -> list[CollectionDocument]:
+    """Normalise a Python collection, rejecting what cannot be indexed before anything is written.
+
+    Raises:
+        TypeError: an item of an unknown shape, naming its position.
+        EncodingError: an empty text.
+        DocumentError: a missing id, or an id given twice.
+    """
+    if isinstance(collection, str | bytes):
+        raise TypeError("expected a collection of documents, got a single string; wrap it in a list")
+    documents: list[CollectionDocument] = []
+    for position, item in enumerate(collection):
+        if isinstance(item, CollectionDocument):
+            document = item
+        elif isinstance(item, str):
+            document = CollectionDocument(str(position), item)
+        elif isinstance(item, Mapping):
+            document = _from_mapping(item, position)
+        elif isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], str):
+            document = CollectionDocument(str(item[0]), item[1])
+        else:
+            raise TypeError(f"document {position} is a {type(item).__name__}; expected str, (id, text) or a mapping")
+        if not document.text.strip():
+            raise EncodingError(f"document {position} ({document.external_id}) is empty")
+        documents.append(document)
+    seen: dict[str, int] = {}
+    for position, document in enumerate(documents):
+        if document.external_id in seen:
+            raise DocumentError(
+                f"document id {document.external_id!r} appears twice (positions {seen[document.external_id]} and {position})"
+            )
+        seen[document.external_id] = position
+    return documents
+
+
+def read_collection(path: Path) -> list[CollectionDocument]:
+    """Read BEIR corpus.jsonl (``.jsonl``), ``id<TAB>text`` (``.tsv``), or one document per line (anything else)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EncodingError(f"cannot read collection {path}: {exc}") from exc
+    if path.suffix == ".jsonl":
+        items: list[Any] = []
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise EncodingError(f"{path} line {number} is not JSON: {exc}") from exc
+        return documents_from(items)
+    if path.suffix == ".tsv":
+        pairs = []
+        for number, line in enumerate(lines, start=1):
+            identifier, tab, text = line.partition("\t")
+            if not tab:
+                raise EncodingError(f"{path} line {number} has no tab between id and text")
+            pairs.append((identifier, text))
+        if pairs and pairs[0][0].lower() in {"id", "pid", "_id", "doc_id"}:
+            pairs = pairs[1:]  # a header row
+        return documents_from(pairs)
+    return documents_from([line for line in lines if line.strip()])

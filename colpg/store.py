@@ -1,0 +1,216 @@
+"""An index's rows in PostgreSQL: codec in, documents with codes and residuals out, by COPY.
+
+Every statement comes from ``sql/queries``; every value is a bound parameter or a COPY row.
+Functions take an open psycopg connection and leave transaction control to the caller,
+so a batch of documents commits whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+import torch
+from pgvector import HalfVector, Vector
+from psycopg.types.json import Jsonb
+
+from colpg.codec import Int8Codec, ResidualCodec
+from colpg.collection import CollectionDocument
+from colpg.errors import ColpgError, IndexNotFound
+from colpg.resources import query
+
+__all__ = [
+    "IndexRecord",
+    "RerankStore",
+    "create_index",
+    "delete_documents",
+    "existing_ids",
+    "get_index",
+    "load_codec",
+    "write_documents",
+]
+
+PRECISIONS = ("none", "residual4", "int8", "fp16")
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """An index row as stored."""
+
+    id: int
+    name: str
+    model: str
+    dim: int
+    nbits: int
+    config: dict[str, Any]
+    status: str
+    bucket_cutoffs: list[float] | None
+    bucket_weights: list[float] | None
+    rerank_codec: dict[str, Any] | None
+
+    @property
+    def precision(self) -> str:
+        return str(self.config.get("precision", "none"))
+
+
+@dataclass(frozen=True)
+class RerankStore:
+    """The rerank-precision store's codec: int8 scales, 4-bit residual buckets, fp16, or none."""
+
+    kind: str
+    int8: Int8Codec | None = None
+    residual4: ResidualCodec | None = None
+
+    def params(self) -> dict[str, Any] | None:
+        if self.kind == "int8" and self.int8 is not None:
+            return {"kind": "int8", "scales": self.int8.scales.tolist()}
+        if self.kind == "residual4" and self.residual4 is not None:
+            return {
+                "kind": "residual4",
+                "cutoffs": self.residual4.cutoffs.flatten().tolist(),
+                "weights": self.residual4.weights.flatten().tolist(),
+            }
+        return None if self.kind == "none" else {"kind": self.kind}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None, codec: ResidualCodec) -> RerankStore:
+        if params is None:
+            return cls("none")
+        if params["kind"] == "int8":
+            return cls("int8", int8=Int8Codec(torch.tensor(params["scales"], dtype=torch.float32)))
+        if params["kind"] == "residual4":
+            cutoffs = torch.tensor(params["cutoffs"], dtype=torch.float32).view(codec.dim, 15)
+            weights = torch.tensor(params["weights"], dtype=torch.float32).view(codec.dim, 16)
+            return cls("residual4", residual4=ResidualCodec(codec.centroids, 4, cutoffs, weights))
+        return cls(params["kind"])
+
+    def encode(self, vectors: torch.Tensor, codes: torch.Tensor) -> tuple[bytes | None, list[HalfVector] | None]:
+        """One document's row: ``(payload, vectors)``. Shapes: vectors [tokens, dim], codes [tokens]."""
+        if self.int8 is not None:
+            return self.int8.compress(vectors).cpu().numpy().tobytes(), None
+        if self.residual4 is not None:
+            return self.residual4.compress(vectors, codes)[1].cpu().numpy().tobytes(), None
+        if self.kind == "fp16":
+            return None, [HalfVector(v) for v in vectors.cpu().numpy()]
+        raise ValueError(f"the {self.kind!r} store keeps no rows")
+
+
+def get_index(conn: psycopg.Connection[Any], name: str) -> IndexRecord:
+    row = conn.execute(query("index_get"), {"name": name}).fetchone()
+    if row is None:
+        raise IndexNotFound(f"no index named {name!r}; `colpg index list` shows the indexes")
+    return IndexRecord(*row)
+
+
+def find_index(conn: psycopg.Connection[Any], name: str) -> IndexRecord | None:
+    try:
+        return get_index(conn, name)
+    except IndexNotFound:
+        return None
+
+
+def create_index(
+    conn: psycopg.Connection[Any],
+    *,
+    name: str,
+    model: str,
+    config: dict[str, Any],
+    codec: ResidualCodec,
+    rerank: RerankStore,
+) -> int:
+    """Insert the index row and its centroids (in the caller's transaction)."""
+    row = conn.execute(
+        query("index_create"),
+        {
+            "name": name,
+            "model": model,
+            "dim": codec.dim,
+            "nbits": codec.nbits,
+            "config": Jsonb(config),
+            "bucket_cutoffs": codec.cutoffs.flatten().tolist(),
+            "bucket_weights": codec.weights.flatten().tolist(),
+            "rerank_codec": Jsonb(rerank.params()) if rerank.params() is not None else None,
+        },
+    ).fetchone()
+    assert row is not None  # INSERT ... RETURNING
+    index_id = int(row[0])
+    with conn.cursor().copy(query("centroids_copy_in")) as copy:
+        copy.set_types(["int4", "int4", "vector"])
+        for code, centroid in enumerate(codec.centroids.cpu().numpy()):
+            copy.write_row((index_id, code, Vector(centroid)))
+    return index_id
+
+
+def load_codec(conn: psycopg.Connection[Any], record: IndexRecord) -> tuple[ResidualCodec, RerankStore]:
+    """The index's residual codec (centroids read by binary COPY) and its rerank store."""
+    with conn.cursor().copy(query("centroids_copy_out"), {"index_id": record.id}) as copy:
+        copy.set_types(["vector"])
+        centroids = np.stack([row[0].to_numpy() for row in copy.rows()])
+    if record.bucket_cutoffs is None or record.bucket_weights is None:
+        raise ColpgError(f"index {record.name!r} has no trained codec; rebuild it with overwrite=True")
+    options = 2**record.nbits
+    codec = ResidualCodec(
+        torch.from_numpy(centroids),
+        record.nbits,
+        torch.tensor(record.bucket_cutoffs, dtype=torch.float32).view(record.dim, options - 1),
+        torch.tensor(record.bucket_weights, dtype=torch.float32).view(record.dim, options),
+    )
+    return codec, RerankStore.from_params(record.rerank_codec, codec)
+
+
+def existing_ids(conn: psycopg.Connection[Any], index_id: int, external_ids: Sequence[str] | None = None) -> set[str]:
+    """The external ids (all, or those among ``external_ids``) that the index already holds."""
+    if external_ids is None:
+        rows = conn.execute(query("documents_all_ids"), {"index_id": index_id}).fetchall()
+    else:
+        rows = conn.execute(query("documents_existing"), {"index_id": index_id, "external_ids": list(external_ids)}).fetchall()
+    return {row[0] for row in rows}
+
+
+def write_documents(
+    conn: psycopg.Connection[Any],
+    index_id: int,
+    documents: Sequence[CollectionDocument],
+    vectors: Sequence[torch.Tensor],
+    codec: ResidualCodec,
+    rerank: RerankStore,
+) -> None:
+    """Compress and COPY a batch of documents (rows in documents, document_tokens, rerank_vectors).
+
+    Shapes: vectors[i] is [tokens_i, dim] float32.
+    """
+    if not documents:
+        return
+    device = codec.centroids.device
+    lengths = [len(v) for v in vectors]
+    flat = torch.cat(list(vectors)).to(device)
+    codes, packed = codec.compress(flat)
+    ids = [row[0] for row in conn.execute(query("documents_reserve_ids"), {"count": len(documents)}).fetchall()]
+    with conn.cursor().copy(query("documents_copy_in")) as copy:
+        copy.set_types(["int8", "int4", "text", "text", "jsonb"])
+        for doc_id, document in zip(ids, documents, strict=True):
+            copy.write_row((doc_id, index_id, document.external_id, document.text, Jsonb(document.metadata)))
+    per_doc_codes = torch.split(codes, lengths)
+    per_doc_packed = packed.cpu().numpy()
+    codes_cpu = [c.cpu().tolist() for c in per_doc_codes]
+    with conn.cursor().copy(query("document_tokens_copy_in")) as copy:
+        copy.set_types(["int8", "int4", "int4[]", "bytea"])
+        start = 0
+        for doc_id, length, code_list in zip(ids, lengths, codes_cpu, strict=True):
+            copy.write_row((doc_id, length, code_list, per_doc_packed[start : start + length].tobytes()))
+            start += length
+    if rerank.kind == "none":
+        return
+    with conn.cursor().copy(query("rerank_vectors_copy_in")) as copy:
+        copy.set_types(["int8", "bytea", "halfvec[]"])
+        for doc_id, doc_vectors, doc_codes in zip(ids, vectors, per_doc_codes, strict=True):
+            copy.write_row((doc_id, *rerank.encode(doc_vectors.to(device), doc_codes)))
+
+
+def delete_documents(conn: psycopg.Connection[Any], index_id: int, external_ids: Sequence[str]) -> set[str]:
+    """Delete documents by external id; return the ids that were there."""
+    rows = conn.execute(query("documents_delete"), {"index_id": index_id, "external_ids": list(external_ids)}).fetchall()
+    return {row[0] for row in rows}

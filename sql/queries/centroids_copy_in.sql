@@ -1,0 +1,1 @@
+COPY colpg.centroids (index_id, code, centroid) FROM STDIN (FORMAT BINARY)

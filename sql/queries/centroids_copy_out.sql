@@ -1,0 +1,1 @@
+COPY (SELECT centroid FROM colpg.centroids WHERE index_id = %(index_id)s ORDER BY code) TO STDOUT (FORMAT BINARY)

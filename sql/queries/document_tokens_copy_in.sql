@@ -1,0 +1,1 @@
+COPY colpg.document_tokens (document_id, ntokens, codes, residuals) FROM STDIN (FORMAT BINARY)

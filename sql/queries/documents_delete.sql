@@ -1,0 +1,3 @@
+DELETE FROM colpg.documents
+WHERE index_id = %(index_id)s AND external_id = ANY(%(external_ids)s)
+RETURNING external_id

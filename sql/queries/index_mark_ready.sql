@@ -1,0 +1,1 @@
+UPDATE colpg.indexes SET status = 'ready' WHERE id = %(index_id)s

@@ -1,0 +1,1 @@
+COPY colpg.rerank_vectors (document_id, payload, vectors) FROM STDIN (FORMAT BINARY)

@@ -1,0 +1,55 @@
+"""The residual codec: bit packing, buckets, and fidelity on real MiniLM token vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from colpg.codec import Int8Codec, num_centroids_for, pack_bits, sample_size, train_residual_codec, unpack_bits
+from colpg.encoder import Encoder
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_pack_unpack_round_trip(nbits: int) -> None:
+    values = torch.randint(0, 2**nbits, (50, 384), generator=torch.Generator().manual_seed(nbits))
+    packed = pack_bits(values, nbits)
+    assert packed.shape == (50, 384 * nbits // 8) and packed.dtype == torch.uint8
+    assert torch.equal(unpack_bits(packed, nbits, 384), values)
+
+
+def test_sizes_follow_colbertv2() -> None:
+    assert num_centroids_for(80) == 128
+    assert sample_size(8) == 8 and sample_size(5183) == 5183
+
+
+@pytest.fixture(scope="module")
+def minilm_vectors(minilm_path: Path, small_texts: list[str]) -> torch.Tensor:
+    encoder = Encoder.from_pretrained(minilm_path, device="cpu")
+    return torch.cat(encoder.encode_documents(small_texts))
+
+
+def test_fidelity_rises_with_bits(minilm_vectors: torch.Tensor) -> None:
+    """Mean cosine between original and decompressed tokens (24 SciFact abstracts, MiniLM)."""
+    fidelity = {}
+    for nbits in (1, 2, 4):
+        codec = train_residual_codec(minilm_vectors, nbits=nbits, num_centroids=256, niters=4, seed=0)
+        codes, packed = codec.compress(minilm_vectors)
+        assert packed.shape == (len(minilm_vectors), 384 * nbits // 8)
+        fidelity[nbits] = float((codec.decompress(codes, packed) * minilm_vectors).sum(-1).mean())
+    # Measured 0.870 / 0.945 / 0.989 with 256 centroids on these 4,198 tokens.
+    assert fidelity[1] > 0.86 and fidelity[2] > 0.94 and fidelity[4] > 0.985
+    assert fidelity[1] < fidelity[2] < fidelity[4]
+
+
+def test_int8_is_near_lossless(minilm_vectors: torch.Tensor) -> None:
+    codec = Int8Codec.fit(minilm_vectors)
+    assert (codec.scales > 0).all()  # MiniLM has all-zero dimensions: their scale must not be 0
+    restored = codec.decompress(codec.compress(minilm_vectors))
+    assert float((restored * minilm_vectors).sum(-1).min()) > 0.999
+
+
+def test_tiny_collection_caps_centroids(minilm_vectors: torch.Tensor) -> None:
+    codec = train_residual_codec(minilm_vectors[:40], nbits=2, num_centroids=128, niters=4, seed=0)
+    assert codec.centroids.shape == (40, 384)
