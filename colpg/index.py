@@ -294,7 +294,8 @@ class Index:
         with db.connect(self.url) as conn:
             row = conn.execute(query("index_stats"), {"index_id": self.record.id}).fetchone()
             tables = conn.execute(query("table_sizes")).fetchall()
-        assert row is not None
+            inverted = conn.execute(query("inverted_list_size")).fetchone()
+        assert row is not None and inverted is not None
         documents, tokens, centroids, codes_bytes, residual_bytes, rerank_bytes, text_bytes = (int(v) for v in row)
         sizes = {t[0]: {"heap": t[1], "toast": t[2], "indexes": t[3], "total": t[4]} for t in tables}
         per_token = (lambda b: b / tokens) if tokens else (lambda b: 0.0)
@@ -312,6 +313,7 @@ class Index:
             "payload_bytes_per_token": payload,
             "codes_residuals_column_bytes_per_token": per_token(codes_bytes + residual_bytes),
             "codes_residuals_table_bytes_per_token": per_token(sizes["document_tokens"]["total"]),
+            "inverted_list_bytes_per_token": per_token(inverted[0]),
             "rerank_column_bytes_per_token": per_token(rerank_bytes),
             "rerank_table_bytes_per_token": per_token(sizes["rerank_vectors"]["total"]),
             "float32_vector_bytes_per_token": 4 * self.record.dim + 8,
