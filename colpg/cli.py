@@ -231,3 +231,71 @@ def index_info(name: str) -> None:
                 f"  {table_name:<16} heap {_mib(size['heap'])}, TOAST {_mib(size['toast'])},"
                 f" indexes {_mib(size['indexes'])}, total {_mib(size['total'])}"
             )
+
+
+def _where_option(where: str | None, params: list[str]) -> tuple[str, dict[str, str]] | None:
+    """``--where "documents.metadata ->> 'lang' = :lang" --param lang=en``: a fragment and its bound values."""
+    if where is None:
+        if params:
+            raise typer.BadParameter("--param needs --where")
+        return None
+    values = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param takes NAME=VALUE, got {item!r}")
+        values[key] = value
+    return where, values
+
+
+@app.command("search")
+def search(
+    name: str = typer.Argument(..., help="Index to search."),
+    query: str = typer.Argument(..., help="The query text."),
+    k: int = typer.Option(10, "-k", help="Number of hits."),
+    where: str | None = typer.Option(None, help="SQL condition over `documents` (colpg.documents), values as :names."),
+    param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a :NAME in --where (repeatable)."),
+    explain: bool = typer.Option(False, help="Show, per query token, the document token that matched it best."),
+    exact: bool = typer.Option(False, help="Score every document exactly (slow on large indexes)."),
+) -> None:
+    """Search an index and print the hits."""
+    from colpg.index import Index
+
+    with _reported_errors():
+        hits = Index(name).search(query, k, where=_where_option(where, param), explain=explain, exact=exact)
+        if not hits:
+            typer.echo("no hits")
+        for hit in hits:
+            text = " ".join((hit.text or "").split())
+            typer.echo(f"{hit.rank:>3}  {hit.score:8.3f}  {hit.external_id:<16} {text[:90]}")
+            if hit.explanation:
+                matches = [m for m in hit.explanation if m.query_token not in ("[MASK]", "[CLS]", "[SEP]", "[unused0]")]
+                shown = ", ".join(f"{m.query_token}->{m.document_token} {m.similarity:.2f}" for m in matches)
+                typer.echo(f"{'':>14}matches: {shown}")
+
+
+@app.command("eval")
+def evaluate_index(
+    name: str = typer.Argument(..., help="Index holding the dataset's corpus."),
+    dataset: Path = typer.Option(..., "--dataset", exists=True, file_okay=False, help="BEIR folder: queries.jsonl, qrels.tsv."),
+    k: int = typer.Option(10, "-k", help="Depth of the run compared with exact search."),
+    vs_exact: bool = typer.Option(False, "--vs-exact", help="Also compare with exact MaxSim (stored and original vectors)."),
+    queries: int | None = typer.Option(None, help="Evaluate only the first N judged queries."),
+) -> None:
+    """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset; with --vs-exact, recall@k against exact search."""
+    from colpg.evaluate import evaluate
+    from colpg.index import Index
+
+    with _reported_errors():
+        report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries)
+        typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
+        typer.echo("| run | nDCG@10 | MRR@10 | R@100 |")
+        typer.echo("|---|---|---|---|")
+        runs = [("colpg (approximate)", report.approximate)]
+        if vs_exact:
+            runs += [("exact, stored tokens", report.exact_stored), ("exact, original vectors", report.exact_original)]
+        for label, figures in runs:
+            typer.echo(f"| {label} | {figures['nDCG@10']:.4f} | {figures['MRR@10']:.4f} | {figures['R@100']:.4f} |")
+        if vs_exact:
+            typer.echo(f"recall@{k} vs exact on stored tokens (pruning loss): {report.recall_vs_exact_stored:.4f}")
+            typer.echo(f"recall@{k} vs exact on original vectors (pruning + compression): {report.recall_vs_exact_original:.4f}")

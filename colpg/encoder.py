@@ -170,14 +170,19 @@ class Encoder:
         return torch.cat(parts) if parts else torch.empty(0, self.settings.query_maxlen, self.dim)
 
     def encode_documents(
-        self, documents: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool | None = None
+        self,
+        documents: Sequence[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool | None = None,
+        warn_truncation: bool = True,
     ) -> list[torch.Tensor]:
         """One [tokens, dim] float32 CPU tensor per document, in input order, without padding or punctuation.
 
         Documents are batched by length, so long ones do not pad short ones. ``progress``:
         True or False forces the bar, None shows it on a terminal for more than one batch.
         """
-        sequences = self.tokenizer.document_ids(documents)
+        sequences = self.tokenizer.document_ids(documents, warn=warn_truncation)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
         results: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
         batches = list(_batches(order, batch_size))

@@ -30,6 +30,7 @@ from colpg.collection import CollectionDocument, documents_from, read_collection
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, DocumentError, IndexExists
 from colpg.resources import query
+from colpg.search import Hit, IndexSearcher, Where
 from colpg.store import PRECISIONS, IndexRecord, RerankStore
 
 __all__ = ["BuildStats", "Index", "IndexConfig", "Indexer", "drop_index", "list_indexes"]
@@ -103,7 +104,7 @@ class Indexer:
     def _encode(self, documents: Sequence[CollectionDocument]) -> list[torch.Tensor]:
         started = time.perf_counter()
         vectors = self.encoder.encode_documents(
-            [d.text for d in documents], batch_size=self.config.encode_batch_size, progress=False
+            [d.text for d in documents], batch_size=self.config.encode_batch_size, progress=False, warn_truncation=False
         )
         self.stats.encode_s += time.perf_counter() - started
         return vectors
@@ -163,6 +164,12 @@ class Indexer:
             raise DocumentError("the collection is empty")
         chunks = _chunks(len(documents), self.config.write_batch_size)
         self.stats = BuildStats(documents=len(documents))
+        truncated = self.encoder.tokenizer.count_truncated([d.text for d in documents])
+        if truncated:
+            logger.warning(
+                "%d of %d documents are longer than doc_maxlen=%d tokens and will be truncated",
+                truncated, len(documents), self.encoder.settings.doc_maxlen,
+            )
         fingerprint = _fingerprint(documents)
         url = self.url or db.database_url()
         with db.connect(url, autocommit=True) as conn:
@@ -230,6 +237,7 @@ class Index:
         with db.connect(self.url) as conn:
             self.record = store.get_index(conn, name)
         self._encoder = encoder
+        self._searcher: IndexSearcher | None = None
         if encoder is not None:
             self._check_encoder(encoder)
 
@@ -288,6 +296,49 @@ class Index:
             if missing:
                 raise DocumentError(f"index {self.name!r} does not hold {_few(missing)}; nothing was deleted")
         return len(deleted)
+
+    @property
+    def searcher(self) -> IndexSearcher:
+        """The search worker: the codec on the device and a connection pool, made on first use."""
+        if self._searcher is None:
+            self._searcher = IndexSearcher(self.record, self.url, self.encoder)
+        return self._searcher
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        where: Where = None,
+        explain: bool = False,
+        exact: bool = False,
+        ncells: int | None = None,
+        centroid_score_threshold: float | None = None,
+        ndocs: int | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best documents for ``query`` (fewer when the index or the filter holds fewer).
+
+        ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
+        ``explain`` adds, per query token, the document token that matched it best.
+        """
+        searcher = self.searcher
+        vectors = self.encoder.encode_queries([query])[0]
+        params = searcher.with_params(k, ncells=ncells, centroid_score_threshold=centroid_score_threshold, ndocs=ndocs)
+        ranked = searcher.search_vectors(vectors, k, where=where, exact=exact, params=params)
+        return searcher.hits(query, vectors, ranked, explain)
+
+    def search_batch(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[list[Hit]]:
+        """:meth:`search` for each query, with the queries encoded together."""
+        searcher = self.searcher
+        explain = bool(options.pop("explain", False))
+        where = options.pop("where", None)
+        exact = bool(options.pop("exact", False))
+        params = searcher.with_params(k, **options)
+        encoded = self.encoder.encode_queries(list(queries))
+        return [
+            searcher.hits(text, vectors, searcher.search_vectors(vectors, k, where=where, exact=exact, params=params), explain)
+            for text, vectors in zip(queries, encoded, strict=True)
+        ]
 
     def info(self) -> dict[str, Any]:
         """Counts, bytes per token (codes+residuals and rerank store apart), and table sizes."""

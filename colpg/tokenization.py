@@ -98,11 +98,11 @@ class ColBERTTokenizer:
             raise CheckpointError(f"{folder} has no tokenizer.json or vocab.txt")
         return cls(tokenizer, settings, folder)
 
-    def _ids(self, texts: Sequence[str], maxlen: int, what: str) -> list[list[int]]:
+    def _ids(self, texts: Sequence[str], maxlen: int, what: str, warn: bool = True) -> list[list[int]]:
         room = maxlen - SPECIAL_TOKENS_PER_TEXT
         ids = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
         cut = sum(len(i) > room for i in ids)
-        if cut:
+        if cut and warn:
             logger.warning(
                 "%d of %d %ss were longer than %d tokens and were truncated", cut, len(ids), what, maxlen
             )
@@ -111,12 +111,17 @@ class ColBERTTokenizer:
                 raise EncodingError(f"{what} {position} has no tokens the model knows")
         return [token_ids[:room] for token_ids in ids]
 
-    def document_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Each document's full sequence ``[CLS] [D] tokens [SEP]``, truncated to doc_maxlen."""
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """How many documents are longer than doc_maxlen (for one warning over a whole build)."""
+        room = self.settings.doc_maxlen - SPECIAL_TOKENS_PER_TEXT
+        return sum(len(e.ids) > room for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False))
+
+    def document_ids(self, texts: Sequence[str], *, warn: bool = True) -> list[list[int]]:
+        """Each document's full sequence ``[CLS] [D] tokens [SEP]``, truncated to doc_maxlen (with a warning)."""
         texts = check_texts(texts, "document")
         return [
             [self.cls_id, self.doc_marker_id, *ids, self.sep_id]
-            for ids in self._ids(texts, self.settings.doc_maxlen, "document")
+            for ids in self._ids(texts, self.settings.doc_maxlen, "document", warn)
         ]
 
     def queries(self, texts: Sequence[str]) -> TokenBatch:

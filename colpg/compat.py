@@ -1,0 +1,148 @@
+"""Stanford ColBERT's API over colpg, so a ColBERT script runs by changing its imports.
+
+    from colpg.compat import Checkpoint, ColBERTConfig, Indexer, Run, RunConfig, Searcher
+
+Only the retrieval maths carries over; ColBERT's run context (experiments, ranks, roots)
+is accepted and ignored, because colpg keeps its indexes in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colpg import index as colpg_index
+from colpg.encoder import Checkpoint, Encoder
+from colpg.errors import IndexExists
+
+__all__ = ["Checkpoint", "ColBERTConfig", "Indexer", "Ranking", "Run", "RunConfig", "Searcher"]
+
+
+@dataclass
+class ColBERTConfig:
+    """ColBERT's settings under their own names; None means colpg's (PLAID's) default."""
+
+    doc_maxlen: int | None = None
+    query_maxlen: int | None = None
+    nbits: int = 2
+    kmeans_niters: int = 4
+    ncells: int | None = None
+    centroid_score_threshold: float | None = None
+    ndocs: int | None = None
+    dim: int | None = None
+    similarity: str | None = None
+    attend_to_mask_tokens: bool | None = None
+    bsize: int = 32
+    checkpoint: str | None = None
+    #: ColBERT's infrastructure settings (nranks, root, experiment, gpus, ...): accepted, unused.
+    ignored: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, **settings: Any) -> None:
+        known = {f.name for f in dataclasses.fields(self)} - {"ignored"}
+        for f in dataclasses.fields(self):
+            if f.name != "ignored":
+                setattr(self, f.name, f.default)
+        self.ignored = {}
+        for key, value in settings.items():
+            if key in known:
+                setattr(self, key, value)
+            else:
+                self.ignored[key] = value
+
+    def encoder_settings(self) -> dict[str, Any]:
+        names = ("doc_maxlen", "query_maxlen", "dim", "similarity", "attend_to_mask_tokens")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass
+class RunConfig:
+    """ColBERT's run settings (nranks, experiment, root, ...): accepted for compatibility."""
+
+    nranks: int = 1
+    experiment: str = "default"
+    root: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Run:
+    """``with Run().context(RunConfig(...)):`` works and changes nothing."""
+
+    @contextlib.contextmanager
+    def context(self, config: RunConfig | None = None, inherit_config: bool = True) -> Iterator[RunConfig]:
+        yield config or RunConfig()
+
+
+class Indexer:
+    """``Indexer(checkpoint=..., config=ColBERTConfig(...)).index(name=..., collection=[...])``."""
+
+    def __init__(self, checkpoint: str | Path, config: ColBERTConfig | None = None, **_: Any) -> None:
+        self.checkpoint = str(checkpoint)
+        self.config = config or ColBERTConfig()
+
+    def index(self, name: str, collection: Iterable[Any] | str | Path, overwrite: bool | str = False) -> str:
+        """Build ``name``; ``overwrite`` takes ColBERT's values: True, False, "reuse", "resume", "force_silent_overwrite"."""
+        if isinstance(collection, str):
+            collection = Path(collection)
+        config = colpg_index.IndexConfig(
+            nbits=self.config.nbits,
+            kmeans_niters=self.config.kmeans_niters,
+            encode_batch_size=self.config.bsize,
+            doc_maxlen=self.config.doc_maxlen,
+            query_maxlen=self.config.query_maxlen,
+        )
+        indexer = colpg_index.Indexer(self.checkpoint, config)
+        try:
+            indexer.index(name, collection, overwrite=overwrite in (True, "force_silent_overwrite"))
+        except IndexExists:
+            if overwrite != "reuse":
+                raise
+        return name
+
+
+class Ranking:
+    """``search_all``'s result: per query, ``(pid, rank, score)`` triples."""
+
+    def __init__(self, data: dict[Any, list[tuple[Any, int, float]]]) -> None:
+        self.data = data
+
+    def todict(self) -> dict[Any, list[tuple[Any, int, float]]]:
+        return self.data
+
+    def flat(self) -> list[tuple[Any, Any, int, float]]:
+        return [(qid, pid, rank, score) for qid, hits in self.data.items() for pid, rank, score in hits]
+
+
+def _pid(external_id: str) -> int | str:
+    """ColBERT's passage ids are positions: give numbers back as ints."""
+    return int(external_id) if external_id.isdigit() else external_id
+
+
+class Searcher:
+    """``Searcher(index=name, config=ColBERTConfig(...)).search(query, k)`` -> ``(pids, ranks, scores)``."""
+
+    def __init__(self, index: str, config: ColBERTConfig | None = None, checkpoint: str | None = None, **_: Any) -> None:
+        self.config = config or ColBERTConfig()
+        self.index = colpg_index.Index(index)
+        settings = dict(self.index.record.config.get("encoder", {})) | self.config.encoder_settings()
+        model = checkpoint or self.config.checkpoint or self.index.record.model
+        self.index = colpg_index.Index(index, encoder=Encoder.from_pretrained(model, settings))
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "ncells": self.config.ncells,
+            "centroid_score_threshold": self.config.centroid_score_threshold,
+            "ndocs": self.config.ndocs,
+        }
+
+    def search(self, text: str, k: int = 10, **_: Any) -> tuple[list[int | str], list[int], list[float]]:
+        hits = self.index.search(text, k, **self._options())
+        return [_pid(h.external_id) for h in hits], [h.rank for h in hits], [h.score for h in hits]
+
+    def search_all(self, queries: Mapping[Any, str] | Sequence[str], k: int = 10, **_: Any) -> Ranking:
+        items = list(queries.items()) if isinstance(queries, Mapping) else list(enumerate(queries))
+        results = self.index.search_batch([text for _, text in items], k, **self._options())
+        return Ranking({qid: [(_pid(h.external_id), h.rank, h.score) for h in hits] for (qid, _), hits in zip(items, results, strict=True)})

@@ -1,0 +1,134 @@
+"""Evaluation on BEIR-layout datasets: quality on the qrels, and agreement with exact search.
+
+Two exact references tell the losses apart: exact MaxSim over the stored tokens (what the
+index can do at best, so the gap to it is pruning loss) and exact MaxSim over the
+encoder's original float vectors (the gap to it adds compression loss).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from colpg.errors import ConfigurationError
+from colpg.index import Index
+from colpg.scoring import maxsim_flat, owners
+
+__all__ = ["EvalReport", "evaluate", "read_qrels", "read_queries"]
+
+QUERY_BATCH = 32
+
+
+def read_queries(path: Path) -> dict[str, str]:
+    """BEIR queries.jsonl: ``{_id: text}``."""
+    if not path.is_file():
+        raise ConfigurationError(f"{path} not found; expected a BEIR dataset folder with queries.jsonl and qrels.tsv")
+    queries = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            item = json.loads(line)
+            queries[str(item["_id"])] = item["text"]
+    return queries
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """BEIR qrels.tsv (header ``query-id corpus-id score``): ``{query: {document: relevance}}``."""
+    if not path.is_file():
+        raise ConfigurationError(f"{path} not found; expected a BEIR dataset folder with queries.jsonl and qrels.tsv")
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+    return qrels
+
+
+def _quality(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    import ir_measures
+    from ir_measures import RR, R, nDCG
+
+    measures = ir_measures.calc_aggregate([nDCG @ 10, RR @ 10, R @ 100], qrels, run)
+    return {"nDCG@10": measures[nDCG @ 10], "MRR@10": measures[RR @ 10], "R@100": measures[R @ 100]}
+
+
+def _overlap(approx: dict[str, list[str]], exact: dict[str, list[str]], k: int) -> float:
+    shares = [len(set(approx[q][:k]) & set(exact[q][:k])) / max(1, min(k, len(exact[q]))) for q in exact]
+    return sum(shares) / max(1, len(shares))
+
+
+def _ranking(run: dict[str, float]) -> list[str]:
+    return sorted(run, key=lambda document: -run[document])
+
+
+def _brute_force(queries: torch.Tensor, ids: Sequence[str], documents: Sequence[torch.Tensor], depth: int) -> list[dict[str, float]]:
+    """Exact MaxSim of every query against every document. Shapes: queries [n, q, dim]; documents[i] [t_i, dim]."""
+    tokens = torch.cat(list(documents))
+    owner = owners([len(d) for d in documents], tokens.device)
+    results = []
+    for start in range(0, len(queries), QUERY_BATCH):
+        scores = maxsim_flat(queries[start : start + QUERY_BATCH].to(tokens.device), tokens, owner, len(ids))
+        top = scores.topk(min(depth, len(ids)), dim=1)
+        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            results.append({ids[i]: v for i, v in zip(indices, values, strict=True)})
+    return results
+
+
+@dataclass
+class EvalReport:
+    """Quality and agreement figures of one evaluation."""
+
+    queries: int
+    k: int
+    approximate: dict[str, float]
+    search_ms_p50: float
+    exact_stored: dict[str, float] = field(default_factory=dict)
+    exact_original: dict[str, float] = field(default_factory=dict)
+    recall_vs_exact_stored: float | None = None
+    recall_vs_exact_original: float | None = None
+
+
+def _search_all(index: Index, qids: Sequence[str], encoded: torch.Tensor, depth: int) -> tuple[dict[str, dict[str, float]], float]:
+    """The approximate run at PLAID's defaults for ``depth``, and its median latency (ms, excluding encoding)."""
+    searcher = index.searcher
+    params = searcher.with_params(depth)
+    run, times = {}, []
+    for qid, vectors in zip(qids, encoded, strict=True):
+        started = time.perf_counter()
+        ranked = searcher.search_vectors(vectors, depth, params=params)
+        times.append(time.perf_counter() - started)
+        run[qid] = {row.external_id: score for score, row, _ in ranked}
+    return run, sorted(times)[len(times) // 2] * 1000
+
+
+def evaluate(index: Index, dataset: Path, *, k: int = 10, vs_exact: bool = False, max_queries: int | None = None) -> EvalReport:
+    """Search every judged query of ``dataset`` (BEIR layout) and score the runs with ir-measures.
+
+    nDCG@10 and MRR@10 come from the run at depth ``k``, R@100 from a run at depth 100.
+    """
+    queries = read_queries(dataset / "queries.jsonl")
+    qrels = read_qrels(dataset / "qrels.tsv")
+    qids = [q for q in queries if q in qrels][:max_queries]
+    encoded = index.encoder.encode_queries([queries[q] for q in qids])
+    at_k, p50 = _search_all(index, qids, encoded, k)
+    deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100)[0]
+    approximate = _quality(at_k, qrels) | {"R@100": _quality(deep, qrels)["R@100"]}
+    report = EvalReport(queries=len(qids), k=k, approximate=approximate, search_ms_p50=p50)
+    if not vs_exact:
+        return report
+
+    ids, texts, stored_tokens = index.searcher.stored_documents()
+    stored = dict(zip(qids, _brute_force(encoded, ids, stored_tokens, 100), strict=True))
+    del stored_tokens
+    original_tokens = index.encoder.encode_documents(texts)
+    original = dict(zip(qids, _brute_force(encoded, ids, original_tokens, 100), strict=True))
+    approx_ranking = {q: _ranking(r) for q, r in at_k.items()}
+    report.exact_stored = _quality(stored, qrels)
+    report.exact_original = _quality(original, qrels)
+    report.recall_vs_exact_stored = _overlap(approx_ranking, {q: _ranking(r) for q, r in stored.items()}, k)
+    report.recall_vs_exact_original = _overlap(approx_ranking, {q: _ranking(r) for q, r in original.items()}, k)
+    return report

@@ -1,0 +1,13 @@
+-- Every document of an index with its stored tokens, for exact evaluation in the worker.
+-- SQLAlchemy binds (a colon before the name).
+-- Columns the index's rerank store does not need stay NULL, so PostgreSQL never reads them from TOAST.
+SELECT d.id, d.external_id, d.text, d.metadata, t.ntokens,
+       CASE WHEN :want_codes THEN t.codes END AS codes,
+       CASE WHEN :want_residuals THEN t.residuals END AS residuals,
+       CASE WHEN :want_payload THEN r.payload END AS payload,
+       CASE WHEN :want_vectors THEN r.vectors END AS vectors
+FROM colpg.documents d
+JOIN colpg.document_tokens t ON t.document_id = d.id
+LEFT JOIN colpg.rerank_vectors r ON r.document_id = d.id
+WHERE d.index_id = :index_id
+ORDER BY d.id

@@ -1,0 +1,12 @@
+-- Stage 3 of search: everything needed to rerank and report the best candidates, in one round trip.
+-- SQLAlchemy binds (a colon before the name).
+-- Columns the index's rerank store does not need stay NULL, so PostgreSQL never reads them from TOAST.
+SELECT d.id, d.external_id, d.text, d.metadata, t.ntokens,
+       CASE WHEN :want_codes THEN t.codes END AS codes,
+       CASE WHEN :want_residuals THEN t.residuals END AS residuals,
+       CASE WHEN :want_payload THEN r.payload END AS payload,
+       CASE WHEN :want_vectors THEN r.vectors END AS vectors
+FROM colpg.documents d
+JOIN colpg.document_tokens t ON t.document_id = d.id
+LEFT JOIN colpg.rerank_vectors r ON r.document_id = d.id
+WHERE d.id = ANY(CAST(:ids AS bigint[]))

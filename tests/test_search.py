@@ -1,0 +1,120 @@
+"""Search on a real index: candidates in SQL, MaxSim in the worker, filters, explanations, compatibility."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from colpg.encoder import Encoder
+from colpg.errors import ConfigurationError, EncodingError, IndexNotFound
+from colpg.index import Index, IndexConfig, Indexer
+from colpg.orm import Document
+from colpg.search import plaid_defaults
+from colpg.scoring import maxsim_flat, owners
+
+CONFIG = IndexConfig(kmeans_niters=2)
+
+
+@pytest.fixture(scope="module")
+def encoder(minilm_path: Path) -> Encoder:
+    return Encoder.from_pretrained(minilm_path, device="cpu")
+
+
+@pytest.fixture
+def index(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> Index:
+    corpus = [{"id": f"d{i}", "text": t, "metadata": {"n": i, "even": i % 2 == 0}} for i, t in enumerate(small_texts)]
+    return Indexer(encoder, CONFIG).index("scifact", corpus)
+
+
+def _exact_original(encoder: Encoder, texts: list[str], query: str, k: int) -> list[str]:
+    documents = encoder.encode_documents(texts)
+    scores = maxsim_flat(encoder.encode_queries([query]), torch.cat(documents), owners([len(d) for d in documents]), len(texts))[0]
+    return [f"d{i}" for i in scores.topk(k).indices.tolist()]
+
+
+def test_search_finds_what_exact_maxsim_finds(index: Index, encoder: Encoder, small_texts: list[str]) -> None:
+    query = "white matter development in the newborn brain"
+    hits = index.search(query, k=5)
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert [h.external_id for h in hits][:3] == _exact_original(encoder, small_texts, query, 3)
+    assert hits[0].text == small_texts[int(hits[0].external_id[1:])] and "n" in hits[0].metadata
+
+
+def test_exact_search_scores_every_document(index: Index) -> None:
+    hits = index.search("cancer", k=100, exact=True)
+    assert len(hits) == 24  # k larger than the collection returns the collection
+
+
+def test_where_filter_holds_for_every_hit(index: Index) -> None:
+    hits = index.search("cells and tissue", k=10, where=Document.metadata_["even"].as_boolean())
+    assert hits and all(h.metadata["even"] for h in hits)
+    five = ["d1", "d4", "d9", "d16", "d23"]
+    narrow = index.search("cells and tissue", k=10, where=Document.external_id.in_(five))
+    assert sorted(h.external_id for h in narrow) == sorted(five)  # 5 matching documents: 5 hits
+
+
+def test_sql_fragment_filter_with_bound_parameters(index: Index) -> None:
+    hits = index.search("protein", k=10, where=("(documents.metadata ->> 'n')::int < :limit", {"limit": 3}))
+    assert sorted(h.external_id for h in hits) == ["d0", "d1", "d2"]
+    hostile = "0; DROP TABLE colpg.documents"
+    assert index.search("protein", k=3, where=("documents.external_id = :x", {"x": hostile})) == []
+    assert index.info()["documents"] == 24
+
+
+def test_filter_larger_than_budget_goes_through_candidates(index: Index) -> None:
+    hits = index.search("brain", k=3, where=Document.external_id.like("d%"), ndocs=4)
+    assert len(hits) == 3
+
+
+def test_explanation_points_at_the_matching_token(migrated_url: str, encoder: Encoder) -> None:
+    corpus = ["The zebra crossed the savanna at dawn.", "Quantum chromodynamics describes quarks.",
+              "A recipe for sourdough bread.", "Glaciers retreat as climates warm."]
+    index = Indexer(encoder, CONFIG).index("hand", corpus)
+    hits = index.search("zebra", k=1, explain=True)
+    assert hits[0].external_id == "0"
+    assert hits[0].explanation is not None
+    by_query_token = {m.query_token: m for m in hits[0].explanation}
+    assert by_query_token["zebra"].document_token == "zebra"
+    assert by_query_token["zebra"].similarity > 0.9
+    assert by_query_token["[CLS]"].document_token == "[CLS]"
+
+
+def test_batch_search_matches_single(index: Index) -> None:
+    queries = ["neural development", "vaccine trial outcomes"]
+    batch = index.search_batch(queries, k=3)
+    assert [[h.external_id for h in hits] for hits in batch] == [[h.external_id for h in index.search(q, k=3)] for q in queries]
+
+
+def test_bad_queries_are_clear(index: Index, migrated_url: str) -> None:
+    with pytest.raises(EncodingError, match="query 0 is empty"):
+        index.search("   ")
+    with pytest.raises(ConfigurationError, match="k must be positive"):
+        index.search("x", k=0)
+    with pytest.raises(ConfigurationError, match=r"query vectors must be \[tokens, 384\]"):
+        index.searcher.search_vectors(torch.zeros(32, 128), 3)
+    with pytest.raises(IndexNotFound):
+        Index("nope")
+
+
+def test_plaid_defaults_by_k() -> None:
+    assert plaid_defaults(10).ncells == 1 and plaid_defaults(100).ndocs == 1024 and plaid_defaults(101).ncells == 4
+
+
+@pytest.mark.parametrize("precision", ["none", "residual4", "fp16"])
+def test_every_precision_store_searches(migrated_url: str, encoder: Encoder, small_texts: list[str], precision: str) -> None:
+    index = Indexer(encoder, IndexConfig(precision=precision, kmeans_niters=2)).index("p", small_texts[:12])
+    hits = index.search("brain development", k=3)
+    assert len(hits) == 3 and hits[0].score > hits[2].score
+    assert index.search("brain development", k=3, exact=True)[0].external_id == hits[0].external_id
+
+
+def test_changes_are_visible_to_the_next_query(index: Index) -> None:
+    index.add([{"id": "new", "text": "Axolotl limb regeneration in salamanders."}])
+    assert index.search("axolotl regeneration", k=1)[0].external_id == "new"
+    index.delete(["new"])
+    assert all(h.external_id != "new" for h in index.search("axolotl regeneration", k=5))
+
+
