@@ -20,7 +20,7 @@ from colpg.errors import ConfigurationError
 from colpg.index import Index
 from colpg.scoring import maxsim_flat, owners
 
-__all__ = ["EvalReport", "evaluate", "read_qrels", "read_queries"]
+__all__ = ["EvalReport", "brute_force", "evaluate", "read_qrels", "read_queries"]
 
 QUERY_BATCH = 32
 
@@ -65,7 +65,7 @@ def _ranking(run: dict[str, float]) -> list[str]:
     return sorted(run, key=lambda document: -run[document])
 
 
-def _brute_force(queries: torch.Tensor, ids: Sequence[str], documents: Sequence[torch.Tensor], depth: int) -> list[dict[str, float]]:
+def brute_force(queries: torch.Tensor, ids: Sequence[str], documents: Sequence[torch.Tensor], depth: int) -> list[dict[str, float]]:
     """Exact MaxSim of every query against every document. Shapes: queries [n, q, dim]; documents[i] [t_i, dim]."""
     tokens = torch.cat(list(documents))
     owner = owners([len(d) for d in documents], tokens.device)
@@ -122,10 +122,10 @@ def evaluate(index: Index, dataset: Path, *, k: int = 10, vs_exact: bool = False
         return report
 
     ids, texts, stored_tokens = index.searcher.stored_documents()
-    stored = dict(zip(qids, _brute_force(encoded, ids, stored_tokens, 100), strict=True))
+    stored = dict(zip(qids, brute_force(encoded, ids, stored_tokens, 100), strict=True))
     del stored_tokens
     original_tokens = index.encoder.encode_documents(texts)
-    original = dict(zip(qids, _brute_force(encoded, ids, original_tokens, 100), strict=True))
+    original = dict(zip(qids, brute_force(encoded, ids, original_tokens, 100), strict=True))
     approx_ranking = {q: _ranking(r) for q, r in at_k.items()}
     report.exact_stored = _quality(stored, qrels)
     report.exact_original = _quality(original, qrels)

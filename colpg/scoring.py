@@ -55,11 +55,23 @@ def centroid_interaction(
     """Approximate MaxSim from codes: each token scores as its centroid.
 
     With ``threshold``, centroids whose best score over the query tokens is below it count
-    as 0 (PLAID's pruning).
+    as 0 (PLAID's pruning); only the tokens of the remaining centroids are then gathered.
 
     Shapes: centroid_scores [q, k]; codes, owner [n_tokens] -> [num_documents].
+
+    >>> scores = torch.tensor([[0.9, 0.1, 0.6], [0.2, 0.3, 0.7]])
+    >>> codes, owner = torch.tensor([0, 1, 2, 1]), owners([2, 2])
+    >>> [round(v, 4) for v in centroid_interaction(scores, codes, owner, 2).tolist()]
+    [1.2, 1.3]
+    >>> [round(v, 4) for v in centroid_interaction(scores, codes, owner, 2, threshold=0.5).tolist()]
+    [1.1, 1.3]
     """
-    scores = centroid_scores
-    if threshold is not None:
-        scores = centroid_scores * (centroid_scores.max(dim=0).values >= threshold)[None, :]
-    return segment_max_sum(scores[:, codes], owner, num_documents)
+    if threshold is None:
+        return segment_max_sum(centroid_scores[:, codes], owner, num_documents)
+    relevant = (centroid_scores.max(dim=0).values >= threshold)[codes]
+    # A pruned token scores 0, so a document holding one starts from 0 instead of -inf.
+    has_pruned = torch.bincount(owner[~relevant], minlength=num_documents) > 0
+    start = torch.where(has_pruned, 0.0, float("-inf")).to(centroid_scores.dtype)
+    best = start.expand(centroid_scores.shape[0], -1).clone()
+    best = best.scatter_reduce(1, owner[relevant].expand(centroid_scores.shape[0], -1), centroid_scores[:, codes[relevant]], "amax")
+    return best.sum(dim=0)

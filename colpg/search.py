@@ -156,6 +156,7 @@ class IndexSearcher:
         if clause is not None:
             stmt = stmt.join(Document, Document.id == base.c.document_id).where(clause)
         with self.engine.connect() as connection:
+            connection.execute(sa.text(read_sql("queries/search_prefer_inverted_list.sql")))
             rows = connection.execute(stmt).all()
         self._timed("sql", started)
         return [r[0] for r in rows], [torch.from_numpy(_codes_from_array_send(r[1])) for r in rows]
@@ -253,7 +254,11 @@ class IndexSearcher:
         owner = owners([len(c) for c in codes], self.device)
         pruned = centroid_interaction(centroid_scores, flat_codes, owner, len(ids), params.centroid_score_threshold)
         keep = pruned.topk(min(params.ndocs, len(ids))).indices
-        full = centroid_interaction(centroid_scores, flat_codes, owner, len(ids))[keep]
+        # Unpruned interaction on the kept documents only: renumber them 0..len(keep)-1.
+        position = torch.full((len(ids),), -1, dtype=torch.long, device=self.device)
+        position[keep] = torch.arange(len(keep), device=self.device)
+        kept_tokens = position[owner] >= 0
+        full = centroid_interaction(centroid_scores, flat_codes[kept_tokens], position[owner[kept_tokens]], len(keep))
         survivors = keep[full.topk(min(max(params.ndocs // 4, k), len(keep))).indices]
         self._timed("score", started)
         return self._rerank(query, [ids[i] for i in survivors.tolist()])[:k]
