@@ -198,15 +198,15 @@ class IndexSearcher:
 
     def stored_documents(self) -> tuple[list[str], list[str], list[torch.Tensor]]:
         """Every document's id, text and tokens at the best stored precision, for brute-force evaluation."""
-        stmt = sa.text(read_sql("queries/search_all_tokens.sql")).bindparams(index_id=self.record.id, **self._columns_wanted)
         ids: list[str] = []
         texts: list[str] = []
         tokens: list[torch.Tensor] = []
-        with self.engine.connect().execution_options(stream_results=True, yield_per=512) as connection:
-            for rows in connection.execute(stmt).partitions():
-                ids.extend(row.external_id for row in rows)
-                texts.extend(row.text or "" for row in rows)
-                tokens.extend(torch.split(self._decode(rows), [row.ntokens for row in rows]))
+        document_ids = self._document_ids(None, None)
+        for start in range(0, len(document_ids), EXACT_BATCH):
+            rows = self._fetch(document_ids[start : start + EXACT_BATCH])
+            ids.extend(row.external_id for row in rows)
+            texts.extend(row.text or "" for row in rows)
+            tokens.extend(torch.split(self._decode(rows), [row.ntokens for row in rows]))
         return ids, texts, tokens
 
     def _rerank(self, query: torch.Tensor, ids: Sequence[int]) -> list[tuple[float, sa.Row[Any], torch.Tensor]]:
