@@ -254,7 +254,7 @@ def search(
     query: str = typer.Argument(..., help="The query text."),
     k: int = typer.Option(10, "-k", help="Number of hits."),
     where: str | None = typer.Option(None, help="SQL condition over `documents` (colpg.documents), values as :names."),
-    param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a :NAME in --where (repeatable)."),
+    param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a :NAME in --where (repeatable; values are text, CAST them in SQL)."),
     explain: bool = typer.Option(False, help="Show, per query token, the document token that matched it best."),
     exact: bool = typer.Option(False, help="Score every document exactly (slow on large indexes)."),
 ) -> None:

@@ -104,7 +104,7 @@ class ColBERTTokenizer:
         cut = sum(len(i) > room for i in ids)
         if cut and warn:
             logger.warning(
-                "%d of %d %ss were longer than %d tokens and were truncated", cut, len(ids), what, maxlen
+                "%d of %d %s texts were longer than %d tokens and were truncated", cut, len(ids), what, maxlen
             )
         for position, token_ids in enumerate(ids):
             if not token_ids:

@@ -78,7 +78,7 @@ def test_long_documents_are_truncated_with_one_warning(minilm_path: Path, caplog
         docs = encoder.encode_documents(["word " * 40, "short one", "token " * 20])
     assert [len(d) for d in docs] == [16, 5, 16]
     warnings = [r for r in caplog.records if "truncated" in r.getMessage()]
-    assert len(warnings) == 1 and "2 of 3 documents were longer than 16 tokens" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "2 of 3 document texts were longer than 16 tokens" in warnings[0].getMessage()
 
 
 @pytest.mark.parametrize(

@@ -118,3 +118,42 @@ def test_changes_are_visible_to_the_next_query(index: Index) -> None:
     assert all(h.external_id != "new" for h in index.search("axolotl regeneration", k=5))
 
 
+
+
+def test_cli_search_with_filter_and_explanation(index: Index) -> None:
+    from typer.testing import CliRunner
+
+    from colpg.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["search", "scifact", "brain development", "-k", "2", "--explain",
+         "--where", "documents.metadata ->> 'n' = :n", "--param", "n=0"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "  1 " in result.output and "d0" in result.output and "matches:" in result.output
+    bad = runner.invoke(app, ["search", "scifact", "x", "--param", "n=0"])
+    assert bad.exit_code != 0 and "--param needs --where" in bad.output
+
+
+def test_eval_reports_quality_and_agreement_with_exact(index: Index, tmp_path: Path, small_texts: list[str]) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from colpg.cli import app
+    from colpg.evaluate import evaluate
+
+    (tmp_path / "queries.jsonl").write_text(
+        "\n".join(json.dumps({"_id": f"q{i}", "text": small_texts[i][:60]}) for i in range(4))
+    )
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4)))
+    report = evaluate(index, tmp_path, k=5, vs_exact=True)
+    assert report.queries == 4
+    assert report.approximate["MRR@10"] > 0.5  # a query cut from a document finds that document
+    assert report.recall_vs_exact_stored is not None and report.recall_vs_exact_stored > 0.8
+    assert report.recall_vs_exact_original is not None and report.recall_vs_exact_original > 0.8
+    result = CliRunner().invoke(app, ["eval", "scifact", "--dataset", str(tmp_path), "--vs-exact", "-k", "5"])
+    assert result.exit_code == 0, result.output
+    assert "exact, original vectors" in result.output and "recall@5 vs exact on stored tokens" in result.output
