@@ -118,10 +118,12 @@ class Indexer:
         rng.shuffle(order)
         wanted = sample_size(len(documents))
         picked: list[int] = []
+        sampled = 0
         for chunk in order:
-            if sum(len(chunks[c]) for c in picked) >= wanted:
+            if sampled >= wanted:
                 break
             picked.append(chunk)
+            sampled += len(chunks[chunk])
         cache: dict[int, list[torch.Tensor]] = {}
         sample: list[torch.Tensor] = []
         cached_bytes = 0
@@ -133,7 +135,7 @@ class Indexer:
                 cache[chunk] = vectors
                 cached_bytes += size
         tokens = torch.cat(sample)
-        estimated_tokens = int(len(tokens) / sum(len(chunks[c]) for c in picked) * len(documents))
+        estimated_tokens = int(len(tokens) / sampled * len(documents))
         k = self.config.num_centroids or num_centroids_for(estimated_tokens)
         logger.info("k-means: %d centroids from %d sample tokens (%d documents)", k, len(tokens), len(sample))
         started = time.perf_counter()
@@ -184,7 +186,6 @@ class Indexer:
                 }
                 with conn.transaction():
                     index_id = store.create_index(conn, name=name, model=self.encoder.name, config=config, codec=codec, rerank=rerank)
-                record = store.get_index(conn, name)
                 written: set[str] = set()
             else:
                 index_id = record.id
@@ -321,11 +322,16 @@ class Index:
         ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
         ``explain`` adds, per query token, the document token that matched it best.
         """
-        searcher = self.searcher
-        vectors = self.encoder.encode_queries([query])[0]
-        params = searcher.with_params(k, ncells=ncells, centroid_score_threshold=centroid_score_threshold, ndocs=ndocs)
-        ranked = searcher.search_vectors(vectors, k, where=where, exact=exact, params=params)
-        return searcher.hits(query, vectors, ranked, explain)
+        return self.search_batch(
+            [query],
+            k,
+            where=where,
+            explain=explain,
+            exact=exact,
+            ncells=ncells,
+            centroid_score_threshold=centroid_score_threshold,
+            ndocs=ndocs,
+        )[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[list[Hit]]:
         """:meth:`search` for each query, with the queries encoded together."""

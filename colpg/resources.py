@@ -22,15 +22,15 @@ def data_path(name: str) -> Path:
     raise FileNotFoundError(f"colpg's {name}/ folder is missing from {_PACKAGE}; reinstall colpg")
 
 
+@functools.cache
 def read_sql(filename: str) -> str:
-    """Return the text of ``sql/<filename>``."""
+    """Return the text of ``sql/<filename>`` (read once: search runs these on every query)."""
     path = data_path("sql") / filename
     if not path.is_file():
         raise FileNotFoundError(f"SQL file {filename!r} not found in {path.parent}")
     return path.read_text(encoding="utf-8")
 
 
-@functools.cache
 def query(name: str) -> bytes:
     """The statement in ``sql/queries/<name>.sql``, ready for psycopg (values go as bound parameters)."""
     return read_sql(f"queries/{name}.sql").encode()

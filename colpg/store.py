@@ -122,6 +122,7 @@ def create_index(
     rerank: RerankStore,
 ) -> int:
     """Insert the index row and its centroids (in the caller's transaction)."""
+    rerank_params = rerank.params()
     row = conn.execute(
         query("index_create"),
         {
@@ -132,7 +133,7 @@ def create_index(
             "config": Jsonb(config),
             "bucket_cutoffs": codec.cutoffs.flatten().tolist(),
             "bucket_weights": codec.weights.flatten().tolist(),
-            "rerank_codec": Jsonb(rerank.params()) if rerank.params() is not None else None,
+            "rerank_codec": Jsonb(rerank_params) if rerank_params is not None else None,
         },
     ).fetchone()
     assert row is not None  # INSERT ... RETURNING
