@@ -78,10 +78,20 @@ def documents_from(collection: Iterable[Any]) -> list[CollectionDocument]:
     return documents
 
 
+def read_lines(path: Path) -> list[str]:
+    """The file's lines, split at newlines only.
+
+    ``str.splitlines`` also splits at U+0085, U+2028 and other separators that JSON strings
+    may hold unescaped (MS MARCO passages do), which would cut records in half.
+    """
+    with path.open(encoding="utf-8", newline="") as handle:
+        return [line.rstrip("\r\n") for line in handle]
+
+
 def read_collection(path: Path) -> list[CollectionDocument]:
     """Read BEIR corpus.jsonl (``.jsonl``), ``id<TAB>text`` (``.tsv``), or one document per line (anything else)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_lines(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise EncodingError(f"cannot read collection {path}: {exc}") from exc
     if path.suffix == ".jsonl":

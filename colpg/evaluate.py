@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from colpg.collection import read_lines
 from colpg.errors import ConfigurationError
 from colpg.index import Index
 from colpg.scoring import maxsim_flat, owners
@@ -30,7 +31,7 @@ def read_queries(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise ConfigurationError(f"{path} not found; expected a BEIR dataset folder with queries.jsonl and qrels.tsv")
     queries = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_lines(path):
         if line.strip():
             item = json.loads(line)
             queries[str(item["_id"])] = item["text"]

@@ -1,0 +1,40 @@
+"""Reading collections and evaluation files from disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from colpg.collection import read_collection
+from colpg.errors import EncodingError
+from colpg.evaluate import read_queries
+
+
+def test_jsonl_keeps_unicode_line_separators_inside_strings(tmp_path: Path) -> None:
+    # MS MARCO passages hold U+0085 unescaped; str.splitlines would cut the record there.
+    texts = ["Greek \u03c0\u03c1\u03bf\u0085 (pro) before", "a\u2028b", "plain"]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": str(i), "title": "", "text": t}, ensure_ascii=False) + "\r\n" for i, t in enumerate(texts)), encoding="utf-8")
+    documents = read_collection(path)
+    assert [d.text for d in documents] == texts
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"_id": "q", "text": "x\u0085y"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert read_queries(queries) == {"q": "x\u0085y"}
+
+
+def test_tsv_and_plain_lines(tmp_path: Path) -> None:
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text("id\ttext\n7\tseven\n8\teight\n", encoding="utf-8")
+    assert [(d.external_id, d.text) for d in read_collection(tsv)] == [("7", "seven"), ("8", "eight")]
+    lines = tmp_path / "c.txt"
+    lines.write_text("one\n\ntwo\n", encoding="utf-8")
+    assert [d.text for d in read_collection(lines)] == ["one", "two"]
+
+
+def test_broken_jsonl_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"_id": "1", "text": "ok"}\n{"_id": \n', encoding="utf-8")
+    with pytest.raises(EncodingError, match="line 2 is not JSON"):
+        read_collection(path)
