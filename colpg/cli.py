@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import alembic.util
 import psycopg
@@ -248,6 +249,17 @@ def _where_option(where: str | None, params: list[str]) -> tuple[str, dict[str, 
     return where, values
 
 
+# The search stages' sizes (colpg.search); None takes the default for k.
+NCELLS = typer.Option(None, "--ncells", help="Centroids probed per query token (default by k).")
+THRESHOLD = typer.Option(None, "--threshold", help="Centroid score below which centroid interaction prunes (default by k).")
+NDOCS = typer.Option(None, "--ndocs", help="Documents scored on their residuals (default by k).")
+NRERANK = typer.Option(None, "--nrerank", help="Documents reranked at the rerank store's precision (default by k).")
+
+
+def _stages(ncells: int | None, threshold: float | None, ndocs: int | None, nrerank: int | None) -> dict[str, Any]:
+    return {"ncells": ncells, "centroid_score_threshold": threshold, "ndocs": ndocs, "nrerank": nrerank}
+
+
 @app.command("search")
 def search(
     name: str = typer.Argument(..., help="Index to search."),
@@ -257,12 +269,17 @@ def search(
     param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a :NAME in --where (repeatable; values are text, CAST them in SQL)."),
     explain: bool = typer.Option(False, help="Show, per query token, the document token that matched it best."),
     exact: bool = typer.Option(False, help="Score every document exactly (slow on large indexes)."),
+    ncells: int | None = NCELLS,
+    threshold: float | None = THRESHOLD,
+    ndocs: int | None = NDOCS,
+    nrerank: int | None = NRERANK,
 ) -> None:
     """Search an index and print the hits."""
     from colpg.index import Index
 
     with _reported_errors():
-        hits = Index(name).search(query, k, where=_where_option(where, param), explain=explain, exact=exact)
+        stages = _stages(ncells, threshold, ndocs, nrerank)
+        hits = Index(name).search(query, k, where=_where_option(where, param), explain=explain, exact=exact, **stages)
         if not hits:
             typer.echo("no hits")
         for hit in hits:
@@ -281,13 +298,18 @@ def evaluate_index(
     k: int = typer.Option(10, "-k", help="Depth of the run compared with exact search."),
     vs_exact: bool = typer.Option(False, "--vs-exact", help="Also compare with exact MaxSim (stored and original vectors)."),
     queries: int | None = typer.Option(None, help="Evaluate only the first N judged queries."),
+    ncells: int | None = NCELLS,
+    threshold: float | None = THRESHOLD,
+    ndocs: int | None = NDOCS,
+    nrerank: int | None = NRERANK,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset; with --vs-exact, recall@k against exact search."""
     from colpg.evaluate import evaluate
     from colpg.index import Index
 
     with _reported_errors():
-        report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries)
+        stages = _stages(ncells, threshold, ndocs, nrerank)
+        report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, **stages)
         typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
         typer.echo("| run | nDCG@10 | MRR@10 | R@100 |")
         typer.echo("|---|---|---|---|")

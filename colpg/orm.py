@@ -124,6 +124,8 @@ class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
         sa.UniqueConstraint("index_id", "external_id", name="documents_index_id_external_id_key"),
+        # The target of document_tokens' (document_id, index_id) foreign key.
+        sa.UniqueConstraint("id", "index_id", name="documents_id_index_id_key"),
         {"comment": "Documents of each index: the application's id, optional text and metadata."},
     )
 
@@ -153,6 +155,12 @@ class DocumentTokens(Base):
     __tablename__ = "document_tokens"
     __table_args__ = (
         sa.CheckConstraint("ntokens > 0 AND cardinality(codes) = ntokens", name="document_tokens_ntokens_check"),
+        sa.ForeignKeyConstraint(
+            ["document_id", "index_id"],
+            [Document.id, Document.index_id],
+            ondelete="CASCADE",
+            name="document_tokens_document_id_index_id_fkey",
+        ),
         sa.Index("document_tokens_codes_idx", "codes", postgresql_using="gin", postgresql_with={"fastupdate": "off"}),
         {
             "comment": "Per document: one centroid code per token and the tokens' residuals packed"
@@ -160,12 +168,15 @@ class DocumentTokens(Base):
         },
     )
 
-    document_id: Mapped[int] = mapped_column(
-        sa.ForeignKey(Document.id, ondelete="CASCADE", name="document_tokens_document_id_fkey"), primary_key=True
-    )
+    document_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     ntokens: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     codes: Mapped[list[int]] = mapped_column(ARRAY(sa.Integer, dimensions=1), nullable=False)
     residuals: Mapped[bytes] = mapped_column(BYTEA, nullable=False)
+    index_id: Mapped[int] = mapped_column(
+        sa.Integer,
+        nullable=False,
+        comment="The document's index (equal to documents.index_id by the foreign key), so candidate lookup needs no join.",
+    )
 
     document: Mapped[Document] = relationship(back_populates="tokens")
 

@@ -2,38 +2,52 @@
 
 1. The worker scores the query's tokens against the index's centroids (cached on the
    device) and takes each token's ``ncells`` best centroids; SQL returns the documents
-   holding any of them (the GIN inverted list), filtered by the caller's ``where``.
-2. Centroid interaction ranks those candidates from their codes alone: pruned at
-   ``centroid_score_threshold`` to keep ``ndocs``, then unpruned to keep ``ndocs / 4``.
-3. One round trip fetches the survivors' tokens at the index's best stored precision
-   (the rerank store, else the decompressed residuals); exact MaxSim gives the top k.
+   holding any of them (the GIN inverted list), filtered by the caller's ``where``, with
+   the version of their token rows.
+2. Centroid interaction ranks those candidates from their codes alone, pruned at
+   ``centroid_score_threshold``, and keeps ``ndocs``.
+3. MaxSim over their decompressed residuals (the worker's cache of codes and residuals,
+   filled from PostgreSQL for documents it lacks) keeps ``nrerank``.
+4. One round trip fetches those at the rerank store's precision (int8 by default); exact
+   MaxSim gives the top k. Without a rerank store, step 3's scores are final.
+
+All SQL of one search runs in one REPEATABLE READ transaction, so the candidates, the
+cache check and the fetched vectors come from the same snapshot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 import torch
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
+from tqdm.auto import tqdm
 
 from colpg import db, store
+from colpg.cache import TokenCache
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, EncodingError
 from colpg.orm import Document
 from colpg.resources import read_sql
-from colpg.scoring import centroid_interaction, maxsim_flat, owners
+from colpg.scoring import centroid_interaction, maxsim_chunked, maxsim_flat, owners
 from colpg.store import IndexRecord, RerankStore
 
-__all__ = ["Hit", "SearchParams", "TokenMatch", "Where", "plaid_defaults"]
+__all__ = ["Hit", "SearchParams", "TokenMatch", "Where", "default_params", "plaid_defaults"]
 
 ARRAY_HEADER = 20  # array_send: ndim, flags, element type, length, lower bound
 EXACT_BATCH = 256
+WARM_BATCH = 2048  # token rows per round trip when filling the cache
+
+#: One ranked document: its score, its fetched row (id, external_id, metadata, ntokens, text),
+#: and its tokens at the precision that scored it.
+Ranked = tuple[float, sa.Row[Any], torch.Tensor]
 
 #: A filter: a SQLAlchemy expression over colpg.orm.Document (and the caller's own tables),
 #: or a SQL fragment over ``documents`` with its bound parameters.
@@ -42,28 +56,46 @@ Where = sa.ColumnElement[bool] | tuple[str, Mapping[str, Any]] | None
 
 @dataclass(frozen=True)
 class SearchParams:
-    """PLAID's knobs: cells probed per query token, centroid pruning, candidate budget."""
+    """The knobs of each stage: cells probed per query token, centroid pruning, documents
+    scored on residuals (``ndocs``), documents reranked at the rerank store's precision."""
 
     ncells: int
     centroid_score_threshold: float
     ndocs: int
+    nrerank: int
 
     def __post_init__(self) -> None:
-        if self.ncells < 1 or self.ndocs < 1:
-            raise ConfigurationError(f"ncells and ndocs must be positive, got {self.ncells} and {self.ndocs}")
+        if min(self.ncells, self.ndocs, self.nrerank) < 1:
+            raise ConfigurationError(f"ncells, ndocs and nrerank must be positive, got {self.ncells}, {self.ndocs}, {self.nrerank}")
 
 
 def plaid_defaults(k: int) -> SearchParams:
-    """PLAID's defaults by k.
+    """PLAID's defaults by k; PLAID decompresses the best quarter of ``ndocs`` exactly.
 
     >>> plaid_defaults(10), plaid_defaults(1000).ndocs
-    (SearchParams(ncells=1, centroid_score_threshold=0.5, ndocs=256), 4096)
+    (SearchParams(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64), 4096)
     """
     if k <= 10:
-        return SearchParams(1, 0.5, 256)
+        ncells, threshold, ndocs = 1, 0.5, 256
+    elif k <= 100:
+        ncells, threshold, ndocs = 2, 0.45, 1024
+    else:
+        ncells, threshold, ndocs = 4, 0.4, max(k * 4, 4096)
+    return SearchParams(ncells, threshold, ndocs, max(ndocs // 4, k))
+
+
+def default_params(k: int) -> SearchParams:
+    """colpg's defaults by k: PLAID's shape, sized by measurement to reach recall@k 0.99
+    against exact MaxSim on the encoder's vectors (bench/README.md, "Quality").
+
+    >>> default_params(10)
+    SearchParams(ncells=8, centroid_score_threshold=0.4, ndocs=4096, nrerank=256)
+    """
+    if k <= 10:
+        return SearchParams(8, 0.4, 4096, 256)
     if k <= 100:
-        return SearchParams(2, 0.45, 1024)
-    return SearchParams(4, 0.4, max(k * 4, 4096))
+        return SearchParams(8, 0.4, 8192, max(1024, 4 * k))
+    return SearchParams(8, 0.4, max(k * 16, 8192), 4 * k)
 
 
 @dataclass(frozen=True)
@@ -102,7 +134,7 @@ def _clause(where: Where) -> sa.ColumnElement[bool] | sa.TextClause | None:
 
 
 class IndexSearcher:
-    """Holds an index's codec on the device and a connection pool; answers queries."""
+    """Holds an index's codec and token cache on the device and a connection pool; answers queries."""
 
     def __init__(self, record: IndexRecord, url: str, encoder: Encoder) -> None:
         self.record = record
@@ -114,6 +146,8 @@ class IndexSearcher:
         self.codec = codec.to(self.device)
         self.rerank = rerank
         self.centroids = self.codec.centroids
+        self.cache = TokenCache(self.codec.residual_bytes, self.device)
+        self._cache_lock = threading.RLock()
         # Only the columns the rerank reads are detoasted and sent.
         kind = rerank.kind
         self._columns_wanted = {
@@ -128,9 +162,56 @@ class IndexSearcher:
     def _timed(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sa.Connection]:
+        """One read-only REPEATABLE READ transaction: every query of a search sees the same data."""
+        with self.engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with connection.begin():
+                yield connection
+
+    # -- the token cache ---------------------------------------------------------------
+
+    def _cache_rows(self, rows: Sequence[sa.Row[Any]]) -> None:
+        if not rows:
+            return
+        raw = b"".join(row.residuals for row in rows)
+        self.cache.add(
+            [row.document_id for row in rows],
+            [row.version for row in rows],
+            [row.ntokens for row in rows],
+            torch.from_numpy(np.concatenate([_codes_from_array_send(row.codes) for row in rows])),
+            torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, self.codec.residual_bytes),
+        )
+
+    def warm(self, progress: bool | None = None) -> int:
+        """Load every document's codes and residuals into the cache now (else on demand); returns the documents cached.
+
+        The cache is rebuilt from scratch, which also drops deleted and superseded documents.
+        """
+        stmt = sa.text(read_sql("queries/index_tokens.sql")).bindparams(index_id=self.record.id)
+        with self._cache_lock, self._snapshot() as connection:
+            self.cache.clear()
+            result = connection.execution_options(yield_per=WARM_BATCH).execute(stmt)
+            with tqdm(desc=f"caching {self.record.name}", unit=" docs", disable=None if progress is None else not progress) as bar:
+                for rows in result.partitions():
+                    self._cache_rows(rows)
+                    bar.update(len(rows))
+        return len(self.cache)
+
+    def _load_missing(self, connection: sa.Connection, ids: list[int], versions: list[int]) -> None:
+        started = time.perf_counter()
+        if self.cache.dead_tokens > self.cache.size // 2:
+            self.cache.clear()  # mostly superseded or deleted documents: start over
+        missing = self.cache.missing(ids, versions)
+        if missing:
+            stmt = sa.text(read_sql("queries/search_tokens.sql")).bindparams(ids=missing)
+            self._cache_rows(connection.execute(stmt).all())
+        self._timed("fetch", started)
+
     # -- SQL -------------------------------------------------------------------------------
 
-    def _document_ids(self, where: Where, limit: int | None) -> list[int]:
+    def _document_ids(self, connection: sa.Connection, where: Where, limit: int | None) -> list[int]:
         started = time.perf_counter()
         stmt = sa.select(Document.id).where(Document.index_id == self.record.id)
         clause = _clause(where)
@@ -138,34 +219,34 @@ class IndexSearcher:
             stmt = stmt.where(clause)
         if limit is not None:
             stmt = stmt.limit(limit)
-        with self.engine.connect() as connection:
-            ids = [row[0] for row in connection.execute(stmt)]
+        ids = [row[0] for row in connection.execute(stmt)]
         self._timed("sql", started)
         return ids
 
-    def _candidates(self, cells: list[int], where: Where) -> tuple[list[int], list[torch.Tensor]]:
+    def _candidates(self, connection: sa.Connection, cells: list[int], where: Where) -> tuple[list[int], list[int]]:
+        """Candidate document ids and their token rows' versions."""
         started = time.perf_counter()
         base = (
             sa.text(read_sql("queries/search_candidates.sql"))
             .bindparams(index_id=self.record.id, cells=cells)
-            .columns(document_id=sa.BigInteger, codes=ARRAY(sa.Integer))
+            .columns(document_id=sa.BigInteger, version=sa.BigInteger)
             .subquery("candidates")
         )
-        stmt = sa.select(base.c.document_id, sa.func.array_send(base.c.codes, type_=BYTEA))
+        stmt = sa.select(base.c.document_id, base.c.version)
         clause = _clause(where)
         if clause is not None:
             stmt = stmt.join(Document, Document.id == base.c.document_id).where(clause)
-        with self.engine.connect() as connection:
-            connection.execute(sa.text(read_sql("queries/search_prefer_inverted_list.sql")))
-            rows = connection.execute(stmt).all()
+        connection.execute(sa.text(read_sql("queries/search_prefer_inverted_list.sql")))
+        rows = connection.execute(stmt).all()
         self._timed("sql", started)
-        return [r[0] for r in rows], [torch.from_numpy(_codes_from_array_send(r[1])) for r in rows]
+        return [r[0] for r in rows], [r[1] for r in rows]
 
-    def _fetch(self, ids: Sequence[int]) -> list[sa.Row[Any]]:
+    def _fetch(self, connection: sa.Connection, ids: Sequence[int], *, text: bool, vectors: bool = True) -> list[sa.Row[Any]]:
+        """Rows of ``ids`` in that order: with the rerank store's columns (``vectors``) and the text (``text``)."""
         started = time.perf_counter()
-        stmt = sa.text(read_sql("queries/search_fetch.sql")).bindparams(ids=list(ids), **self._columns_wanted)
-        with self.engine.connect() as connection:
-            rows = {row[0]: row for row in connection.execute(stmt)}
+        wanted = self._columns_wanted if vectors else dict.fromkeys(self._columns_wanted, False)
+        stmt = sa.text(read_sql("queries/search_fetch.sql")).bindparams(ids=list(ids), want_text=text, **wanted)
+        rows = {row[0]: row for row in connection.execute(stmt)}
         self._timed("fetch", started)
         return [rows[i] for i in ids if i in rows]
 
@@ -201,19 +282,20 @@ class IndexSearcher:
         ids: list[str] = []
         texts: list[str] = []
         tokens: list[torch.Tensor] = []
-        document_ids = self._document_ids(None, None)
-        for start in range(0, len(document_ids), EXACT_BATCH):
-            rows = self._fetch(document_ids[start : start + EXACT_BATCH])
-            ids.extend(row.external_id for row in rows)
-            texts.extend(row.text or "" for row in rows)
-            tokens.extend(torch.split(self._decode(rows), [row.ntokens for row in rows]))
+        with self._snapshot() as connection:
+            document_ids = self._document_ids(connection, None, None)
+            for start in range(0, len(document_ids), EXACT_BATCH):
+                rows = self._fetch(connection, document_ids[start : start + EXACT_BATCH], text=True)
+                ids.extend(row.external_id for row in rows)
+                texts.extend(row.text or "" for row in rows)
+                tokens.extend(torch.split(self._decode(rows), [row.ntokens for row in rows]))
         return ids, texts, tokens
 
-    def _rerank(self, query: torch.Tensor, ids: Sequence[int]) -> list[tuple[float, sa.Row[Any], torch.Tensor]]:
+    def _rerank(self, connection: sa.Connection, query: torch.Tensor, ids: Sequence[int]) -> list[Ranked]:
         """Exact MaxSim over the stored tokens of ``ids``, best first."""
-        scored: list[tuple[float, sa.Row[Any], torch.Tensor]] = []
+        scored: list[Ranked] = []
         for start in range(0, len(ids), EXACT_BATCH):
-            rows = self._fetch(ids[start : start + EXACT_BATCH])
+            rows = self._fetch(connection, ids[start : start + EXACT_BATCH], text=False)
             started = time.perf_counter()
             if not rows:
                 continue
@@ -225,43 +307,77 @@ class IndexSearcher:
         scored.sort(key=lambda item: -item[0])
         return scored
 
+    def _with_text(self, connection: sa.Connection, ranked: list[Ranked]) -> list[Ranked]:
+        """The results' rows again, with their text: fetched for the top k only."""
+        rows = self._fetch(connection, [item[1].id for item in ranked], text=True, vectors=False)
+        return [(score, row, tokens) for (score, _, tokens), row in zip(ranked, rows, strict=True)]
+
+    def _approximate(self, connection: sa.Connection, query: torch.Tensor, k: int, where: Where, params: SearchParams) -> list[Ranked]:
+        started = time.perf_counter()
+        centroid_scores = query @ self.centroids.T  # [q, centroids]
+        cells = torch.unique(centroid_scores.topk(min(params.ncells, centroid_scores.shape[1]), dim=1).indices).tolist()
+        self._timed("score", started)
+        ids, versions = self._candidates(connection, cells, where)
+        if not ids:
+            return []
+        with self._cache_lock:  # other threads may add to or clear the cache
+            self._load_missing(connection, ids, versions)
+            started = time.perf_counter()
+            positions, lengths = self.cache.gather(ids)
+            owner = torch.repeat_interleave(torch.arange(len(ids), device=self.device), lengths)
+            codes = self.cache.codes[positions].long()
+            # Stage 2: centroid interaction from codes alone.
+            pruned = centroid_interaction(centroid_scores, codes, owner, len(ids), params.centroid_score_threshold)
+            keep = pruned.topk(min(params.ndocs, len(ids))).indices
+            # Stage 3: MaxSim over the kept documents' residuals, renumbered 0..len(keep)-1. A token
+            # scores centroid + residual without re-normalising, looked up byte by byte.
+            position = torch.full((len(ids),), -1, dtype=torch.long, device=self.device)
+            position[keep] = torch.arange(len(keep), device=self.device)
+            kept = position[owner] >= 0
+            kept_positions, kept_codes = positions[kept], codes[kept]
+            table = self.codec.query_table(query, centroid_scores)
+
+            def similarity(part: slice) -> torch.Tensor:
+                return self.codec.similarity(table, kept_codes[part], self.cache.residuals[kept_positions[part]])
+
+            residual = maxsim_chunked(similarity, position[owner[kept]], len(keep), query.shape[0])
+            best = [ids[i] for i in keep[residual.topk(min(max(params.nrerank, k), len(keep))).indices].tolist()]
+            self._timed("score", started)
+            if self.rerank.kind == "none":
+                return self._rerank_cached(connection, query, best)[:k]
+        return self._rerank(connection, query, best)[:k]
+
+    def _rerank_cached(self, connection: sa.Connection, query: torch.Tensor, ids: list[int]) -> list[Ranked]:
+        """Without a rerank store: MaxSim over the decompressed (re-normalised) residuals in the cache."""
+        started = time.perf_counter()
+        positions, lengths = self.cache.gather(ids)
+        flat = self.codec.decompress(self.cache.codes[positions], self.cache.residuals[positions])
+        scores = maxsim_flat(query[None], flat, owners(lengths.tolist(), self.device), len(ids))[0]
+        tokens = torch.split(flat, lengths.tolist())
+        self._timed("score", started)
+        rows = self._fetch(connection, ids, text=False, vectors=False)
+        ranked = sorted(zip(scores.tolist(), rows, tokens, strict=True), key=lambda item: -item[0])
+        return ranked
+
     def search_vectors(
         self, query: torch.Tensor, k: int, *, where: Where = None, exact: bool = False, params: SearchParams | None = None
-    ) -> list[tuple[float, sa.Row[Any], torch.Tensor]]:
+    ) -> list[Ranked]:
         """The top ``k`` documents for query token vectors. Shapes: query [q, dim]."""
         if query.ndim != 2 or query.shape[1] != self.record.dim:
             raise ConfigurationError(f"query vectors must be [tokens, {self.record.dim}], got {list(query.shape)}")
         if k < 1:
             raise ConfigurationError(f"k must be positive, got {k}")
-        params = params or plaid_defaults(k)
+        params = params or default_params(k)
         self.timings = {}
         query = query.to(self.device, torch.float32)
-        if exact:
-            return self._rerank(query, self._document_ids(where, None))[:k]
-        if where is not None:
-            few = self._document_ids(where, params.ndocs + 1)
-            if len(few) <= params.ndocs:  # a selective filter: score every match exactly
-                return self._rerank(query, few)[:k]
-        started = time.perf_counter()
-        centroid_scores = query @ self.centroids.T  # [q, k]
-        cells = torch.unique(centroid_scores.topk(min(params.ncells, centroid_scores.shape[1]), dim=1).indices).tolist()
-        self._timed("score", started)
-        ids, codes = self._candidates(cells, where)
-        if not ids:
-            return []
-        started = time.perf_counter()
-        flat_codes = torch.cat(codes).to(self.device)
-        owner = owners([len(c) for c in codes], self.device)
-        pruned = centroid_interaction(centroid_scores, flat_codes, owner, len(ids), params.centroid_score_threshold)
-        keep = pruned.topk(min(params.ndocs, len(ids))).indices
-        # Unpruned interaction on the kept documents only: renumber them 0..len(keep)-1.
-        position = torch.full((len(ids),), -1, dtype=torch.long, device=self.device)
-        position[keep] = torch.arange(len(keep), device=self.device)
-        kept_tokens = position[owner] >= 0
-        full = centroid_interaction(centroid_scores, flat_codes[kept_tokens], position[owner[kept_tokens]], len(keep))
-        survivors = keep[full.topk(min(max(params.ndocs // 4, k), len(keep))).indices]
-        self._timed("score", started)
-        return self._rerank(query, [ids[i] for i in survivors.tolist()])[:k]
+        with self._snapshot() as connection:
+            if exact:
+                ranked = self._rerank(connection, query, self._document_ids(connection, where, None))[:k]
+            elif where is not None and len(few := self._document_ids(connection, where, params.ndocs + 1)) <= params.ndocs:
+                ranked = self._rerank(connection, query, few)[:k]  # a selective filter: score every match exactly
+            else:
+                ranked = self._approximate(connection, query, k, where, params)
+            return self._with_text(connection, ranked)
 
     def hits(self, query_text: str | None, query: torch.Tensor, ranked: list[tuple[float, sa.Row[Any], torch.Tensor]], explain: bool) -> list[Hit]:
         out = []
@@ -292,4 +408,4 @@ class IndexSearcher:
         ]
 
     def with_params(self, k: int, **overrides: Any) -> SearchParams:
-        return dataclasses.replace(plaid_defaults(k), **{key: v for key, v in overrides.items() if v is not None})
+        return dataclasses.replace(default_params(k), **{key: v for key, v in overrides.items() if v is not None})

@@ -198,10 +198,10 @@ def write_documents(
     per_doc_packed = packed.cpu().numpy()
     codes_cpu = [c.cpu().tolist() for c in per_doc_codes]
     with conn.cursor().copy(query("document_tokens_copy_in")) as copy:
-        copy.set_types(["int8", "int4", "int4[]", "bytea"])
+        copy.set_types(["int8", "int4", "int4", "int4[]", "bytea"])
         start = 0
         for doc_id, length, code_list in zip(ids, lengths, codes_cpu, strict=True):
-            copy.write_row((doc_id, length, code_list, per_doc_packed[start : start + length].tobytes()))
+            copy.write_row((doc_id, index_id, length, code_list, per_doc_packed[start : start + length].tobytes()))
             start += length
     if rerank.kind == "none":
         return

@@ -131,3 +131,25 @@ def test_version_table_lives_in_colpg_schema_beside_application_history(migrated
     with db.connect(migrated_url, vector_types=False) as conn, contextlib.closing(conn.cursor()) as cur:
         cur.execute("SELECT version_num FROM public.alembic_version")
         assert cur.fetchall() == [("app_42",)]
+
+
+def test_upgrade_0002_copies_each_token_row_its_index(database_url: str) -> None:
+    """Rows written under schema v1 get document_tokens.index_id from their document."""
+    migrate.upgrade(database_url, "0001")
+    with db.connect(database_url) as conn:
+        conn.execute("INSERT INTO colpg.indexes (name, model, dim, nbits) VALUES ('a', 'm', 2, 2), ('b', 'm', 2, 2)")
+        conn.execute(
+            "INSERT INTO colpg.documents (id, index_id, external_id) VALUES (10, 1, 'x'), (11, 2, 'y')"
+        )
+        conn.execute("INSERT INTO colpg.document_tokens VALUES (10, 1, '{0}', '\\x00'), (11, 2, '{0,1}', '\\x0000')")
+        conn.commit()
+    migrate.upgrade(database_url)
+    with db.connect(database_url) as conn:
+        rows = conn.execute("SELECT document_id, index_id FROM colpg.document_tokens ORDER BY 1").fetchall()
+        assert rows == [(10, 1), (11, 2)]
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("UPDATE colpg.document_tokens SET index_id = 2 WHERE document_id = 10")
+        conn.rollback()
+    migrate.downgrade(database_url, "0001")
+    with db.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM colpg.document_tokens").fetchone() == (2,)

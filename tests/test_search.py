@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from colpg import db
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, EncodingError, IndexNotFound
 from colpg.index import Index, IndexConfig, Indexer
 from colpg.orm import Document
-from colpg.search import plaid_defaults
+from colpg.search import default_params, plaid_defaults
 from colpg.scoring import maxsim_flat, owners
 
 CONFIG = IndexConfig(kmeans_niters=2)
@@ -101,6 +102,32 @@ def test_bad_queries_are_clear(index: Index, migrated_url: str) -> None:
 
 def test_plaid_defaults_by_k() -> None:
     assert plaid_defaults(10).ncells == 1 and plaid_defaults(100).ndocs == 1024 and plaid_defaults(101).ncells == 4
+    assert plaid_defaults(10).nrerank == 64  # PLAID decompresses ndocs / 4
+    assert all(default_params(k).nrerank >= k and default_params(k).ndocs >= default_params(k).nrerank for k in (1, 10, 100, 1000))
+
+
+def test_search_follows_rows_rewritten_behind_the_cache(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> None:
+    """The cache is keyed by the token row's version: a row rewritten in SQL is fetched again."""
+    index = Indexer(encoder, IndexConfig(precision="none", kmeans_niters=2)).index("rows", small_texts[:12])
+    searcher = index.searcher
+    assert searcher.warm(progress=False) == 12
+    query = "glacier ice sheets"
+    best = index.search(query, k=1)[0]
+    last = index.search(query, k=12)[-1]
+    with db.connect(migrated_url) as conn:
+        # Give the worst document the best one's tokens, behind the worker's back.
+        conn.execute(
+            """
+            UPDATE colpg.document_tokens t SET ntokens = s.ntokens, codes = s.codes, residuals = s.residuals
+            FROM colpg.document_tokens s JOIN colpg.documents sd ON sd.id = s.document_id, colpg.documents td
+            WHERE td.id = t.document_id AND td.external_id = %s AND sd.external_id = %s AND td.index_id = sd.index_id
+            """,
+            (last.external_id, best.external_id),
+        )
+        conn.commit()
+    hits = {h.external_id: h.score for h in index.search(query, k=12)}
+    assert hits[last.external_id] == pytest.approx(best.score, abs=1e-5)
+    assert searcher.cache.dead_tokens > 0
 
 
 @pytest.mark.parametrize("precision", ["none", "residual4", "fp16"])

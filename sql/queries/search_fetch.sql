@@ -1,7 +1,8 @@
--- Stage 3 of search: everything needed to rerank and report the best candidates, in one round trip.
+-- Stage 3 of search: what the rerank reads of the best candidates, then what the results show, in one round trip each.
 -- SQLAlchemy binds (a colon before the name).
--- Columns the index's rerank store does not need stay NULL, so PostgreSQL never reads them from TOAST.
-SELECT d.id, d.external_id, d.text, d.metadata, t.ntokens,
+-- Columns the caller does not want stay NULL, so PostgreSQL never reads them from TOAST.
+SELECT d.id, d.external_id, d.metadata, t.ntokens,
+       CASE WHEN :want_text THEN d.text END AS text,
        CASE WHEN :want_codes THEN t.codes END AS codes,
        CASE WHEN :want_residuals THEN t.residuals END AS residuals,
        CASE WHEN :want_payload THEN r.payload END AS payload,

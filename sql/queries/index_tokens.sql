@@ -1,0 +1,6 @@
+-- Every document's codes and packed residuals, streamed once to fill the worker's cache.
+-- SQLAlchemy binds (a colon before the name). Codes come in array_send's binary format.
+SELECT t.document_id, CAST(CAST(t.xmin AS text) AS bigint) AS version, t.ntokens,
+       array_send(t.codes) AS codes, t.residuals
+FROM colpg.document_tokens t
+WHERE t.index_id = :index_id
