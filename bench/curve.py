@@ -64,6 +64,7 @@ def main() -> None:
         try:
             index = Indexer(encoder, IndexConfig(nbits=nbits, precision=precision), url=url).index("curve", documents)
             searcher = index.searcher
+            searcher.warm(progress=False)
             found, times = [], []
             for vectors in queries:
                 started = time.perf_counter()

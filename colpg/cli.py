@@ -321,3 +321,21 @@ def evaluate_index(
         if vs_exact:
             typer.echo(f"recall@{k} vs exact on stored tokens (pruning loss): {report.recall_vs_exact_stored:.4f}")
             typer.echo(f"recall@{k} vs exact on original vectors (pruning + compression): {report.recall_vs_exact_original:.4f}")
+
+
+@app.command("worker")
+def worker(
+    once: bool = typer.Option(False, "--once", help="Index what is queued now, then exit."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Documents claimed and committed together."),
+    index: str | None = typer.Option(None, "--index", help="Only this index's documents."),
+    poll: float = typer.Option(30.0, "--poll", min=0.1, help="Seconds between queue checks when no NOTIFY arrives."),
+) -> None:
+    """Index documents that applications INSERT or UPDATE in colpg.documents with plain SQL."""
+    from colpg.worker import IngestWorker
+
+    with _reported_errors():
+        ingest = IngestWorker(batch_size=batch_size, index_name=index)
+        if once:
+            typer.echo(f"settled {ingest.run_once()} queued documents")
+        else:
+            ingest.run_forever(poll)

@@ -126,6 +126,8 @@ class Document(Base):
         sa.UniqueConstraint("index_id", "external_id", name="documents_index_id_external_id_key"),
         # The target of document_tokens' (document_id, index_id) foreign key.
         sa.UniqueConstraint("id", "index_id", name="documents_id_index_id_key"),
+        sa.CheckConstraint("status IN ('queued', 'ready', 'failed')", name="documents_status_check"),
+        sa.Index("documents_queued_idx", "id", postgresql_where=sa.text("status = 'queued'")),
         {"comment": "Documents of each index: the application's id, optional text and metadata."},
     )
 
@@ -141,6 +143,16 @@ class Document(Base):
     )
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = _updated_at()
+    index_name: Mapped[str] = mapped_column(
+        sa.Text, nullable=False, comment="The index's name: give it (or index_id) on INSERT, the other is filled in."
+    )
+    status: Mapped[str] = mapped_column(
+        sa.Text,
+        nullable=False,
+        server_default=sa.text("'queued'"),
+        comment="queued until a worker has encoded the text, then ready; failed (with error) if it cannot be indexed.",
+    )
+    error: Mapped[str | None] = mapped_column(sa.Text, comment="Why indexing failed; NULL otherwise.")
 
     index: Mapped[Index] = relationship(back_populates="documents")
     tokens: Mapped[DocumentTokens | None] = relationship(

@@ -377,6 +377,9 @@ class IndexSearcher:
                 ranked = self._rerank(connection, query, few)[:k]  # a selective filter: score every match exactly
             else:
                 ranked = self._approximate(connection, query, k, where, params)
+                budget = max(k, params.ndocs)
+                if len(ranked) < k and len(every := self._document_ids(connection, where, budget + 1)) <= budget:
+                    ranked = self._rerank(connection, query, every)[:k]  # k exceeds the candidates of a small index
             return self._with_text(connection, ranked)
 
     def hits(self, query_text: str | None, query: torch.Tensor, ranked: list[tuple[float, sa.Row[Any], torch.Tensor]], explain: bool) -> list[Hit]:

@@ -179,21 +179,36 @@ def write_documents(
     codec: ResidualCodec,
     rerank: RerankStore,
 ) -> None:
-    """Compress and COPY a batch of documents (rows in documents, document_tokens, rerank_vectors).
+    """COPY a batch of new documents, ready, with their tokens (rows in documents, document_tokens, rerank_vectors).
 
     Shapes: vectors[i] is [tokens_i, dim] float32.
     """
     if not documents:
         return
+    ids = [row[0] for row in conn.execute(query("documents_reserve_ids"), {"count": len(documents)}).fetchall()]
+    with conn.cursor().copy(query("documents_copy_in")) as copy:
+        copy.set_types(["int8", "int4", "text", "text", "jsonb", "text"])
+        for doc_id, document in zip(ids, documents, strict=True):
+            copy.write_row((doc_id, index_id, document.external_id, document.text, Jsonb(document.metadata), "ready"))
+    write_tokens(conn, index_id, ids, vectors, codec, rerank)
+
+
+def write_tokens(
+    conn: psycopg.Connection[Any],
+    index_id: int,
+    ids: Sequence[int],
+    vectors: Sequence[torch.Tensor],
+    codec: ResidualCodec,
+    rerank: RerankStore,
+) -> None:
+    """Compress and COPY the tokens of documents that have none (rows in document_tokens, rerank_vectors).
+
+    Shapes: vectors[i] is [tokens_i, dim] float32.
+    """
     device = codec.centroids.device
     lengths = [len(v) for v in vectors]
     flat = torch.cat(list(vectors)).to(device)
     codes, packed = codec.compress(flat)
-    ids = [row[0] for row in conn.execute(query("documents_reserve_ids"), {"count": len(documents)}).fetchall()]
-    with conn.cursor().copy(query("documents_copy_in")) as copy:
-        copy.set_types(["int8", "int4", "text", "text", "jsonb"])
-        for doc_id, document in zip(ids, documents, strict=True):
-            copy.write_row((doc_id, index_id, document.external_id, document.text, Jsonb(document.metadata)))
     per_doc_codes = torch.split(codes, lengths)
     per_doc_packed = packed.cpu().numpy()
     codes_cpu = [c.cpu().tolist() for c in per_doc_codes]

@@ -47,6 +47,7 @@ def test_search_finds_what_exact_maxsim_finds(index: Index, encoder: Encoder, sm
 def test_exact_search_scores_every_document(index: Index) -> None:
     hits = index.search("cancer", k=100, exact=True)
     assert len(hits) == 24  # k larger than the collection returns the collection
+    assert len(index.search("cancer", k=100, ncells=1)) == 24
 
 
 def test_where_filter_holds_for_every_hit(index: Index) -> None:

@@ -1,1 +1,1 @@
-COPY colpg.documents (id, index_id, external_id, text, metadata) FROM STDIN (FORMAT BINARY)
+COPY colpg.documents (id, index_id, external_id, text, metadata, status) FROM STDIN (FORMAT BINARY)
