@@ -1,0 +1,124 @@
+"""colpg from SQL: the search functions, the health view, and what each role may do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+import torch
+
+from colpg import db
+from colpg.encoder import Encoder
+from colpg.index import Index, IndexConfig, Indexer
+from colpg.scoring import maxsim_flat, owners
+
+
+@pytest.fixture(scope="module")
+def encoder(minilm_path: Path) -> Encoder:
+    return Encoder.from_pretrained(minilm_path, device="cpu")
+
+
+@pytest.fixture
+def index(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> Index:
+    corpus = [{"id": f"d{i}", "text": t} for i, t in enumerate(small_texts)]
+    return Indexer(encoder, IndexConfig(kmeans_niters=2, precision="fp16"), url=migrated_url).index("sqlapi", corpus)
+
+
+def _vectors(tensor: torch.Tensor) -> list[object]:
+    return [row.numpy() for row in tensor]
+
+
+def test_candidates_function_matches_the_worker_lookup(index: Index, encoder: Encoder, migrated_url: str) -> None:
+    query = encoder.encode_queries(["glaciers and ice sheets"])[0]
+    cells = torch.unique((query @ index.searcher.centroids.T).topk(2, dim=1).indices).tolist()
+    with db.connect(migrated_url) as conn:
+        from_sql = {row[0] for row in conn.execute("SELECT document_id FROM colpg.candidates('sqlapi', %s, 2)", (_vectors(query),))}
+        expected = {
+            row[0]
+            for row in conn.execute(
+                "SELECT document_id FROM colpg.document_tokens WHERE index_id = %s AND codes && %s::int[]", (index.record.id, cells)
+            )
+        }
+    assert from_sql == expected and from_sql
+
+
+def test_maxsim_in_sql_equals_the_worker(index: Index, encoder: Encoder, migrated_url: str) -> None:
+    query = encoder.encode_queries(["glaciers and ice sheets"])[0]
+    with db.connect(migrated_url) as conn:
+        row = conn.execute(
+            """
+            SELECT colpg.maxsim(%s, r.vectors), d.external_id
+            FROM colpg.rerank_vectors r JOIN colpg.documents d ON d.id = r.document_id
+            WHERE d.external_id = 'd3' AND d.index_name = 'sqlapi'
+            """,
+            (_vectors(query),),
+        ).fetchone()
+        assert row is not None
+        stored = conn.execute(
+            "SELECT r.vectors FROM colpg.rerank_vectors r JOIN colpg.documents d ON d.id = r.document_id WHERE d.external_id = 'd3'"
+        ).fetchone()
+    assert stored is not None
+    tokens = torch.from_numpy(__import__("numpy").stack([v.to_numpy() for v in stored[0]])).float()
+    expected = maxsim_flat(query[None], tokens, owners([len(tokens)]), 1)[0, 0].item()
+    assert row[0] == pytest.approx(expected, abs=1e-3)
+
+
+def test_search_approx_ranks_in_sql(index: Index, encoder: Encoder, migrated_url: str) -> None:
+    query = encoder.encode_queries(["glaciers and ice sheets"])[0]
+    with db.connect(migrated_url) as conn:
+        rows = conn.execute("SELECT external_id, score FROM colpg.search_approx('sqlapi', %s, 5)", (_vectors(query),)).fetchall()
+        with pytest.raises(psycopg.errors.UndefinedObject, match='colpg index "nope" does not exist'):
+            conn.execute("SELECT * FROM colpg.search_approx('nope', %s, 5)", (_vectors(query),))
+    assert len(rows) == 5 and [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
+    # The same centroid interaction in torch: per query token, the best of its 8 cells that the document holds.
+    scores = query @ index.searcher.centroids.T
+    top = scores.topk(8, dim=1)
+    with db.connect(migrated_url) as conn:
+        documents = conn.execute(
+            "SELECT d.external_id, t.codes FROM colpg.documents d JOIN colpg.document_tokens t ON t.document_id = d.id WHERE d.index_name = 'sqlapi'"
+        ).fetchall()
+    expected = {}
+    for external_id, codes in documents:
+        held = torch.isin(top.indices, torch.tensor(codes))
+        expected[external_id] = torch.where(held, top.values, torch.zeros_like(top.values)).amax(dim=1).sum().item()
+    best = sorted(expected, key=lambda d: -expected[d])[:5]
+    assert [r[0] for r in rows] == best
+    assert [r[1] for r in rows] == pytest.approx([expected[d] for d in best], abs=1e-4)
+
+
+def test_health_view(index: Index, migrated_url: str) -> None:
+    with db.connect(migrated_url) as conn:
+        row = conn.execute("SELECT documents, ready, queued, failed, tokens > 0 FROM colpg.index_health WHERE name = 'sqlapi'").fetchone()
+    assert row == (24, 24, 0, 0, True)
+
+
+def test_reader_searches_but_cannot_write_or_read_codec_internals(index: Index, encoder: Encoder, migrated_url: str) -> None:
+    query = _vectors(encoder.encode_queries(["glaciers"])[0])
+    with db.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("SET ROLE colpg_reader")
+        assert len(conn.execute("SELECT * FROM colpg.search_approx('sqlapi', %s, 3)", (query,)).fetchall()) == 3
+        assert conn.execute("SELECT count(*) FROM colpg.documents").fetchone() == (24,)
+        for statement in (
+            "SELECT codes FROM colpg.document_tokens LIMIT 1",
+            "SELECT centroid FROM colpg.centroids LIMIT 1",
+            "SELECT bucket_weights FROM colpg.indexes",
+            "SELECT payload FROM colpg.rerank_vectors LIMIT 1",
+            "INSERT INTO colpg.documents (index_name, external_id, text) VALUES ('sqlapi', 'r', 'x')",
+            "DELETE FROM colpg.documents",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_writer_writes_documents_only(index: Index, migrated_url: str) -> None:
+    with db.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("SET ROLE colpg_writer")
+        conn.execute("INSERT INTO colpg.documents (index_name, external_id, text) VALUES ('sqlapi', 'w', 'Written by the writer role.')")
+        conn.execute("UPDATE colpg.documents SET metadata = '{\"k\": 1}' WHERE external_id = 'w'")
+        conn.execute("DELETE FROM colpg.documents WHERE external_id = 'd0'")  # its tokens go by cascade
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM colpg.centroids")
+        conn.execute("RESET ROLE")
+        assert conn.execute("SELECT status FROM colpg.documents WHERE external_id = 'w'").fetchone() == ("queued",)
+        assert conn.execute("SELECT count(*) FROM colpg.document_tokens t JOIN colpg.documents d ON d.id = t.document_id WHERE d.external_id = 'd0'").fetchone() == (0,)
