@@ -119,7 +119,7 @@ $$;
 COMMENT ON FUNCTION colpg.maxsim(vector[], halfvec[]) IS 'MaxSim against the fp16 rerank store (rerank_vectors.vectors).';
 
 CREATE FUNCTION colpg.search_approx(index_name text, query vector[], k integer DEFAULT 10, ncells integer DEFAULT 8)
-RETURNS TABLE (external_id text, score double precision)
+RETURNS TABLE (document_id bigint, external_id text, score double precision)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     WITH cells AS (
         SELECT * FROM colpg.query_cells(index_name, query, ncells)
@@ -135,14 +135,15 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
         FROM candidates c JOIN cells ON cells.code = ANY(c.codes)
         GROUP BY c.document_id, cells.query_token
     )
-    SELECT d.external_id, sum(p.best) AS score
+    SELECT d.id, d.external_id, sum(p.best) AS score
     FROM per_token p JOIN colpg.documents d ON d.id = p.document_id
-    GROUP BY d.external_id
+    GROUP BY d.id
     ORDER BY score DESC
     LIMIT k
 $$;
 COMMENT ON FUNCTION colpg.search_approx(text, vector[], integer, integer) IS
-    'Approximate search entirely in SQL (centroid interaction, no residuals): for applications that cannot run the worker.';
+    'Approximate search entirely in SQL (centroid interaction, no residuals): for applications that cannot run the worker, '
+    'and the candidates of colpg.orm.search_stmt.';
 
 -- Views --------------------------------------------------------------------------------
 
