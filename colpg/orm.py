@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-__all__ = ["SCHEMA", "Base", "Centroid", "Document", "DocumentTokens", "Index", "RerankVectors"]
+__all__ = ["SCHEMA", "Base", "Centroid", "Document", "DocumentTokens", "Index", "RerankVectors", "search", "search_stmt"]
 
 SCHEMA = "colpg"
 
@@ -144,7 +145,10 @@ class Document(Base):
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = _updated_at()
     index_name: Mapped[str] = mapped_column(
-        sa.Text, nullable=False, comment="The index's name: give it (or index_id) on INSERT, the other is filled in."
+        sa.Text,
+        nullable=False,
+        server_default=sa.FetchedValue(),  # the documents_before_write trigger fills it in
+        comment="The index's name: give it (or index_id) on INSERT, the other is filled in.",
     )
     status: Mapped[str] = mapped_column(
         sa.Text,
@@ -209,3 +213,32 @@ class RerankVectors(Base):
     )
     payload: Mapped[bytes | None] = mapped_column(BYTEA)
     vectors: Mapped[list[Any] | None] = mapped_column(ARRAY(HALFVEC(), dimensions=1))
+
+
+def search_stmt(index_name: str, query_vectors: Any, *, ncells: int = 8) -> sa.Select[tuple[Document, int]]:
+    """Search stage 1 as a statement: the index's candidate documents for ``query_vectors``
+    (``colpg.candidates``), with their token rows' versions.
+
+    Add joins to your own tables, filters and ordering as to any Select, then rank the
+    candidates with :func:`search`. ``query_vectors``: a [tokens, dim] tensor or array.
+    """
+    vectors = [np.asarray(row, dtype=np.float32) for row in np.asarray(query_vectors, dtype=np.float32)]
+    candidates = (
+        sa.func.colpg.candidates(index_name, sa.bindparam("query_vectors", vectors, type_=ARRAY(Vector(), dimensions=1)), ncells)
+        .table_valued(sa.column("document_id", sa.BigInteger), sa.column("version", sa.BigInteger))
+        .alias("candidates")
+    )
+    return sa.select(Document, candidates.c.version).join(candidates, Document.id == candidates.c.document_id)
+
+
+def search(session: Session, stmt: sa.Select[Any], index: Any, query: str, k: int = 10) -> list[tuple[Document, float]]:
+    """Run a :func:`search_stmt` statement in ``session`` and rank its candidates by MaxSim.
+
+    ``index`` is the :class:`colpg.index.Index` searched; returns the best ``k`` documents
+    (ORM objects of the session) with their scores, best first.
+    """
+    rows = session.execute(stmt).all()
+    documents = {row[0].id: row[0] for row in rows}
+    vectors = index.encoder.encode_queries([query])[0]
+    ranked = index.searcher.rank_candidates(vectors, [row[0].id for row in rows], [row[1] for row in rows], k)
+    return [(documents[row.id], score) for score, row, _ in ranked]

@@ -91,11 +91,9 @@ def default_params(k: int) -> SearchParams:
     >>> default_params(10)
     SearchParams(ncells=8, centroid_score_threshold=0.4, ndocs=4096, nrerank=256)
     """
-    if k <= 10:
-        return SearchParams(8, 0.4, 4096, 256)
     if k <= 100:
-        return SearchParams(8, 0.4, 8192, max(1024, 4 * k))
-    return SearchParams(8, 0.4, max(k * 16, 8192), 4 * k)
+        return SearchParams(8, 0.4, 4096, max(256, 2 * k))
+    return SearchParams(8, 0.4, max(k * 16, 8192), 2 * k)
 
 
 @dataclass(frozen=True)
@@ -318,6 +316,29 @@ class IndexSearcher:
         cells = torch.unique(centroid_scores.topk(min(params.ncells, centroid_scores.shape[1]), dim=1).indices).tolist()
         self._timed("score", started)
         ids, versions = self._candidates(connection, cells, where)
+        return self._rank(connection, query, centroid_scores, ids, versions, k, params)
+
+    def rank_candidates(
+        self, query: torch.Tensor, ids: Sequence[int], versions: Sequence[int], k: int, params: SearchParams | None = None
+    ) -> list[Ranked]:
+        """Stages 2-4 for candidates an application selected itself (:func:`colpg.orm.search_stmt`)."""
+        params = params or default_params(k)
+        query = query.to(self.device, torch.float32)
+        with self._snapshot() as connection:
+            ranked = self._rank(connection, query, query @ self.centroids.T, list(ids), list(versions), k, params)
+            return self._with_text(connection, ranked)
+
+    def _rank(
+        self,
+        connection: sa.Connection,
+        query: torch.Tensor,
+        centroid_scores: torch.Tensor,
+        ids: list[int],
+        versions: list[int],
+        k: int,
+        params: SearchParams,
+    ) -> list[Ranked]:
+        """Centroid interaction, residual MaxSim and the rerank, over candidate ids."""
         if not ids:
             return []
         with self._cache_lock:  # other threads may add to or clear the cache

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from colpg import db
 from colpg.orm import Centroid, Document, DocumentTokens, Index
@@ -117,3 +119,41 @@ def test_residuals_skip_compression(engine: sa.Engine) -> None:
             )
         ).scalar_one()
     assert storage == "e"
+
+
+def test_search_stmt_joins_the_applications_table(engine: sa.Engine, migrated_url: str, minilm_path: Path, small_texts: list[str]) -> None:
+    """The README's example: an app's `articles` table, searched with a filter on its own column."""
+    from colpg.encoder import Encoder
+    from colpg.index import IndexConfig, Indexer
+    from colpg.orm import search, search_stmt
+
+    class AppBase(DeclarativeBase):
+        pass
+
+    class Article(AppBase):
+        __tablename__ = "articles"
+        id: Mapped[str] = mapped_column(primary_key=True)
+        published_at: Mapped[dt.date]
+
+    AppBase.metadata.create_all(engine)
+    encoder = Encoder.from_pretrained(minilm_path, device="cpu")
+    corpus = [{"id": f"a{i}", "text": text} for i, text in enumerate(small_texts)]
+    index = Indexer(encoder, IndexConfig(kmeans_niters=2), url=migrated_url).index("articles", corpus)
+    with Session(engine) as session:
+        session.add_all(Article(id=f"a{i}", published_at=dt.date(2020 + i % 4, 1, 1)) for i in range(len(small_texts)))
+        session.commit()
+
+        query = "glaciers and ice sheets"
+        stmt = (
+            search_stmt("articles", encoder.encode_queries([query])[0])
+            .join(Article, Article.id == Document.external_id)
+            .where(Article.published_at >= dt.date(2022, 1, 1))
+        )
+        results = search(session, stmt, index, query, k=5)
+        assert len(results) == 5 and all(isinstance(document, Document) for document, _ in results)
+        dates = {a.id: a.published_at for a in session.scalars(sa.select(Article))}
+        assert all(dates[document.external_id] >= dt.date(2022, 1, 1) for document, _ in results)
+        assert [score for _, score in results] == sorted((score for _, score in results), reverse=True)
+        recent = [f"a{i}" for i in range(len(small_texts)) if 2020 + i % 4 >= 2022]
+        best = index.search(query, k=1, where=Document.external_id.in_(recent))[0]
+        assert results[0][0].external_id == best.external_id and results[0][1] == pytest.approx(best.score, abs=1e-4)
