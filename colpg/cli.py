@@ -339,3 +339,17 @@ def worker(
             typer.echo(f"settled {ingest.run_once()} queued documents")
         else:
             ingest.run_forever(poll)
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Serve search, documents and stats over HTTP (OpenAPI schema at /docs and /openapi.json)."""
+    import uvicorn
+
+    from colpg.service import create_app
+
+    with _reported_errors():
+        uvicorn.run(create_app(), host=host, port=port)

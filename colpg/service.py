@@ -1,0 +1,184 @@
+"""The HTTP service (``colpg serve``): search, documents and stats of indexes over JSON.
+
+One process holds each index it serves (model, codec, token cache, connection pool), loaded
+on first use; FastAPI runs the handlers in its thread pool and the searcher is thread-safe.
+Errors are JSON ``{"detail": message}`` with 404 for an unknown index, 422 for bad input
+and 413 for an oversized request.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+import torch
+from fastapi import FastAPI, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from colpg import db
+from colpg.errors import ColpgError, ConfigurationError, DocumentError, EncodingError, IndexNotFound
+from colpg.index import Index
+from colpg.orm import Document
+
+__all__ = ["create_app"]
+
+MAX_QUERY_CHARS = 10_000
+MAX_DOCUMENTS_PER_REQUEST = 1_000
+MAX_DOCUMENT_CHARS = 1_000_000
+
+IndexName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="Index name.")]
+JsonValue = str | int | float | bool | None
+
+
+class TooLarge(ColpgError):
+    """A request beyond the service's size limits (HTTP 413)."""
+
+
+class SearchRequest(BaseModel):
+    """Text, or precomputed query vectors ([tokens][dim]), and what to return."""
+
+    query: str | None = Field(None, description="Query text; encoded by the index's model.")
+    vectors: list[list[float]] | None = Field(None, description="Precomputed query token vectors instead of text.")
+    k: int = Field(10, ge=1, le=1000)
+    filter: dict[str, JsonValue] | None = Field(
+        None, description="Metadata filter: every key must hold exactly this value (JSON containment, metadata @> filter)."
+    )
+    explain: bool = Field(False, description="Per query token, the document token that matched it best (text queries).")
+
+
+class Match(BaseModel):
+    query_token: str
+    document_token: str
+    document_position: int
+    similarity: float
+
+
+class HitOut(BaseModel):
+    external_id: str
+    score: float
+    rank: int
+    metadata: dict[str, Any]
+    text: str | None
+    explanation: list[Match] | None = None
+
+
+class SearchResponse(BaseModel):
+    hits: list[HitOut]
+
+
+class DocumentIn(BaseModel):
+    id: str = Field(..., min_length=1)
+    text: str = Field(..., description="Must contain something to encode.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentsIn(BaseModel):
+    documents: list[DocumentIn] = Field(..., min_length=1)
+
+
+class Changed(BaseModel):
+    changed: int
+
+
+def create_app(url: str | None = None) -> FastAPI:
+    """The service for the database at ``url`` (default: COLPG_DATABASE_URL or the embedded server)."""
+    database_url = url or db.database_url()
+    app = FastAPI(title="colpg", summary="ColBERT late-interaction retrieval inside PostgreSQL.")
+    indexes: dict[str, Index] = {}
+    lock = threading.Lock()
+
+    def index_named(name: str) -> Index:
+        with lock:
+            if name not in indexes:
+                indexes[name] = Index(name, url=database_url)
+            return indexes[name]
+
+    def fail(status: int, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    @app.exception_handler(IndexNotFound)
+    def not_found(_: Request, exc: IndexNotFound) -> JSONResponse:
+        return fail(404, exc)
+
+    @app.exception_handler(TooLarge)
+    def too_large(_: Request, exc: TooLarge) -> JSONResponse:
+        return fail(413, exc)
+
+    for error in (ConfigurationError, DocumentError, EncodingError):
+
+        @app.exception_handler(error)
+        def bad_input(_: Request, exc: Exception) -> JSONResponse:
+            return fail(422, exc)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """The database answers and colpg's schema is in place."""
+        with db.connect(database_url) as conn:
+            conn.execute("SELECT 1 FROM colpg.indexes LIMIT 1")
+        return {"status": "ok", "indexes_loaded": sorted(indexes)}
+
+    @app.get("/indexes/{name}")
+    def index_info(name: IndexName) -> dict[str, Any]:
+        """Counts, bytes per token and table sizes of an index."""
+        return index_named(name).info()
+
+    @app.post("/indexes/{name}/search", response_model=SearchResponse)
+    def search(name: IndexName, request: SearchRequest) -> SearchResponse:
+        """The k best documents for a text query or for precomputed query vectors."""
+        if (request.query is None) == (request.vectors is None):
+            raise ConfigurationError("give exactly one of query (text) and vectors")
+        if request.query is not None and len(request.query) > MAX_QUERY_CHARS:
+            raise TooLarge(f"query of {len(request.query)} characters; at most {MAX_QUERY_CHARS}")
+        index = index_named(name)
+        where = Document.metadata_.contains(request.filter) if request.filter else None
+        if request.query is not None:
+            hits = index.search(request.query, request.k, where=where, explain=request.explain)
+        else:
+            vectors = _vectors(request.vectors or [], index.record.dim)
+            searcher = index.searcher
+            hits = searcher.hits(None, vectors, searcher.search_vectors(vectors, request.k, where=where), explain=False)
+        return SearchResponse(
+            hits=[
+                HitOut(
+                    external_id=h.external_id,
+                    score=h.score,
+                    rank=h.rank,
+                    metadata=h.metadata,
+                    text=h.text,
+                    explanation=[Match(**vars(m)) for m in h.explanation] if h.explanation else None,
+                )
+                for h in hits
+            ]
+        )
+
+    @app.post("/indexes/{name}/documents", response_model=Changed, status_code=201)
+    def add_documents(name: IndexName, request: DocumentsIn) -> Changed:
+        """Add documents (encoded and indexed before the response); an id already present is an error."""
+        if len(request.documents) > MAX_DOCUMENTS_PER_REQUEST:
+            raise TooLarge(f"{len(request.documents)} documents in one request; at most {MAX_DOCUMENTS_PER_REQUEST}")
+        if any(len(d.text) > MAX_DOCUMENT_CHARS for d in request.documents):
+            raise TooLarge(f"a document is longer than {MAX_DOCUMENT_CHARS} characters")
+        added = index_named(name).add([{"id": d.id, "text": d.text, "metadata": d.metadata} for d in request.documents])
+        return Changed(changed=added)
+
+    @app.delete("/indexes/{name}/documents/{external_id}", response_model=Changed)
+    def delete_document(name: IndexName, external_id: str) -> Changed:
+        """Delete one document by its id."""
+        try:
+            return Changed(changed=index_named(name).delete([external_id]))
+        except DocumentError as exc:
+            raise IndexNotFound(str(exc)) from exc  # an unknown document is a 404 too
+
+    return app
+
+
+def _vectors(rows: list[list[float]], dim: int) -> torch.Tensor:
+    if not rows or any(len(row) != dim for row in rows):
+        raise ConfigurationError(f"vectors must be a non-empty list of {dim}-number rows")
+    if len(rows) > 512:
+        raise TooLarge(f"{len(rows)} query vectors; at most 512")
+    vectors = torch.tensor(rows, dtype=torch.float32)
+    if not torch.isfinite(vectors).all():
+        raise ConfigurationError("vectors must be finite numbers")
+    return vectors

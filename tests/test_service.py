@@ -1,0 +1,108 @@
+"""The HTTP service against a running server (uvicorn on a free port), and schemathesis on its OpenAPI schema."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+
+from colpg.encoder import Encoder
+from colpg.index import IndexConfig, Indexer
+from colpg.service import create_app
+
+
+@pytest.fixture(scope="module")
+def encoder(minilm_path: Path) -> Encoder:
+    return Encoder.from_pretrained(minilm_path, device="cpu")
+
+
+@pytest.fixture
+def service_app(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> Any:
+    corpus = [{"id": f"d{i}", "text": t, "metadata": {"n": i, "even": i % 2 == 0}} for i, t in enumerate(small_texts)]
+    Indexer(encoder, IndexConfig(kmeans_niters=2), url=migrated_url).index("web", corpus)
+    return create_app(migrated_url)
+
+
+@pytest.fixture
+def http_server(service_app: Any) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    running = uvicorn.Server(uvicorn.Config(service_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(10)
+
+
+def test_search_documents_and_stats_over_http(http_server: str) -> None:
+    with httpx.Client(base_url=http_server, timeout=60) as client:
+        assert client.get("/health").json()["status"] == "ok"
+        found = client.post("/indexes/web/search", json={"query": "glaciers and ice sheets", "k": 3, "explain": True})
+        assert found.status_code == 200, found.text
+        hits = found.json()["hits"]
+        assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["explanation"]
+
+        even = client.post("/indexes/web/search", json={"query": "cells", "k": 5, "filter": {"even": True}}).json()["hits"]
+        assert len(even) == 5 and all(h["metadata"]["even"] for h in even)
+
+        vectors = [[0.05] * 384 for _ in range(4)]
+        assert len(client.post("/indexes/web/search", json={"vectors": vectors, "k": 2}).json()["hits"]) == 2
+
+        added = client.post("/indexes/web/documents", json={"documents": [{"id": "axo", "text": "Axolotl limb regeneration."}]})
+        assert added.status_code == 201 and added.json() == {"changed": 1}
+        top = client.post("/indexes/web/search", json={"query": "axolotl regeneration", "k": 1}).json()["hits"][0]
+        assert top["external_id"] == "axo"
+        assert client.delete("/indexes/web/documents/axo").json() == {"changed": 1}
+        assert client.get("/indexes/web").json()["documents"] == 24
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("post", "/indexes/nope/search", {"query": "x"}, 404, "nope"),
+        ("get", "/indexes/nope", None, 404, "nope"),
+        ("post", "/indexes/web/search", {"query": ""}, 422, "empty"),
+        ("post", "/indexes/web/search", {"query": "x", "vectors": [[0.0] * 384]}, 422, "exactly one"),
+        ("post", "/indexes/web/search", {"vectors": [[0.0] * 3]}, 422, "384"),
+        ("post", "/indexes/web/search", {"query": "x" * 20_000}, 413, "at most"),
+        ("post", "/indexes/web/documents", {"documents": [{"id": "d1", "text": "again"}]}, 422, "already holds"),
+        ("post", "/indexes/web/documents", {"documents": [{"id": "e", "text": "  "}]}, 422, "empty"),
+        ("delete", "/indexes/web/documents/missing", None, 404, "missing"),
+    ],
+)
+def test_errors_are_json_with_proper_status(http_server: str, method: str, path: str, body: Any, status: int, message: str) -> None:
+    with httpx.Client(base_url=http_server, timeout=60) as client:
+        response = client.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert message in str(response.json()["detail"])
+
+
+def test_no_server_errors(service_app: Any) -> None:
+    """schemathesis generates requests from the OpenAPI schema, operation by operation: none may give a 5xx."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", service_app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 5
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def no_server_error(case: Any) -> None:
+            response = case.call()
+            assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
+
+        no_server_error()
