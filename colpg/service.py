@@ -20,6 +20,7 @@ from colpg import db
 from colpg.errors import ColpgError, ConfigurationError, DocumentError, EncodingError, IndexNotFound
 from colpg.index import Index
 from colpg.orm import Document
+from colpg.search import Hit
 
 __all__ = ["create_app"]
 
@@ -47,24 +48,8 @@ class SearchRequest(BaseModel):
     explain: bool = Field(False, description="Per query token, the document token that matched it best (text queries).")
 
 
-class Match(BaseModel):
-    query_token: str
-    document_token: str
-    document_position: int
-    similarity: float
-
-
-class HitOut(BaseModel):
-    external_id: str
-    score: float
-    rank: int
-    metadata: dict[str, Any]
-    text: str | None
-    explanation: list[Match] | None = None
-
-
 class SearchResponse(BaseModel):
-    hits: list[HitOut]
+    hits: list[Hit]
 
 
 class DocumentIn(BaseModel):
@@ -138,19 +123,7 @@ def create_app(url: str | None = None) -> FastAPI:
             vectors = _vectors(request.vectors or [], index.record.dim)
             searcher = index.searcher
             hits = searcher.hits(None, vectors, searcher.search_vectors(vectors, request.k, where=where), explain=False)
-        return SearchResponse(
-            hits=[
-                HitOut(
-                    external_id=h.external_id,
-                    score=h.score,
-                    rank=h.rank,
-                    metadata=h.metadata,
-                    text=h.text,
-                    explanation=[Match(**vars(m)) for m in h.explanation] if h.explanation else None,
-                )
-                for h in hits
-            ]
-        )
+        return SearchResponse(hits=hits)
 
     @app.post("/indexes/{name}/documents", response_model=Changed, status_code=201)
     def add_documents(name: IndexName, request: DocumentsIn) -> Changed:
