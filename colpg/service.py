@@ -1,14 +1,18 @@
 """The HTTP service (``colpg serve``): search, documents and stats of indexes over JSON.
 
 One process holds each index it serves (model, codec, token cache, connection pool), loaded
-on first use; FastAPI runs the handlers in its thread pool and the searcher is thread-safe.
+on first use; FastAPI runs the handlers in its thread pool, the searcher is thread-safe, and
+the queries of concurrent requests are encoded together in one batch (:class:`QueryBatcher`).
 Errors are JSON ``{"detail": message}`` with 404 for an unknown index, 422 for bad input
 and 413 for an oversized request.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
+from concurrent.futures import Future
 from typing import Annotated, Any
 
 import torch
@@ -17,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from colpg import db
+from colpg.encoder import Encoder
 from colpg.errors import ColpgError, ConfigurationError, DocumentError, EncodingError, IndexNotFound
 from colpg.index import Index
 from colpg.orm import Document
@@ -66,11 +71,52 @@ class Changed(BaseModel):
     changed: int
 
 
+class QueryBatcher:
+    """Encodes the queries of concurrent requests together: one forward pass per batch on the device.
+
+    A request waits at most ``wait_s`` for others to join; a batch that fails (an empty
+    query among them) is encoded one query at a time, so only the bad request fails.
+    """
+
+    def __init__(self, encoder: Encoder, max_batch: int = 32, wait_s: float = 0.002) -> None:
+        self.encoder = encoder
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self.pending: queue.Queue[tuple[str, Future[torch.Tensor]]] = queue.Queue()
+        threading.Thread(target=self._run, name="colpg-query-batcher", daemon=True).start()
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Shapes: returns [query_maxlen, dim]."""
+        future: Future[torch.Tensor] = Future()
+        self.pending.put((text, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.pending.get()]
+            deadline = time.monotonic() + self.wait_s
+            while len(batch) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(self.pending.get(timeout=left))
+                except queue.Empty:
+                    break
+            try:
+                for (_, future), vectors in zip(batch, self.encoder.encode_queries([t for t, _ in batch]), strict=True):
+                    future.set_result(vectors)
+            except Exception:  # noqa: BLE001 - retried one by one, each request gets its own error
+                for text, future in batch:
+                    try:
+                        future.set_result(self.encoder.encode_queries([text])[0])
+                    except Exception as exc:  # noqa: BLE001
+                        future.set_exception(exc)
+
+
 def create_app(url: str | None = None) -> FastAPI:
     """The service for the database at ``url`` (default: COLPG_DATABASE_URL or the embedded server)."""
     database_url = url or db.database_url()
     app = FastAPI(title="colpg", summary="ColBERT late-interaction retrieval inside PostgreSQL.")
     indexes: dict[str, Index] = {}
+    batchers: dict[str, QueryBatcher] = {}
     lock = threading.Lock()
 
     def index_named(name: str) -> Index:
@@ -78,6 +124,13 @@ def create_app(url: str | None = None) -> FastAPI:
             if name not in indexes:
                 indexes[name] = Index(name, url=database_url)
             return indexes[name]
+
+    def batcher(name: str) -> QueryBatcher:
+        index = index_named(name)
+        with lock:
+            if name not in batchers:
+                batchers[name] = QueryBatcher(index.encoder)
+            return batchers[name]
 
     def fail(status: int, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=status, content={"detail": str(exc)})
@@ -118,12 +171,12 @@ def create_app(url: str | None = None) -> FastAPI:
         index = index_named(name)
         where = Document.metadata_.contains(request.filter) if request.filter else None
         if request.query is not None:
-            hits = index.search(request.query, request.k, where=where, explain=request.explain)
+            vectors = batcher(name).encode(request.query)
         else:
             vectors = _vectors(request.vectors or [], index.record.dim)
-            searcher = index.searcher
-            hits = searcher.hits(None, vectors, searcher.search_vectors(vectors, request.k, where=where), explain=False)
-        return SearchResponse(hits=hits)
+        searcher = index.searcher
+        ranked = searcher.search_vectors(vectors, request.k, where=where)
+        return SearchResponse(hits=searcher.hits(request.query, vectors, ranked, explain=request.explain and request.query is not None))
 
     @app.post("/indexes/{name}/documents", response_model=Changed, status_code=201)
     def add_documents(name: IndexName, request: DocumentsIn) -> Changed:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
@@ -106,3 +107,21 @@ def test_no_server_errors(service_app: Any) -> None:
             assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
 
         no_server_error()
+
+
+def test_concurrent_queries_are_encoded_together(encoder: Encoder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from colpg.errors import EncodingError
+    from colpg.service import QueryBatcher
+
+    batcher = QueryBatcher(encoder, wait_s=0.05)
+    texts = ["glaciers", "brain development", "", "cancer cells", "ice sheets"]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        futures = [pool.submit(batcher.encode, text) for text in texts]
+    for text, future in zip(texts, futures, strict=True):
+        if not text:
+            with pytest.raises(EncodingError, match="empty"):
+                future.result()
+        else:
+            assert torch.allclose(future.result(), encoder.encode_queries([text])[0], atol=1e-5)
