@@ -42,6 +42,7 @@ from colpg.store import IndexRecord, RerankStore
 __all__ = ["Hit", "SearchParams", "TokenMatch", "Where", "default_params", "plaid_defaults"]
 
 ARRAY_HEADER = 20  # array_send: ndim, flags, element type, length, lower bound
+HALFVEC_HEADER = 2  # halfvec_send: int16 dim and int16 unused, i.e. two halves' room
 EXACT_BATCH = 256
 WARM_BATCH = 2048  # token rows per round trip when filling the cache
 
@@ -270,7 +271,8 @@ class IndexSearcher:
         elif rerank.residual4 is not None:
             flat = rerank.residual4.decompress(codes(), stacked("payload", torch.uint8))
         elif rerank.kind == "fp16":
-            flat = torch.from_numpy(np.stack([v.to_numpy() for row in rows for v in row.vectors])).float().to(self.device)
+            records = np.frombuffer(b"".join(row.vectors for row in rows), dtype=">f2").reshape(sum(lengths), -1)
+            flat = torch.from_numpy(records[:, HALFVEC_HEADER:].astype(np.float32)).to(self.device)
         else:
             flat = self.codec.decompress(codes(), stacked("residuals", torch.uint8))
         return flat
