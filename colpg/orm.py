@@ -239,6 +239,7 @@ def search(session: Session, stmt: sa.Select[Any], index: Any, query: str, k: in
     """
     rows = session.execute(stmt).all()
     documents = {row[0].id: row[0] for row in rows}
+    versions = {row[0].id: row[1] for row in rows}  # once each, even if a join repeats a document
     vectors = index.encoder.encode_queries([query])[0]
-    ranked = index.searcher.rank_candidates(vectors, [row[0].id for row in rows], [row[1] for row in rows], k)
+    ranked = index.searcher.rank_candidates(vectors, list(versions), list(versions.values()), k)
     return [(documents[row.id], score) for score, row, _ in ranked]
