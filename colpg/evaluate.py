@@ -22,7 +22,7 @@ from colpg.errors import ConfigurationError
 from colpg.index import Index
 from colpg.scoring import maxsim_flat, owners
 
-__all__ = ["EvalReport", "brute_force", "evaluate", "read_qrels", "read_queries"]
+__all__ = ["EvalReport", "brute_force", "evaluate", "quality", "read_qrels", "read_queries"]
 
 QUERY_BATCH = 32
 
@@ -50,7 +50,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def _quality(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+def quality(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
     import ir_measures
     from ir_measures import RR, R, nDCG
 
@@ -124,7 +124,7 @@ def evaluate(
     encoded = index.encoder.encode_queries([queries[q] for q in qids])
     at_k, p50 = _search_all(index, qids, encoded, k, stages)
     deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100, stages)[0]
-    approximate = _quality(at_k, qrels) | {"R@100": _quality(deep, qrels)["R@100"]}
+    approximate = quality(at_k, qrels) | {"R@100": quality(deep, qrels)["R@100"]}
     report = EvalReport(queries=len(qids), k=k, approximate=approximate, search_ms_p50=p50)
     if not vs_exact:
         return report
@@ -135,8 +135,8 @@ def evaluate(
     original_tokens = index.encoder.encode_documents(texts)
     original = dict(zip(qids, brute_force(encoded, ids, original_tokens, 100), strict=True))
     approx_ranking = {q: _ranking(r) for q, r in at_k.items()}
-    report.exact_stored = _quality(stored, qrels)
-    report.exact_original = _quality(original, qrels)
+    report.exact_stored = quality(stored, qrels)
+    report.exact_original = quality(original, qrels)
     report.recall_vs_exact_stored = _overlap(approx_ranking, {q: _ranking(r) for q, r in stored.items()}, k)
     report.recall_vs_exact_original = _overlap(approx_ranking, {q: _ranking(r) for q, r in original.items()}, k)
     return report
