@@ -51,6 +51,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 
 def quality(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """nDCG@10, MRR@10 and R@100 of ``run`` ({query: {document: score}}) by ir-measures."""
     import ir_measures
     from ir_measures import RR, R, nDCG
 
