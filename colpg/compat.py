@@ -24,7 +24,7 @@ __all__ = ["Checkpoint", "ColBERTConfig", "Indexer", "Ranking", "Run", "RunConfi
 
 @dataclass
 class ColBERTConfig:
-    """ColBERT's settings under their own names; None means colpg's (PLAID's) default."""
+    """ColBERT's settings under their own names; None means colpg's default for k."""
 
     doc_maxlen: int | None = None
     query_maxlen: int | None = None
