@@ -155,11 +155,15 @@ SELECT i.name, i.status, i.dim, i.nbits, i.config ->> 'precision' AS precision,
        count(d.id) FILTER (WHERE d.status = 'failed') AS failed,
        (SELECT count(*) FROM colpg.centroids c WHERE c.index_id = i.id) AS centroids,
        (SELECT coalesce(sum(t.ntokens), 0) FROM colpg.document_tokens t WHERE t.index_id = i.id) AS tokens,
+       (SELECT coalesce(sum(pg_column_size(t.codes) + pg_column_size(t.residuals)), 0)
+        FROM colpg.document_tokens t WHERE t.index_id = i.id) AS codes_residuals_bytes,
+       (SELECT coalesce(sum(coalesce(pg_column_size(r.payload), 0) + coalesce(pg_column_size(r.vectors), 0)), 0)
+        FROM colpg.rerank_vectors r JOIN colpg.documents rd ON rd.id = r.document_id WHERE rd.index_id = i.id) AS rerank_bytes,
        min(d.created_at) FILTER (WHERE d.status = 'queued') AS oldest_queued_at
 FROM colpg.indexes i
 LEFT JOIN colpg.documents d ON d.index_id = i.id
 GROUP BY i.id;
-COMMENT ON VIEW colpg.index_health IS 'Per index: documents ready, queued and failed, the oldest queued, centroids and tokens.';
+COMMENT ON VIEW colpg.index_health IS 'Per index: documents ready, queued and failed, the oldest queued, centroids, tokens, and the stored bytes of codes+residuals and of the rerank store.';
 
 CREATE VIEW colpg.table_sizes AS
 SELECT c.relname AS table_name,

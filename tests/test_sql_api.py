@@ -89,8 +89,11 @@ def test_search_approx_ranks_in_sql(index: Index, encoder: Encoder, migrated_url
 
 def test_health_view(index: Index, migrated_url: str) -> None:
     with db.connect(migrated_url) as conn:
-        row = conn.execute("SELECT documents, ready, queued, failed, tokens > 0 FROM colpg.index_health WHERE name = 'sqlapi'").fetchone()
-    assert row == (24, 24, 0, 0, True)
+        row = conn.execute(
+            "SELECT documents, ready, queued, failed, codes_residuals_bytes / tokens, rerank_bytes / tokens FROM colpg.index_health WHERE name = 'sqlapi'"
+        ).fetchone()
+    assert row is not None and row[:4] == (24, 24, 0, 0)
+    assert 96 <= row[4] < 110 and 768 <= row[5] < 800  # 2-bit codes+residuals; fp16 store
 
 
 def test_reader_searches_but_cannot_write_or_read_codec_internals(index: Index, encoder: Encoder, migrated_url: str) -> None:
