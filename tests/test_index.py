@@ -19,11 +19,6 @@ from colpg.index import Index, IndexConfig, Indexer
 SMALL = IndexConfig(write_batch_size=5, kmeans_niters=2)
 
 
-@pytest.fixture(scope="module")
-def encoder(minilm_path: Path) -> Encoder:
-    return Encoder.from_pretrained(minilm_path, device="cpu")
-
-
 @pytest.fixture
 def corpus(small_texts: list[str]) -> list[dict[str, Any]]:
     return [{"id": f"d{i}", "text": t, "metadata": {"n": i}} for i, t in enumerate(small_texts)]

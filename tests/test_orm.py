@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from colpg import db
+from colpg.encoder import Encoder
 from colpg.orm import Centroid, Document, DocumentTokens, Index
 
 
@@ -121,9 +121,8 @@ def test_residuals_skip_compression(engine: sa.Engine) -> None:
     assert storage == "e"
 
 
-def test_search_stmt_joins_the_applications_table(engine: sa.Engine, migrated_url: str, minilm_path: Path, small_texts: list[str]) -> None:
+def test_search_stmt_joins_the_applications_table(engine: sa.Engine, migrated_url: str, encoder: Encoder, small_texts: list[str]) -> None:
     """The README's example: an app's `articles` table, searched with a filter on its own column."""
-    from colpg.encoder import Encoder
     from colpg.index import IndexConfig, Indexer
     from colpg.orm import search, search_stmt
 
@@ -136,7 +135,6 @@ def test_search_stmt_joins_the_applications_table(engine: sa.Engine, migrated_ur
         published_at: Mapped[dt.date]
 
     AppBase.metadata.create_all(engine)
-    encoder = Encoder.from_pretrained(minilm_path, device="cpu")
     corpus = [{"id": f"a{i}", "text": text} for i, text in enumerate(small_texts)]
     index = Indexer(encoder, IndexConfig(kmeans_niters=2), url=migrated_url).index("articles", corpus)
     with Session(engine) as session:

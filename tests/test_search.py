@@ -18,11 +18,6 @@ from colpg.scoring import maxsim_flat, owners
 CONFIG = IndexConfig(kmeans_niters=2)
 
 
-@pytest.fixture(scope="module")
-def encoder(minilm_path: Path) -> Encoder:
-    return Encoder.from_pretrained(minilm_path, device="cpu")
-
-
 @pytest.fixture
 def index(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> Index:
     corpus = [{"id": f"d{i}", "text": t, "metadata": {"n": i, "even": i % 2 == 0}} for i, t in enumerate(small_texts)]

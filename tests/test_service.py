@@ -6,7 +6,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,11 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from colpg.encoder import Encoder
 from colpg.index import IndexConfig, Indexer
 from colpg.service import create_app
-
-
-@pytest.fixture(scope="module")
-def encoder(minilm_path: Path) -> Encoder:
-    return Encoder.from_pretrained(minilm_path, device="cpu")
 
 
 @pytest.fixture

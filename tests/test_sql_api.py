@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,11 +11,6 @@ from colpg import db
 from colpg.encoder import Encoder
 from colpg.index import Index, IndexConfig, Indexer
 from colpg.scoring import maxsim_flat, owners
-
-
-@pytest.fixture(scope="module")
-def encoder(minilm_path: Path) -> Encoder:
-    return Encoder.from_pretrained(minilm_path, device="cpu")
 
 
 @pytest.fixture

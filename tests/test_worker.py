@@ -21,11 +21,6 @@ from colpg.index import Index, IndexConfig, Indexer
 from colpg.worker import IngestWorker
 
 
-@pytest.fixture(scope="module")
-def encoder(minilm_path: Path) -> Encoder:
-    return Encoder.from_pretrained(minilm_path, device="cpu")
-
-
 @pytest.fixture
 def index(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> Index:
     return Indexer(encoder, IndexConfig(kmeans_niters=2), url=migrated_url).index("live", small_texts[:12])
