@@ -367,20 +367,21 @@ class IndexSearcher:
             best = [ids[i] for i in keep[residual.topk(min(max(params.nrerank, k), len(keep))).indices].tolist()]
             self._timed("score", started)
             if self.rerank.kind == "none":
-                return self._rerank_cached(connection, query, best)[:k]
+                return self._rerank_cached(connection, query, best, k)
         return self._rerank(connection, query, best)[:k]
 
-    def _rerank_cached(self, connection: sa.Connection, query: torch.Tensor, ids: list[int]) -> list[Ranked]:
-        """Without a rerank store: MaxSim over the decompressed (re-normalised) residuals in the cache."""
+    def _rerank_cached(self, connection: sa.Connection, query: torch.Tensor, ids: list[int], k: int) -> list[Ranked]:
+        """Without a rerank store: the best ``k`` by MaxSim over the decompressed (re-normalised) residuals in the cache."""
         started = time.perf_counter()
         positions, lengths = self.cache.gather(ids)
         flat = self.codec.decompress(self.cache.codes[positions], self.cache.residuals[positions])
         scores = maxsim_flat(query[None], flat, owners(lengths.tolist(), self.device), len(ids))[0]
         tokens = torch.split(flat, lengths.tolist())
+        top = scores.topk(min(k, len(ids)))
         self._timed("score", started)
-        rows = self._fetch(connection, ids, text=False, vectors=False)
-        ranked = sorted(zip(scores.tolist(), rows, tokens, strict=True), key=lambda item: -item[0])
-        return ranked
+        best = top.indices.tolist()
+        rows = self._fetch(connection, [ids[i] for i in best], text=False, vectors=False)  # only the results' rows
+        return list(zip(top.values.tolist(), rows, [tokens[i] for i in best], strict=True))
 
     def search_vectors(
         self, query: torch.Tensor, k: int, *, where: Where = None, exact: bool = False, params: SearchParams | None = None
@@ -405,7 +406,7 @@ class IndexSearcher:
                     ranked = self._rerank(connection, query, every)[:k]  # k exceeds the candidates of a small index
             return self._with_text(connection, ranked)
 
-    def hits(self, query_text: str | None, query: torch.Tensor, ranked: list[tuple[float, sa.Row[Any], torch.Tensor]], explain: bool) -> list[Hit]:
+    def hits(self, query_text: str | None, query: torch.Tensor, ranked: list[Ranked], explain: bool) -> list[Hit]:
         out = []
         for rank, (score, row, tokens) in enumerate(ranked, start=1):
             explanation = self._explain(query_text, query, row, tokens) if explain else None

@@ -32,6 +32,7 @@ __all__ = ["create_app"]
 MAX_QUERY_CHARS = 10_000
 MAX_DOCUMENTS_PER_REQUEST = 1_000
 MAX_DOCUMENT_CHARS = 1_000_000
+MAX_QUERY_VECTORS = 512
 
 IndexName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="Index name.")]
 JsonValue = str | int | float | bool | None
@@ -202,8 +203,8 @@ def create_app(url: str | None = None) -> FastAPI:
 def _vectors(rows: list[list[float]], dim: int) -> torch.Tensor:
     if not rows or any(len(row) != dim for row in rows):
         raise ConfigurationError(f"vectors must be a non-empty list of {dim}-number rows")
-    if len(rows) > 512:
-        raise TooLarge(f"{len(rows)} query vectors; at most 512")
+    if len(rows) > MAX_QUERY_VECTORS:
+        raise TooLarge(f"{len(rows)} query vectors; at most {MAX_QUERY_VECTORS}")
     vectors = torch.tensor(rows, dtype=torch.float32)
     if not torch.isfinite(vectors).all():
         raise ConfigurationError("vectors must be finite numbers")
