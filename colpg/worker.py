@@ -103,7 +103,9 @@ class IngestWorker:
                 outcome[doc_id] = "the text has no tokens left after punctuation is skipped"
         encoded = [(doc_id, v) for doc_id, v in encoded if doc_id not in outcome]
         ids = [doc_id for doc_id, _ in encoded]
-        conn.execute(query("ingest_clear_tokens"), {"ids": ids})
+        # Every claimed row loses its old tokens, the failed ones too: a document whose new text
+        # cannot be indexed must not be found by the text it no longer has.
+        conn.execute(query("ingest_clear_tokens"), {"ids": [doc_id for doc_id, _ in documents]})
         if encoded:
             store.write_tokens(conn, index_id, ids, [v for _, v in encoded], codec, rerank)
         outcome.update(dict.fromkeys(ids))

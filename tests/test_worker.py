@@ -70,6 +70,17 @@ def test_changed_text_is_indexed_again(index: Index, migrated_url: str) -> None:
     assert index.search("axolotl regeneration", k=1)[0].external_id != "moving"
 
 
+def test_document_whose_new_text_fails_is_not_found_by_its_old_text(index: Index, migrated_url: str) -> None:
+    _insert(migrated_url, [("emptied", "Axolotl limb regeneration in salamanders.")])
+    IngestWorker(migrated_url).run_once()
+    assert index.search("axolotl regeneration", k=1)[0].external_id == "emptied"
+    with psycopg.connect(migrated_url) as conn:
+        conn.execute("UPDATE colpg.documents SET text = '  ' WHERE external_id = 'emptied'")
+    IngestWorker(migrated_url).run_once()
+    assert _statuses(migrated_url)["emptied"][0] == "failed"
+    assert "emptied" not in {hit.external_id for hit in index.search("axolotl regeneration", k=12)}
+
+
 def test_unknown_index_name_is_refused(index: Index, migrated_url: str) -> None:
     with psycopg.connect(migrated_url) as conn, pytest.raises(psycopg.errors.ForeignKeyViolation, match='colpg index "nope" does not exist'):
         conn.execute("INSERT INTO colpg.documents (index_name, external_id, text) VALUES ('nope', 'x', 'y')")

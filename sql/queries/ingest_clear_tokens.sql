@@ -1,4 +1,4 @@
--- Drop the tokens a re-queued document had (its text changed); new ones replace them.
+-- Drop the tokens claimed documents had (their text changed): new ones replace them, or none if the new text fails.
 WITH gone AS (
     DELETE FROM colpg.rerank_vectors WHERE document_id = ANY(%(ids)s)
 )
