@@ -8,8 +8,9 @@
    ``centroid_score_threshold``, and keeps ``ndocs``.
 3. MaxSim over their decompressed residuals (the worker's cache of codes and residuals,
    filled from PostgreSQL for documents it lacks) keeps ``nrerank``.
-4. One round trip fetches those at the rerank store's precision (int8 by default); exact
-   MaxSim gives the top k. Without a rerank store, step 3's scores are final.
+4. Exact MaxSim over those at the rerank store's precision gives the top k: the int8 store
+   (the default) is cached with the codes, other stores are fetched in one round trip.
+   Without a rerank store, the decompressed residuals are scored instead.
 
 All SQL of one search runs in one REPEATABLE READ transaction, so the candidates, the
 cache check and the fetched vectors come from the same snapshot.
@@ -145,7 +146,10 @@ class IndexSearcher:
         self.codec = codec.to(self.device)
         self.rerank = rerank
         self.centroids = self.codec.centroids
-        self.cache = TokenCache(self.codec.residual_bytes, self.device)
+        # The int8 store (the default) is cached beside codes and residuals: the final rerank then
+        # reads no vectors from PostgreSQL. Other stores are fetched per query.
+        self._cache_payload = rerank.int8 is not None
+        self.cache = TokenCache(self.codec.residual_bytes, self.device, payload_dim=record.dim if self._cache_payload else 0)
         self._cache_lock = threading.RLock()
         # Only the columns the rerank reads are detoasted and sent.
         kind = rerank.kind
@@ -175,12 +179,16 @@ class IndexSearcher:
         if not rows:
             return
         raw = b"".join(row.residuals for row in rows)
+        payload = None
+        if self._cache_payload:
+            payload = torch.frombuffer(bytearray(b"".join(row.payload for row in rows)), dtype=torch.int8).view(-1, self.record.dim)
         self.cache.add(
             [row.document_id for row in rows],
             [row.version for row in rows],
             [row.ntokens for row in rows],
             torch.from_numpy(np.concatenate([_codes_from_array_send(row.codes) for row in rows])),
             torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, self.codec.residual_bytes),
+            payload,
         )
 
     def warm(self, progress: bool | None = None) -> int:
@@ -188,7 +196,7 @@ class IndexSearcher:
 
         The cache is rebuilt from scratch, which also drops deleted and superseded documents.
         """
-        stmt = sa.text(read_sql("queries/index_tokens.sql")).bindparams(index_id=self.record.id)
+        stmt = sa.text(read_sql("queries/index_tokens.sql")).bindparams(index_id=self.record.id, want_payload=self._cache_payload)
         with self._cache_lock, self._snapshot() as connection:
             self.cache.clear()
             result = connection.execution_options(yield_per=WARM_BATCH).execute(stmt)
@@ -204,7 +212,7 @@ class IndexSearcher:
             self.cache.clear()  # mostly superseded or deleted documents: start over
         missing = self.cache.missing(ids, versions)
         if missing:
-            stmt = sa.text(read_sql("queries/search_tokens.sql")).bindparams(ids=missing)
+            stmt = sa.text(read_sql("queries/search_tokens.sql")).bindparams(ids=missing, want_payload=self._cache_payload)
             self._cache_rows(connection.execute(stmt).all())
         self._timed("fetch", started)
 
@@ -366,15 +374,19 @@ class IndexSearcher:
             residual = maxsim_chunked(similarity, position[owner[kept]], len(keep), query.shape[0])
             best = [ids[i] for i in keep[residual.topk(min(max(params.nrerank, k), len(keep))).indices].tolist()]
             self._timed("score", started)
-            if self.rerank.kind == "none":
+            if self.rerank.kind == "none" or self._cache_payload:
                 return self._rerank_cached(connection, query, best, k)
         return self._rerank(connection, query, best)[:k]
 
     def _rerank_cached(self, connection: sa.Connection, query: torch.Tensor, ids: list[int], k: int) -> list[Ranked]:
-        """Without a rerank store: the best ``k`` by MaxSim over the decompressed (re-normalised) residuals in the cache."""
+        """The best ``k`` by MaxSim over cached tokens: the int8 store's when cached, else the
+        decompressed (re-normalised) residuals; only the results' rows are fetched."""
         started = time.perf_counter()
         positions, lengths = self.cache.gather(ids)
-        flat = self.codec.decompress(self.cache.codes[positions], self.cache.residuals[positions])
+        if self.cache.payload is not None and self.rerank.int8 is not None:
+            flat = self.rerank.int8.decompress(self.cache.payload[positions])
+        else:
+            flat = self.codec.decompress(self.cache.codes[positions], self.cache.residuals[positions])
         scores = maxsim_flat(query[None], flat, owners(lengths.tolist(), self.device), len(ids))[0]
         tokens = torch.split(flat, lengths.tolist())
         top = scores.topk(min(k, len(ids)))

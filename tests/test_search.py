@@ -102,11 +102,16 @@ def test_plaid_defaults_by_k() -> None:
     assert all(default_params(k).nrerank >= k and default_params(k).ndocs >= default_params(k).nrerank for k in (1, 10, 100, 1000))
 
 
-def test_search_follows_rows_rewritten_behind_the_cache(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> None:
-    """The cache is keyed by the token row's version: a row rewritten in SQL is fetched again."""
-    index = Indexer(encoder, IndexConfig(precision="none", kmeans_niters=2)).index("rows", small_texts[:12])
+@pytest.mark.parametrize("precision", ["none", "int8"])
+def test_search_follows_rows_rewritten_behind_the_cache(
+    migrated_url: str, encoder: Encoder, small_texts: list[str], precision: str
+) -> None:
+    """The cache is keyed by the token row's version: a row rewritten in SQL is fetched again,
+    with its int8 rerank row (cached too) when the two are rewritten in one transaction."""
+    index = Indexer(encoder, IndexConfig(precision=precision, kmeans_niters=2)).index("rows", small_texts[:12])
     searcher = index.searcher
     assert searcher.warm(progress=False) == 12
+    assert (searcher.cache.payload is not None) == (precision == "int8")
     query = "glacier ice sheets"
     best = index.search(query, k=1)[0]
     last = index.search(query, k=12)[-1]
@@ -116,6 +121,14 @@ def test_search_follows_rows_rewritten_behind_the_cache(migrated_url: str, encod
             """
             UPDATE colpg.document_tokens t SET ntokens = s.ntokens, codes = s.codes, residuals = s.residuals
             FROM colpg.document_tokens s JOIN colpg.documents sd ON sd.id = s.document_id, colpg.documents td
+            WHERE td.id = t.document_id AND td.external_id = %s AND sd.external_id = %s AND td.index_id = sd.index_id
+            """,
+            (last.external_id, best.external_id),
+        )
+        conn.execute(
+            """
+            UPDATE colpg.rerank_vectors t SET payload = s.payload
+            FROM colpg.rerank_vectors s JOIN colpg.documents sd ON sd.id = s.document_id, colpg.documents td
             WHERE td.id = t.document_id AND td.external_id = %s AND sd.external_id = %s AND td.index_id = sd.index_id
             """,
             (last.external_id, best.external_id),
