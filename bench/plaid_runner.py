@@ -1,0 +1,117 @@
+"""Stanford ColBERT's PLAID engine (colbert-ai from PyPI) on token vectors computed elsewhere.
+
+Runs in its own venv (colbert-ai needs transformers<5; `make bench-setup` builds it) and is
+started by compare.py, under `timeout`, as
+
+    .venv-plaid/bin/python bench/plaid_runner.py WORKDIR
+
+WORKDIR holds tokens.npy [n_tokens, dim] float32, doclens.npy, queries.npy [n_queries, q, dim]
+and params.json; the runner writes result.json there. colbert-ai cannot be handed vectors, so
+its own classes are driven with ours: the collection is the passage numbers, and its
+CollectionEncoder returns our vectors for them instead of encoding text (the checkpoint folder
+it insists on loading is never run). Queries go to Searcher.dense_search, which is what
+Searcher.search calls after encoding. One change to its training: colbert-ai computes the
+residual buckets with torch.quantile over the flattened held-out residuals, which refuses more
+than 2**24 values (at dim 384 its 50,000 held-out rows are 19.2M); the held-out set is cut to
+the rows that fit, a random subset since colbert-ai shuffles it first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from colbert import Indexer, Searcher
+from colbert.indexing.collection_encoder import CollectionEncoder
+from colbert.indexing.collection_indexer import CollectionIndexer
+from colbert.infra import ColBERTConfig, Run, RunConfig
+
+QUANTILE_LIMIT = 2**24
+
+
+def feed(tokens: torch.Tensor, doclens: np.ndarray) -> None:
+    """Make colbert-ai's encoder return our vectors for passage numbers."""
+    offsets = np.concatenate([[0], np.cumsum(doclens)])
+
+    def encode_passages(self: CollectionEncoder, passages: list[str]) -> tuple[torch.Tensor | None, list[int] | None]:
+        if not passages:
+            return None, None
+        pids = [int(p) for p in passages]
+        return torch.cat([tokens[offsets[p] : offsets[p + 1]] for p in pids]), [int(doclens[p]) for p in pids]
+
+    original_split = CollectionIndexer._concatenate_and_split_sample
+
+    def split_sample(self: CollectionIndexer) -> tuple[torch.Tensor, torch.Tensor]:
+        sample, heldout = original_split(self)
+        return sample, heldout[: QUANTILE_LIMIT // heldout.shape[1] - 1]
+
+    CollectionEncoder.encode_passages = encode_passages  # type: ignore[method-assign]
+    CollectionIndexer._concatenate_and_split_sample = split_sample  # type: ignore[method-assign]
+
+
+def folder_bytes(path: Path) -> dict[str, int]:
+    """Bytes of the index files: codes and residuals apart from everything else."""
+    sizes = {"codes_residuals": 0, "other": 0}
+    for file in path.iterdir():
+        part = "codes_residuals" if file.name.endswith((".codes.pt", ".residuals.pt")) else "other"
+        sizes[part] += file.stat().st_size
+    return sizes
+
+
+def main() -> None:
+    workdir = Path(sys.argv[1])
+    params = json.loads((workdir / "params.json").read_text())
+    tokens = torch.from_numpy(np.load(workdir / "tokens.npy"))
+    doclens = np.load(workdir / "doclens.npy")
+    queries = torch.from_numpy(np.load(workdir / "queries.npy"))
+    feed(tokens, doclens)
+    collection = [str(p) for p in range(len(doclens))]
+    result: dict[str, object] = {"colbert_threads": torch.get_num_threads()}
+    with Run().context(RunConfig(nranks=1, experiment="plaid", root=str(workdir / "experiments"), avoid_fork_if_possible=True)):
+        config = ColBERTConfig(
+            nbits=params["nbits"], dim=tokens.shape[1], doc_maxlen=max(int(doclens.max()), 1),
+            query_maxlen=queries.shape[1], kmeans_niters=params.get("kmeans_niters", 4), avoid_fork_if_possible=True,
+        )
+        started = time.perf_counter()
+        indexer = Indexer(checkpoint=params["checkpoint"], config=config, verbose=0)
+        path = Path(indexer.index(name="bench", collection=collection, overwrite="force_silent_overwrite"))
+        result["build_s"] = time.perf_counter() - started
+        result["bytes"] = folder_bytes(path)
+        result["tokens"] = int(doclens.sum())
+        searcher = Searcher(index="bench", collection=collection, verbose=0)
+        k = params["k"]
+        runs = []
+        for setting in params["settings"]:
+            searcher.configure(
+                ncells=setting["ncells"], centroid_score_threshold=setting["centroid_score_threshold"], ndocs=setting["ndocs"]
+            )
+
+            def one(i: int) -> list[int]:
+                pids, _, _ = searcher.dense_search(queries[i : i + 1], k)
+                return [int(p) for p in pids]
+
+            found, times = [], []
+            for i in range(len(queries)):
+                begun = time.perf_counter()
+                found.append(one(i))
+                times.append(time.perf_counter() - begun)
+            qps_queries = min(len(queries), params["qps_queries"])
+            begun = time.perf_counter()
+            with ThreadPoolExecutor(params["clients"]) as pool:
+                list(pool.map(one, range(qps_queries)))
+            qps = qps_queries / (time.perf_counter() - begun)
+            runs.append({"label": setting["label"], "found": found, "times": times, "qps": qps})
+        result["runs"] = runs
+    (workdir / "result.json").write_text(json.dumps(result))
+    sys.stdout.flush()
+    os._exit(0)  # colbert-ai can leave threads behind that keep the interpreter alive
+
+
+if __name__ == "__main__":
+    main()
