@@ -33,6 +33,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -295,8 +296,6 @@ class _ConnectionPerThread:
     """One connection per client thread, as each client of the recipes would hold."""
 
     def __init__(self, url: str) -> None:
-        import threading
-
         self.url = url
         self.local = threading.local()
         self.opened: list[psycopg.Connection[Any]] = []

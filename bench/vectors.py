@@ -7,8 +7,10 @@ bench/results/cache and reused until the model or the encoder settings change.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -36,15 +38,10 @@ class Vectors:
         start = self.offsets[i]
         return self.tokens[start : start + self.doclens[i]]
 
-    @property
+    @cached_property
     def offsets(self) -> list[int]:
-        if not hasattr(self, "_offsets"):
-            running, out = 0, []
-            for length in self.doclens:
-                out.append(running)
-                running += length
-            self._offsets = out
-        return self._offsets
+        """Where each document's first token is in ``tokens``."""
+        return [0, *itertools.accumulate(self.doclens)][:-1]
 
 
 def _key(dataset: Path, encoder: Encoder) -> str:
