@@ -249,15 +249,9 @@ def _where_option(where: str | None, params: list[str]) -> tuple[str, dict[str, 
     return where, values
 
 
-# The search stages' sizes (colpg.search); None takes the default for k.
-NCELLS = typer.Option(None, "--ncells", help="Centroids probed per query token (default by k).")
-THRESHOLD = typer.Option(None, "--threshold", help="Centroid score below which centroid interaction prunes (default by k).")
-NDOCS = typer.Option(None, "--ndocs", help="Documents scored on their residuals (default by k).")
-NRERANK = typer.Option(None, "--nrerank", help="Documents reranked at the rerank store's precision (default by k).")
-
-
-def _stages(ncells: int | None, threshold: float | None, ndocs: int | None, nrerank: int | None) -> dict[str, Any]:
-    return {"ncells": ncells, "centroid_score_threshold": threshold, "ndocs": ndocs, "nrerank": nrerank}
+# Search's parameters (colpg.params); None takes the default for k.
+NCELLS = typer.Option(None, "--ncells", min=1, help="Centroids probed per query token (default by k).")
+NRERANK = typer.Option(None, "--nrerank", min=1, help="Documents reranked at the rerank store's precision (default by k).")
 
 
 @app.command("search")
@@ -270,16 +264,14 @@ def search(
     explain: bool = typer.Option(False, help="Show, per query token, the document token that matched it best."),
     exact: bool = typer.Option(False, help="Score every document exactly (slow on large indexes)."),
     ncells: int | None = NCELLS,
-    threshold: float | None = THRESHOLD,
-    ndocs: int | None = NDOCS,
     nrerank: int | None = NRERANK,
 ) -> None:
     """Search an index and print the hits."""
     from colpg.index import Index
 
     with _reported_errors():
-        stages = _stages(ncells, threshold, ndocs, nrerank)
-        hits = Index(name).search(query, k, where=_where_option(where, param), explain=explain, exact=exact, **stages)
+        where_clause = _where_option(where, param)
+        hits = Index(name).search(query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank)
         if not hits:
             typer.echo("no hits")
         for hit in hits:
@@ -299,8 +291,6 @@ def evaluate_index(
     vs_exact: bool = typer.Option(False, "--vs-exact", help="Also compare with exact MaxSim (stored and original vectors)."),
     queries: int | None = typer.Option(None, help="Evaluate only the first N judged queries."),
     ncells: int | None = NCELLS,
-    threshold: float | None = THRESHOLD,
-    ndocs: int | None = NDOCS,
     nrerank: int | None = NRERANK,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset; with --vs-exact, recall@k against exact search."""
@@ -308,8 +298,7 @@ def evaluate_index(
     from colpg.index import Index
 
     with _reported_errors():
-        stages = _stages(ncells, threshold, ndocs, nrerank)
-        report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, **stages)
+        report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank)
         typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
         typer.echo("| run | nDCG@10 | MRR@10 | R@100 |")
         typer.echo("|---|---|---|---|")
@@ -345,6 +334,9 @@ def worker(
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    cache_bytes: int | None = typer.Option(
+        None, "--cache-bytes", min=0, help="Bytes of rerank rows each index keeps in memory (default $COLPG_CACHE_BYTES, else 1 GiB)."
+    ),
 ) -> None:
     """Serve search, documents and stats over HTTP (OpenAPI schema at /docs and /openapi.json)."""
     import uvicorn
@@ -352,4 +344,4 @@ def serve(
     from colpg.service import create_app
 
     with _reported_errors():
-        uvicorn.run(create_app(), host=host, port=port)
+        uvicorn.run(create_app(cache_bytes=cache_bytes), host=host, port=port)

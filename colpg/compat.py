@@ -131,12 +131,10 @@ class Searcher:
         model = checkpoint or self.config.checkpoint or self.index.record.model
         self.index = colpg_index.Index(index, encoder=Encoder.from_pretrained(model, settings))
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "ncells": self.config.ncells,
-            "centroid_score_threshold": self.config.centroid_score_threshold,
-            "ndocs": self.config.ndocs,
-        }
+    def _options(self) -> dict[str, int | None]:
+        """ColBERT's ncells means what colpg's does; its centroid_score_threshold and ndocs size
+        PLAID's stages, which colpg's search does not have (accepted, unused)."""
+        return {"ncells": self.config.ncells}
 
     def search(self, text: str, k: int = 10, **_: Any) -> tuple[list[int | str], list[int], list[float]]:
         hits = self.index.search(text, k, **self._options())

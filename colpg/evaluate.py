@@ -20,6 +20,7 @@ import torch
 from colpg.collection import read_lines
 from colpg.errors import ConfigurationError
 from colpg.index import Index
+from colpg.params import default_params
 from colpg.scoring import maxsim_flat, owners
 
 __all__ = ["EvalReport", "brute_force", "evaluate", "quality", "read_qrels", "read_queries"]
@@ -96,33 +97,35 @@ class EvalReport:
 
 
 def _search_all(
-    index: Index, qids: Sequence[str], encoded: torch.Tensor, depth: int, stages: dict[str, Any]
+    index: Index, qids: Sequence[str], encoded: torch.Tensor, depth: int, stages: dict[str, int | None]
 ) -> tuple[dict[str, dict[str, float]], float]:
     """The approximate run for ``depth`` (stage sizes: defaults, or ``stages``), and its median latency (ms, excluding encoding)."""
     searcher = index.searcher
-    params = searcher.with_params(depth, **stages)
+    params = default_params(depth).replace(**stages)
     run, times = {}, []
     for qid, vectors in zip(qids, encoded, strict=True):
         started = time.perf_counter()
-        ranked = searcher.search_vectors(vectors, depth, params=params)
+        ranked = searcher.search_vectors(vectors, depth, params=params, text=False)
         times.append(time.perf_counter() - started)
-        run[qid] = {row.external_id: score for score, row, _ in ranked}
+        run[qid] = {r.external_id: r.score for r in ranked}
     return run, sorted(times)[len(times) // 2] * 1000
 
 
 def evaluate(
-    index: Index, dataset: Path, *, k: int = 10, vs_exact: bool = False, max_queries: int | None = None, **stages: Any
+    index: Index, dataset: Path, *, k: int = 10, vs_exact: bool = False, max_queries: int | None = None,
+    ncells: int | None = None, nrerank: int | None = None,
 ) -> EvalReport:
     """Search every judged query of ``dataset`` (BEIR layout) and score the runs with ir-measures.
 
     nDCG@10 and MRR@10 come from the run at depth ``k``, R@100 from a run at depth 100;
-    ``stages`` overrides the search's stage sizes (ncells, ndocs, ...) in both.
+    ``stages`` overrides the search's parameters (ncells, nrerank) in both.
     """
     queries = read_queries(dataset / "queries.jsonl")
     qrels = read_qrels(dataset / "qrels.tsv")
     qids = [q for q in queries if q in qrels][:max_queries]
     encoded = index.encoder.encode_queries([queries[q] for q in qids])
-    index.searcher.warm()  # once, so the timed runs find every document's tokens cached
+    index.searcher.warm(rows=True)  # once, so the timed runs find the resident tokens loaded and the row cache filled
+    stages = {"ncells": ncells, "nrerank": nrerank}
     at_k, p50 = _search_all(index, qids, encoded, k, stages)
     deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100, stages)[0]
     approximate = quality(at_k, qrels) | {"R@100": quality(deep, qrels)["R@100"]}

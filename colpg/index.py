@@ -25,13 +25,16 @@ import torch
 from tqdm.auto import tqdm
 
 from colpg import db, store
-from colpg.codec import Int8Codec, ResidualCodec, fit_buckets, num_centroids_for, sample_size, train_residual_codec
+from colpg.codec import NBITS, ResidualCodec, num_centroids_for, sample_size, train_residual_codec
 from colpg.collection import CollectionDocument, documents_from, read_collection
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, DocumentError, IndexExists
+from colpg.filters import Where
+from colpg.params import default_params
 from colpg.resources import query
-from colpg.search import Hit, IndexSearcher, Where
-from colpg.store import PRECISIONS, IndexRecord, RerankStore
+from colpg.search import Hit, IndexSearcher
+from colpg.store import IndexRecord
+from colpg.stores import KINDS, RerankStore, train_store
 
 __all__ = ["BuildStats", "Index", "IndexConfig", "Indexer", "drop_index", "list_indexes"]
 
@@ -65,10 +68,10 @@ class IndexConfig:
     query_maxlen: int | None = None
 
     def __post_init__(self) -> None:
-        if self.nbits not in (1, 2, 4):
-            raise ConfigurationError(f"nbits must be 1, 2 or 4, got {self.nbits!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigurationError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.nbits not in NBITS:
+            raise ConfigurationError(f"nbits must be one of {', '.join(map(str, NBITS))}, got {self.nbits!r}")
+        if self.precision not in KINDS:
+            raise ConfigurationError(f"precision must be one of {', '.join(KINDS)}, got {self.precision!r}")
         if self.precision == "residual4" and self.nbits == 4:
             raise ConfigurationError("precision 'residual4' adds nothing to nbits=4 codes; choose int8, fp16 or none")
         if self.write_batch_size < 1 or self.encode_batch_size < 1 or self.kmeans_niters < 1:
@@ -142,15 +145,7 @@ class Indexer:
         codec = train_residual_codec(
             tokens, nbits=self.config.nbits, num_centroids=k, niters=self.config.kmeans_niters, seed=self.config.seed
         )
-        precision = self.config.precision
-        if precision == "int8":
-            rerank = RerankStore("int8", int8=Int8Codec.fit(tokens))
-        elif precision == "residual4":
-            residuals = tokens - codec.centroids[codec.compress(tokens)[0]]
-            cutoffs, weights = fit_buckets(residuals, 4)
-            rerank = RerankStore("residual4", residual4=ResidualCodec(codec.centroids, 4, cutoffs, weights))
-        else:
-            rerank = RerankStore(precision)
+        rerank = train_store(self.config.precision, tokens, codec)
         self.stats.train_s += time.perf_counter() - started
         return codec, rerank, cache
 
@@ -189,7 +184,7 @@ class Indexer:
                 written: set[str] = set()
             else:
                 index_id = record.id
-                codec, rerank = store.load_codec(conn, record)
+                codec, rerank = store.load_codec(conn, record, self.encoder.device)
                 written = store.existing_ids(conn, index_id)
                 logger.info("resuming the build of %s: %d of %d documents already written", name, len(written), len(documents))
             codec = codec.to(self.encoder.device)
@@ -208,6 +203,7 @@ class Indexer:
                     bar.update(len(batch))
             with conn.transaction():
                 conn.execute(query("index_mark_ready"), {"index_id": index_id})
+                store.trim_changes(conn, index_id)
         return Index(name, url=url, encoder=self.encoder)
 
     def _prepare(self, conn: psycopg.Connection[Any], name: str, fingerprint: str, overwrite: bool) -> IndexRecord | None:
@@ -217,7 +213,7 @@ class Indexer:
             return None
         if overwrite:
             with conn.transaction():
-                conn.execute(query("index_drop"), {"name": name})
+                _drop(conn, name)
             return None
         if record.status == "ready":
             raise IndexExists(f"index {name!r} exists already; pass overwrite=True (or --overwrite) to rebuild it")
@@ -232,8 +228,9 @@ class Indexer:
 class Index:
     """A built index: documents can be added, updated and deleted; each call commits whole or not at all."""
 
-    def __init__(self, name: str, *, url: str | None = None, encoder: Encoder | None = None) -> None:
+    def __init__(self, name: str, *, url: str | None = None, encoder: Encoder | None = None, cache_bytes: int | None = None) -> None:
         self.name = name
+        self.cache_bytes = cache_bytes
         self.url = url or db.database_url()
         with db.connect(self.url) as conn:
             self.record = store.get_index(conn, name)
@@ -258,13 +255,13 @@ class Index:
         return self._encoder
 
     def _write(self, conn: psycopg.Connection[Any], documents: list[CollectionDocument]) -> None:
-        codec, rerank = store.load_codec(conn, self.record)
-        codec = codec.to(self.encoder.device)
+        codec, rerank = store.load_codec(conn, self.record, self.encoder.device)
         step = int(self.record.config.get("build", {}).get("write_batch_size", 256))
         for start in range(0, len(documents), step):
             batch = documents[start : start + step]
             vectors = self.encoder.encode_documents([d.text for d in batch], progress=False)
             store.write_documents(conn, self.record.id, batch, vectors, codec, rerank)
+        store.trim_changes(conn, self.record.id)
 
     def add(self, collection: Iterable[Any]) -> int:
         """Add new documents; an id the index holds already is an error and nothing is written."""
@@ -296,13 +293,14 @@ class Index:
             missing = set(ids) - deleted
             if missing:
                 raise DocumentError(f"index {self.name!r} does not hold {_few(missing)}; nothing was deleted")
+            store.trim_changes(conn, self.record.id)
         return len(deleted)
 
     @property
     def searcher(self) -> IndexSearcher:
-        """The search worker: the codec on the device and a connection pool, made on first use."""
+        """The searcher: resident tokens on the device, a row cache and a connection pool, made on first use."""
         if self._searcher is None:
-            self._searcher = IndexSearcher(self.record, self.url, self.encoder)
+            self._searcher = IndexSearcher(self.name, self.url, self.encoder, cache_bytes=self.cache_bytes)
         return self._searcher
 
     def search(
@@ -314,35 +312,30 @@ class Index:
         explain: bool = False,
         exact: bool = False,
         ncells: int | None = None,
-        centroid_score_threshold: float | None = None,
-        ndocs: int | None = None,
         nrerank: int | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query`` (fewer when the index or the filter holds fewer).
 
         ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
-        ``explain`` adds, per query token, the document token that matched it best. The
-        stage sizes (see :mod:`colpg.search`) default to :func:`colpg.search.default_params`.
+        ``explain`` adds, per query token, the document token that matched it best. ``ncells``
+        and ``nrerank`` (see :mod:`colpg.search`) default to :func:`colpg.params.default_params`.
         """
-        return self.search_batch(
-            [query],
-            k,
-            where=where,
-            explain=explain,
-            exact=exact,
-            ncells=ncells,
-            centroid_score_threshold=centroid_score_threshold,
-            ndocs=ndocs,
-            nrerank=nrerank,
-        )[0]
+        return self.search_batch([query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[list[Hit]]:
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        where: Where = None,
+        explain: bool = False,
+        exact: bool = False,
+        ncells: int | None = None,
+        nrerank: int | None = None,
+    ) -> list[list[Hit]]:
         """:meth:`search` for each query, with the queries encoded together."""
         searcher = self.searcher
-        explain = bool(options.pop("explain", False))
-        where = options.pop("where", None)
-        exact = bool(options.pop("exact", False))
-        params = searcher.with_params(k, **options)
+        params = default_params(k).replace(ncells=ncells, nrerank=nrerank)
         encoded = self.encoder.encode_queries(list(queries))
         return [
             searcher.hits(text, vectors, searcher.search_vectors(vectors, k, where=where, exact=exact, params=params), explain)
@@ -385,8 +378,16 @@ class Index:
 def drop_index(name: str, *, url: str | None = None) -> None:
     """Remove an index and everything in it."""
     with db.connect(url or db.database_url(), autocommit=True) as conn, conn.transaction():
-        if conn.execute(query("index_drop"), {"name": name}).fetchone() is None:
+        if not _drop(conn, name):
             store.get_index(conn, name)  # raises IndexNotFound with the usual message
+
+
+def _drop(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Drop index ``name`` (and its token-change log) in the caller's transaction; False if there was none."""
+    row = conn.execute(query("index_drop"), {"name": name}).fetchone()
+    if row is not None:
+        conn.execute(query("index_forget_changes"), {"index_id": row[0]})
+    return row is not None
 
 
 def list_indexes(*, url: str | None = None) -> list[dict[str, Any]]:

@@ -13,9 +13,22 @@ import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL
+from sqlalchemy.types import UserDefinedType
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-__all__ = ["SCHEMA", "Base", "Centroid", "Document", "DocumentTokens", "Index", "RerankVectors", "search", "search_stmt"]
+__all__ = [
+    "SCHEMA",
+    "Base",
+    "Centroid",
+    "Document",
+    "DocumentTokens",
+    "Index",
+    "RerankVectors",
+    "search",
+    "search_stmt",
+    "token_changes",
+    "token_changes_trimmed",
+]
 
 SCHEMA = "colpg"
 
@@ -215,6 +228,37 @@ class RerankVectors(Base):
     vectors: Mapped[list[Any] | None] = mapped_column(ARRAY(HALFVEC(), dimensions=1))
 
 
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
+
+
+#: Documents whose token rows changed, with the writing transaction (written by a trigger; read
+#: by searchers to keep their resident tokens current). No key: a document may appear repeatedly.
+token_changes = sa.Table(
+    "token_changes",
+    Base.metadata,
+    sa.Column("index_id", sa.Integer, nullable=False),
+    sa.Column("document_id", sa.BigInteger, nullable=False),
+    sa.Column("xid", Xid8(), nullable=False, server_default=sa.text("pg_current_xact_id()")),
+    sa.Index("token_changes_index_id_xid_idx", "index_id", "xid"),
+    comment="Documents whose token rows changed, with the writing transaction: how searchers keep their resident tokens current.",
+)
+
+#: Per index, the newest transaction whose token_changes rows were trimmed.
+token_changes_trimmed = sa.Table(
+    "token_changes_trimmed",
+    Base.metadata,
+    sa.Column("index_id", sa.Integer, primary_key=True),
+    sa.Column("horizon", Xid8(), nullable=False),
+    comment="Per index, the newest transaction whose token_changes rows were trimmed.",
+)
+
+
 def search_stmt(index_name: str, query_vectors: Any, *, ncells: int = 8) -> sa.Select[tuple[Document, int]]:
     """Search stage 1 as a statement: the index's candidate documents for ``query_vectors``
     (``colpg.candidates``), with their token rows' versions.
@@ -241,5 +285,5 @@ def search(session: Session, stmt: sa.Select[Any], index: Any, query: str, k: in
     documents = {row[0].id: row[0] for row in rows}
     versions = {row[0].id: row[1] for row in rows}  # once each, even if a join repeats a document
     vectors = index.encoder.encode_queries([query])[0]
-    ranked = index.searcher.rank_candidates(vectors, list(versions), list(versions.values()), k)
-    return [(documents[row.id], score) for score, row, _ in ranked]
+    ranked = index.searcher.rank_candidates(vectors, list(versions), k)
+    return [(documents[r.document_id], r.score) for r in ranked]

@@ -1,19 +1,24 @@
-"""Search an index: candidates in SQL, then MaxSim in the worker (GPU when there is one).
+"""Search an index: probed-token scores over the resident tokens, then exact MaxSim of the best few.
 
-1. The worker scores the query's tokens against the index's centroids (cached on the
-   device) and takes each token's ``ncells`` best centroids; SQL returns the documents
-   holding any of them (the GIN inverted list), filtered by the caller's ``where``, with
-   the version of their token rows.
-2. Centroid interaction ranks those candidates from their codes alone, pruned at
-   ``centroid_score_threshold``, and keeps ``ndocs``.
-3. MaxSim over their decompressed residuals (the worker's cache of codes and residuals,
-   filled from PostgreSQL for documents it lacks) keeps ``nrerank``.
-4. Exact MaxSim over those at the rerank store's precision gives the top k: the int8 store
-   (the default) is cached with the codes, other stores are fetched in one round trip.
-   Without a rerank store, the decompressed residuals are scored instead.
+Every search runs in one read-only REPEATABLE READ transaction:
 
-All SQL of one search runs in one REPEATABLE READ transaction, so the candidates, the
-cache check and the fetched vectors come from the same snapshot.
+1. **sync** — one statement returns the index's row and the documents whose token rows
+   changed since the searcher's resident view was last synced (``colpg.token_changes``);
+   their rows are read and the view moves forward (colpg.view). A rebuilt index (new id or
+   ``updated_at``) is loaded again. The view holds codes and residuals only.
+2. **probe** — each query token's ``ncells`` nearest centroids; the tokens under them are
+   scored from their residuals by table lookups and reduced per document, with WARP's
+   imputation where a document has no token under a query token's centroids (colpg.probe).
+   The work follows the probed centroids, not the collection.
+3. **filter** — a ``where`` clause runs in SQL: when it passes at most ``nrerank`` documents
+   they are all scored exactly; otherwise the probe's best candidates are checked against it,
+   in growing batches, until ``nrerank`` pass.
+4. **rerank** — the ``nrerank`` best are scored by exact MaxSim at the rerank store's precision
+   (colpg.stores), their rows taken from the byte-capped row cache (colpg.rowcache) or read
+   from PostgreSQL at the version this snapshot holds; then the k results' rows are read.
+
+No lock is held across SQL: views are immutable and swapped in whole; only a full load (the
+first search, or after a rebuild) makes other searches of the index wait for it.
 """
 
 from __future__ import annotations
@@ -22,90 +27,46 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+import psycopg
 import sqlalchemy as sa
 import torch
-from tqdm.auto import tqdm
 
 from colpg import db, store
-from colpg.cache import TokenCache
+from colpg.codec import ResidualCodec
 from colpg.encoder import Encoder
-from colpg.errors import ConfigurationError, EncodingError
-from colpg.orm import Document
-from colpg.resources import read_sql
-from colpg.scoring import centroid_interaction, maxsim_chunked, maxsim_flat, owners
-from colpg.store import IndexRecord, RerankStore
+from colpg.errors import ConfigurationError, IndexNotFound
+from colpg.explain import TokenMatch, explain
+from colpg.filters import Where, filtered_ids
+from colpg.params import SearchParams, default_params
+from colpg.probe import probe
+from colpg.resident import changed_rows, load_view
+from colpg.resources import query as sql
+from colpg.rowcache import RowCache, cache_bytes_from_env
+from colpg.scoring import maxsim_flat, owners
+from colpg.store import IndexRecord
+from colpg.stores import RerankStore
+from colpg.view import IndexView
 
-__all__ = ["Hit", "SearchParams", "TokenMatch", "Where", "default_params", "plaid_defaults"]
+__all__ = ["Hit", "IndexSearcher", "Ranked", "SearchParams", "TokenMatch", "Where", "default_params"]
 
-ARRAY_HEADER = 20  # array_send: ndim, flags, element type, length, lower bound
-HALFVEC_HEADER = 2  # halfvec_send: int16 dim and int16 unused, i.e. two halves' room
-EXACT_BATCH = 256
-WARM_BATCH = 2048  # token rows per round trip when filling the cache
-
-#: One ranked document: its score, its fetched row (id, external_id, metadata, ntokens, text),
-#: and its tokens at the precision that scored it.
-Ranked = tuple[float, sa.Row[Any], torch.Tensor]
-
-#: A filter: a SQLAlchemy expression over colpg.orm.Document (and the caller's own tables),
-#: or a SQL fragment over ``documents`` with its bound parameters.
-Where = sa.ColumnElement[bool] | tuple[str, Mapping[str, Any]] | None
+EXACT_BATCH = 256  # documents scored at once when every document is scored
+FILTER_WIDEN = 4  # candidates checked against a filter per document wanted, growing by this factor
 
 
 @dataclass(frozen=True)
-class SearchParams:
-    """The knobs of each stage: cells probed per query token, centroid pruning, documents
-    scored on residuals (``ndocs``), documents reranked at the rerank store's precision."""
+class Ranked:
+    """One ranked document: its row, its exact MaxSim score, and its tokens at the precision that scored it."""
 
-    ncells: int
-    centroid_score_threshold: float
-    ndocs: int
-    nrerank: int
-
-    def __post_init__(self) -> None:
-        if min(self.ncells, self.ndocs, self.nrerank) < 1:
-            raise ConfigurationError(f"ncells, ndocs and nrerank must be positive, got {self.ncells}, {self.ndocs}, {self.nrerank}")
-
-
-def plaid_defaults(k: int) -> SearchParams:
-    """PLAID's defaults by k; PLAID decompresses the best quarter of ``ndocs`` exactly.
-
-    >>> plaid_defaults(10), plaid_defaults(1000).ndocs
-    (SearchParams(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64), 4096)
-    """
-    if k <= 10:
-        ncells, threshold, ndocs = 1, 0.5, 256
-    elif k <= 100:
-        ncells, threshold, ndocs = 2, 0.45, 1024
-    else:
-        ncells, threshold, ndocs = 4, 0.4, max(k * 4, 4096)
-    return SearchParams(ncells, threshold, ndocs, max(ndocs // 4, k))
-
-
-def default_params(k: int) -> SearchParams:
-    """colpg's defaults by k: PLAID's shape, sized by measurement to reach recall@k 0.99
-    against exact MaxSim on the encoder's vectors (bench/README.md, "Quality").
-
-    >>> default_params(10)
-    SearchParams(ncells=8, centroid_score_threshold=0.4, ndocs=4096, nrerank=256)
-    """
-    if k <= 100:
-        return SearchParams(8, 0.4, 4096, max(256, 2 * k))
-    return SearchParams(8, 0.4, max(k * 16, 8192), 2 * k)
-
-
-@dataclass(frozen=True)
-class TokenMatch:
-    """For one query token: the document token that gave its maximum, and the similarity."""
-
-    query_token: str
-    document_token: str
-    document_position: int
-    similarity: float
+    document_id: int
+    score: float
+    tokens: torch.Tensor
+    external_id: str = ""
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,331 +81,283 @@ class Hit:
     explanation: list[TokenMatch] | None = None
 
 
-def _codes_from_array_send(raw: bytes) -> np.ndarray:
-    """int4[] in PostgreSQL's binary array format (``array_send``) to int64 values."""
-    return np.frombuffer(raw, dtype=">i4", offset=ARRAY_HEADER)[1::2].astype(np.int64)
+@dataclass(frozen=True)
+class _Loaded:
+    """What a searcher holds of one index: its row, codec, rerank store and resident view."""
+
+    record: IndexRecord
+    codec: ResidualCodec
+    store: RerankStore
+    view: IndexView
 
 
-def _clause(where: Where) -> sa.ColumnElement[bool] | sa.TextClause | None:
-    if where is None or isinstance(where, sa.ColumnElement):
-        return where
-    if isinstance(where, tuple) and len(where) == 2 and isinstance(where[0], str):
-        return sa.text(where[0]).bindparams(**dict(where[1]))
-    raise TypeError("where must be a SQLAlchemy expression or a (sql_fragment, parameters) pair")
+def _xmax(snapshot: str) -> int:
+    """The first transaction a ``pg_snapshot`` ('xmin:xmax:xip,...') does not see yet."""
+    return int(snapshot.split(":")[1])
 
 
 class IndexSearcher:
-    """Holds an index's codec and token cache on the device and a connection pool; answers queries."""
+    """Answers queries on one index from its resident tokens, kept current from PostgreSQL."""
 
-    def __init__(self, record: IndexRecord, url: str, encoder: Encoder) -> None:
-        self.record = record
+    def __init__(self, name: str, url: str, encoder: Encoder, *, cache_bytes: int | None = None) -> None:
+        self.name = name
         self.encoder = encoder
         self.device = encoder.device
         self.engine = db.create_engine(url, pool_size=4, max_overflow=4)
-        with db.connect(url) as conn:
-            codec, rerank = store.load_codec(conn, record)
-        self.codec = codec.to(self.device)
-        self.rerank = rerank
-        self.centroids = self.codec.centroids
-        # The int8 store (the default) is cached beside codes and residuals: the final rerank then
-        # reads no vectors from PostgreSQL. Other stores are fetched per query.
-        self._cache_payload = rerank.int8 is not None
-        self.cache = TokenCache(self.codec.residual_bytes, self.device, payload_dim=record.dim if self._cache_payload else 0)
-        self._cache_lock = threading.RLock()
-        # Only the columns the rerank reads are detoasted and sent.
-        kind = rerank.kind
-        self._columns_wanted = {
-            "want_codes": kind in ("none", "residual4"),
-            "want_residuals": kind == "none",
-            "want_payload": kind in ("int8", "residual4"),
-            "want_vectors": kind == "fp16",
-        }
-        #: Seconds spent per stage by the last search (sql, fetch, score), for benchmarks.
+        self.cache = RowCache(cache_bytes_from_env() if cache_bytes is None else cache_bytes)
+        self._loaded: _Loaded | None = None
+        self._swap_lock = threading.Lock()  # held for pointer swaps only
+        self._load_lock = threading.Lock()  # one full load at a time
+        #: Seconds per stage of the last search (sync, probe, filter, rerank, rows), for benchmarks.
         self.timings: dict[str, float] = {}
+        self._local = threading.local()  # the running search's timings, per thread
 
-    def _timed(self, stage: str, started: float) -> None:
-        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
+    # -- the snapshot and the resident view --------------------------------------------------
 
     @contextlib.contextmanager
-    def _snapshot(self) -> Iterator[sa.Connection]:
-        """One read-only REPEATABLE READ transaction: every query of a search sees the same data."""
+    def _snapshot(self) -> Iterator[tuple[sa.Connection, psycopg.Connection[Any]]]:
+        """One read-only REPEATABLE READ transaction: SQLAlchemy for filters, psycopg for colpg's own statements."""
         with self.engine.connect() as connection:
             connection = connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             with connection.begin():
-                yield connection
+                pg = connection.connection.driver_connection
+                assert isinstance(pg, psycopg.Connection)  # the engine's driver is psycopg 3
+                yield connection, pg
 
-    # -- the token cache ---------------------------------------------------------------
+    def _current(self, pg: psycopg.Connection[Any]) -> _Loaded:
+        """The index as this snapshot sees it: the resident view synced, or loaded again after a rebuild."""
+        loaded = self._loaded
+        since = loaded.view.watermark if loaded is not None else None
+        row = pg.execute(sql("search_sync"), {"name": self.name, "since": since}).fetchone()
+        if row is None:
+            raise IndexNotFound(f"no index named {self.name!r}; `colpg index list` shows the indexes")
+        index_id, updated_at, snapshot, trimmed, changed = row
+        if loaded is None or trimmed or (loaded.record.id, loaded.record.updated_at) != (index_id, updated_at):
+            return self._load(pg, snapshot, loaded)
+        if _xmax(snapshot) < _xmax(loaded.view.watermark):
+            return loaded  # another search synced to a newer snapshot already
+        view = loaded.view.apply(changed, changed_rows(pg, changed, loaded.codec.residual_bytes), snapshot)
+        current = dataclasses.replace(loaded, view=view)
+        with self._swap_lock:
+            if self._loaded is loaded:
+                self._loaded = current
+        return current
 
-    def _cache_rows(self, rows: Sequence[sa.Row[Any]]) -> None:
-        if not rows:
-            return
-        raw = b"".join(row.residuals for row in rows)
-        payload = None
-        if self._cache_payload:
-            payload = torch.frombuffer(bytearray(b"".join(row.payload for row in rows)), dtype=torch.int8).view(-1, self.record.dim)
-        self.cache.add(
-            [row.document_id for row in rows],
-            [row.version for row in rows],
-            [row.ntokens for row in rows],
-            torch.from_numpy(np.concatenate([_codes_from_array_send(row.codes) for row in rows])),
-            torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, self.codec.residual_bytes),
-            payload,
-        )
-
-    def warm(self, progress: bool | None = None) -> int:
-        """Load every document's codes and residuals into the cache now (else on demand); returns the documents cached.
-
-        The cache is rebuilt from scratch, which also drops deleted and superseded documents.
-        """
-        stmt = sa.text(read_sql("queries/index_tokens.sql")).bindparams(index_id=self.record.id, want_payload=self._cache_payload)
-        with self._cache_lock, self._snapshot() as connection:
+    def _load(self, pg: psycopg.Connection[Any], snapshot: str, stale: _Loaded | None, progress: bool | None = False) -> _Loaded:
+        with self._load_lock:
+            if self._loaded is not stale and self._loaded is not None:
+                return self._loaded  # loaded by another search while this one waited
+            record = store.get_index(pg, self.name)
+            if record.dim != self.encoder.dim:
+                raise ConfigurationError(
+                    f"index {self.name!r} now holds {record.dim}-dim vectors (rebuilt with another model?);"
+                    f" this searcher's model gives {self.encoder.dim}: open the index again"
+                )
+            codec, rerank = store.load_codec(pg, record, self.device)
+            view = load_view(pg, record.id, int(codec.centroids.shape[0]), codec.residual_bytes, snapshot, self.device,
+                             name=self.name, progress=progress)
+            loaded = _Loaded(record, codec, rerank, view)
             self.cache.clear()
-            result = connection.execution_options(yield_per=WARM_BATCH).execute(stmt)
-            with tqdm(desc=f"caching {self.record.name}", unit=" docs", disable=None if progress is None else not progress) as bar:
-                for rows in result.partitions():
-                    self._cache_rows(rows)
-                    bar.update(len(rows))
-        return len(self.cache)
+            self._loaded = loaded
+            return loaded
 
-    def _load_missing(self, connection: sa.Connection, ids: list[int], versions: list[int]) -> None:
-        started = time.perf_counter()
-        if self.cache.dead_tokens > self.cache.size // 2:
-            self.cache.clear()  # mostly superseded or deleted documents: start over
-        missing = self.cache.missing(ids, versions)
+    def loaded(self) -> _Loaded:
+        """The index as last synced (loading it now if no search has yet)."""
+        with self._snapshot() as (_, pg):
+            return self._current(pg)
+
+    def warm(self, *, rows: bool = False, progress: bool | None = None) -> int:
+        """Load the resident tokens now (else the first search does), and with ``rows`` fill the
+        row cache with rerank rows until it is full; returns the documents held."""
+        with self._snapshot() as (connection, pg):
+            loaded = self._loaded
+            if loaded is None:
+                row = pg.execute(sql("search_sync"), {"name": self.name, "since": None}).fetchone()
+                if row is None:
+                    raise IndexNotFound(f"no index named {self.name!r}; `colpg index list` shows the indexes")
+                loaded = self._load(pg, row[2], None, progress)
+            else:
+                loaded = self._current(pg)
+            if rows:
+                ids = filtered_ids(connection, loaded.record.id, None)
+                for start in range(0, len(ids), EXACT_BATCH):
+                    if self.cache.bytes >= self.cache.max_bytes:
+                        break
+                    self._tokens(pg, loaded, ids[start : start + EXACT_BATCH])
+        return loaded.view.documents
+
+    @property
+    def resident_bytes(self) -> int:
+        """Memory held for the index besides the row cache: resident tokens and centroids."""
+        loaded = self._loaded
+        if loaded is None:
+            return 0
+        return loaded.view.nbytes + loaded.codec.centroids.numel() * loaded.codec.centroids.element_size()
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _tokens(self, pg: psycopg.Connection[Any], loaded: _Loaded, ids: Sequence[int]) -> list[tuple[int, torch.Tensor]]:
+        """The stored tokens (as bytes) of ``ids`` that exist in this snapshot: from the row cache
+        at the version the view holds, else read from PostgreSQL (and cached at the version read)."""
+        versions = dict(zip(ids, loaded.view.versions_of(list(ids)), strict=True))
+        found: dict[int, torch.Tensor] = {}
+        for doc_id, version in versions.items():
+            raw = self.cache.get(doc_id, version) if version is not None else None
+            if raw is not None:
+                found[doc_id] = raw
+        missing = [i for i in ids if i not in found]
         if missing:
-            stmt = sa.text(read_sql("queries/search_tokens.sql")).bindparams(ids=missing, want_payload=self._cache_payload)
-            self._cache_rows(connection.execute(stmt).all())
-        self._timed("fetch", started)
+            params = {"ids": missing, **loaded.store.wanted()}
+            for row in pg.execute(sql("search_rerank_rows"), params).fetchall():
+                record = dict(zip(("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors"), row, strict=True))
+                raw = loaded.store.raw(record)
+                self.cache.put(record["document_id"], record["version"], raw)
+                found[record["document_id"]] = raw
+        return [(i, found[i]) for i in ids if i in found]
 
-    # -- SQL -------------------------------------------------------------------------------
+    def _rerank(self, pg: psycopg.Connection[Any], loaded: _Loaded, query: torch.Tensor, ids: Sequence[int], k: int) -> list[Ranked]:
+        """The best ``k`` of ``ids`` by exact MaxSim at the rerank store's precision, in batches."""
+        best: list[Ranked] = []
+        for start in range(0, len(ids), EXACT_BATCH):
+            stored = self._tokens(pg, loaded, ids[start : start + EXACT_BATCH])
+            if not stored:
+                continue
+            lengths = [raw.shape[0] for _, raw in stored]
+            flat = loaded.store.decode(torch.cat([raw for _, raw in stored]).to(self.device))
+            scores = maxsim_flat(query[None], flat, owners(lengths, self.device), len(stored))[0]
+            top = scores.topk(min(k, len(stored)))
+            tokens = torch.split(flat, lengths)
+            best.extend(Ranked(stored[i][0], float(s), tokens[i]) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True))
+            best = sorted(best, key=lambda r: -r.score)[:k]
+        return best
 
-    def _document_ids(self, connection: sa.Connection, where: Where, limit: int | None) -> list[int]:
+    def _candidates(
+        self, connection: sa.Connection, loaded: _Loaded, query: torch.Tensor, params: SearchParams,
+        where: Where, allowed: torch.Tensor | None,
+    ) -> list[int]:
+        """Document ids of the ``nrerank`` best by probed-token scores (that pass ``where``)."""
+        view = loaded.view
+        mask = view.alive if allowed is None else view.alive & allowed
+        centroid_scores = query @ loaded.codec.centroids.T
+        limit = params.nrerank if where is None else FILTER_WIDEN * params.nrerank
+        checked = 0
+        passing: list[int] = []
+        while True:
+            started = time.perf_counter()
+            candidates = probe(query, centroid_scores, loaded.codec, view.segments, params.ncells, mask, limit)
+            ids = view.ids[candidates.slots.cpu()].tolist()
+            self._add_time("probe", started)
+            if where is None:
+                return ids
+            started = time.perf_counter()
+            passing += filtered_ids(connection, loaded.record.id, where, among=ids[checked:])
+            passing = sorted(passing, key={doc_id: rank for rank, doc_id in enumerate(ids)}.__getitem__)
+            self._add_time("filter", started)
+            if len(passing) >= params.nrerank or len(ids) < limit:
+                return passing[: params.nrerank]
+            checked, limit = len(ids), limit * FILTER_WIDEN
+
+    def _add_time(self, stage: str, started: float) -> None:
+        timings: dict[str, float] = self._local.timings
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
+
+    def _with_rows(self, pg: psycopg.Connection[Any], ranked: list[Ranked], text: bool) -> list[Ranked]:
+        rows = {r[0]: r for r in pg.execute(sql("search_results"), {"ids": [r.document_id for r in ranked], "want_text": text})}
+        return [
+            dataclasses.replace(r, external_id=rows[r.document_id][1], metadata=dict(rows[r.document_id][2] or {}), text=rows[r.document_id][3])
+            for r in ranked
+            if r.document_id in rows
+        ]
+
+    # -- public ------------------------------------------------------------------------------
+
+    def search_vectors(
+        self, query: torch.Tensor, k: int, *, where: Where = None, exact: bool = False, params: SearchParams | None = None,
+        text: bool = True,
+    ) -> list[Ranked]:
+        """The top ``k`` documents for query token vectors, best first. Shapes: query [q, dim]."""
+        return self._search(query, k, where=where, exact=exact, params=params, text=text, among=None)
+
+    def rank_candidates(self, query: torch.Tensor, ids: Sequence[int], k: int, params: SearchParams | None = None) -> list[Ranked]:
+        """The top ``k`` among documents an application selected itself (:func:`colpg.orm.search_stmt`)."""
+        return self._search(query, k, where=None, exact=False, params=params, text=True, among=list(ids))
+
+    def _search(
+        self, query: torch.Tensor, k: int, *, where: Where, exact: bool, params: SearchParams | None, text: bool,
+        among: list[int] | None,
+    ) -> list[Ranked]:
+        dim = self.encoder.dim
+        if query.ndim != 2 or query.shape[1] != dim or query.shape[0] == 0:
+            raise ConfigurationError(f"query vectors must be [tokens, {dim}] with at least one token, got {list(query.shape)}")
+        params = params or default_params(k)
+        if k < 1:
+            raise ConfigurationError(f"k must be positive, got {k}")
+        query = query.to(self.device, torch.float32)
+        self._local.timings = {}
+        with self._snapshot() as (connection, pg):
+            started = time.perf_counter()
+            loaded = self._current(pg)
+            self._add_time("sync", started)
+            ranked = self._rank(connection, pg, loaded, query, k, where, exact, params, among)
+            started = time.perf_counter()
+            ranked = self._with_rows(pg, ranked, text)
+            self._add_time("rows", started)
+        self.timings = self._local.timings
+        return ranked
+
+    def _rank(
+        self, connection: sa.Connection, pg: psycopg.Connection[Any], loaded: _Loaded, query: torch.Tensor, k: int,
+        where: Where, exact: bool, params: SearchParams, among: list[int] | None,
+    ) -> list[Ranked]:
+        record = loaded.record
+        budget = max(k, params.nrerank)
+        if exact:
+            return self._timed_rerank(pg, loaded, query, filtered_ids(connection, record.id, where), k)
+        if among is not None and len(among) <= budget:
+            return self._timed_rerank(pg, loaded, query, among, k)
+        if where is not None and len(few := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
+            return self._timed_rerank(pg, loaded, query, few, k)  # a selective filter: score every match exactly
+        allowed = None
+        if among is not None:
+            allowed = torch.zeros_like(loaded.view.alive)
+            allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
+        ranked = self._timed_rerank(pg, loaded, query, self._candidates(connection, loaded, query, params, where, allowed), k)
+        if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
+            ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
+        return ranked
+
+    def _timed_rerank(self, pg: psycopg.Connection[Any], loaded: _Loaded, query: torch.Tensor, ids: Sequence[int], k: int) -> list[Ranked]:
         started = time.perf_counter()
-        stmt = sa.select(Document.id).where(Document.index_id == self.record.id)
-        clause = _clause(where)
-        if clause is not None:
-            stmt = stmt.where(clause)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        ids = [row[0] for row in connection.execute(stmt)]
-        self._timed("sql", started)
-        return ids
-
-    def _candidates(self, connection: sa.Connection, cells: list[int], where: Where) -> tuple[list[int], list[int]]:
-        """Candidate document ids and their token rows' versions."""
-        started = time.perf_counter()
-        base = (
-            sa.text(read_sql("queries/search_candidates.sql"))
-            .bindparams(index_id=self.record.id, cells=cells)
-            .columns(document_id=sa.BigInteger, version=sa.BigInteger)
-            .subquery("candidates")
-        )
-        stmt = sa.select(base.c.document_id, base.c.version)
-        clause = _clause(where)
-        if clause is not None:
-            stmt = stmt.join(Document, Document.id == base.c.document_id).where(clause)
-        connection.execute(sa.text(read_sql("queries/search_prefer_inverted_list.sql")))
-        rows = connection.execute(stmt).all()
-        self._timed("sql", started)
-        return [r[0] for r in rows], [r[1] for r in rows]
-
-    def _fetch(self, connection: sa.Connection, ids: Sequence[int], *, text: bool, vectors: bool = True) -> list[sa.Row[Any]]:
-        """Rows of ``ids`` in that order: with the rerank store's columns (``vectors``) and the text (``text``)."""
-        started = time.perf_counter()
-        wanted = self._columns_wanted if vectors else dict.fromkeys(self._columns_wanted, False)
-        stmt = sa.text(read_sql("queries/search_fetch.sql")).bindparams(ids=list(ids), want_text=text, **wanted)
-        rows = {row[0]: row for row in connection.execute(stmt)}
-        self._timed("fetch", started)
-        return [rows[i] for i in ids if i in rows]
-
-    # -- scoring ---------------------------------------------------------------------------
-
-    def _decode(self, rows: Sequence[sa.Row[Any]]) -> torch.Tensor:
-        """Fetched documents' tokens at the best stored precision, decompressed in one batch.
-
-        Shapes: returns [sum of the rows' ntokens, dim], the rows' tokens one after the other.
-        """
-        lengths = [row.ntokens for row in rows]
-        rerank: RerankStore = self.rerank
-
-        def stacked(column: str, dtype: torch.dtype) -> torch.Tensor:
-            raw = b"".join(getattr(row, column) for row in rows)
-            return torch.frombuffer(bytearray(raw), dtype=dtype).view(sum(lengths), -1).to(self.device)
-
-        def codes() -> torch.Tensor:
-            return torch.tensor([c for row in rows for c in row.codes], device=self.device)
-
-        if rerank.int8 is not None:
-            flat = rerank.int8.decompress(stacked("payload", torch.int8))
-        elif rerank.residual4 is not None:
-            flat = rerank.residual4.decompress(codes(), stacked("payload", torch.uint8))
-        elif rerank.kind == "fp16":
-            records = np.frombuffer(b"".join(row.vectors for row in rows), dtype=">f2").reshape(sum(lengths), -1)
-            flat = torch.from_numpy(records[:, HALFVEC_HEADER:].astype(np.float32)).to(self.device)
-        else:
-            flat = self.codec.decompress(codes(), stacked("residuals", torch.uint8))
-        return flat
+        ranked = self._rerank(pg, loaded, query, ids, k)
+        self._add_time("rerank", started)
+        return ranked
 
     def stored_documents(self) -> tuple[list[str], list[str], list[torch.Tensor]]:
-        """Every document's id, text and tokens at the best stored precision, for brute-force evaluation."""
+        """Every document's id, text and tokens at the rerank store's precision, for brute-force evaluation."""
         ids: list[str] = []
         texts: list[str] = []
         tokens: list[torch.Tensor] = []
-        with self._snapshot() as connection:
-            document_ids = self._document_ids(connection, None, None)
+        with self._snapshot() as (connection, pg):
+            loaded = self._current(pg)
+            document_ids = filtered_ids(connection, loaded.record.id, None)
             for start in range(0, len(document_ids), EXACT_BATCH):
-                rows = self._fetch(connection, document_ids[start : start + EXACT_BATCH], text=True)
-                ids.extend(row.external_id for row in rows)
-                texts.extend(row.text or "" for row in rows)
-                tokens.extend(torch.split(self._decode(rows), [row.ntokens for row in rows]))
+                stored = self._tokens(pg, loaded, document_ids[start : start + EXACT_BATCH])
+                rows = {r[0]: r for r in pg.execute(sql("search_results"), {"ids": [i for i, _ in stored], "want_text": True})}
+                for doc_id, raw in stored:
+                    ids.append(rows[doc_id][1])
+                    texts.append(rows[doc_id][3] or "")
+                    tokens.append(loaded.store.decode(raw.to(self.device)))
         return ids, texts, tokens
 
-    def _rerank(self, connection: sa.Connection, query: torch.Tensor, ids: Sequence[int]) -> list[Ranked]:
-        """Exact MaxSim over the stored tokens of ``ids``, best first."""
-        scored: list[Ranked] = []
-        for start in range(0, len(ids), EXACT_BATCH):
-            rows = self._fetch(connection, ids[start : start + EXACT_BATCH], text=False)
-            started = time.perf_counter()
-            if not rows:
-                continue
-            flat = self._decode(rows)
-            lengths = [row.ntokens for row in rows]
-            scores = maxsim_flat(query[None], flat, owners(lengths, self.device), len(rows))[0].tolist()
-            scored.extend(zip(scores, rows, torch.split(flat, lengths), strict=True))
-            self._timed("score", started)
-        scored.sort(key=lambda item: -item[0])
-        return scored
-
-    def _with_text(self, connection: sa.Connection, ranked: list[Ranked]) -> list[Ranked]:
-        """The results' rows again, with their text: fetched for the top k only."""
-        rows = self._fetch(connection, [item[1].id for item in ranked], text=True, vectors=False)
-        return [(score, row, tokens) for (score, _, tokens), row in zip(ranked, rows, strict=True)]
-
-    def _approximate(self, connection: sa.Connection, query: torch.Tensor, k: int, where: Where, params: SearchParams) -> list[Ranked]:
-        started = time.perf_counter()
-        centroid_scores = query @ self.centroids.T  # [q, centroids]
-        cells = torch.unique(centroid_scores.topk(min(params.ncells, centroid_scores.shape[1]), dim=1).indices).tolist()
-        self._timed("score", started)
-        ids, versions = self._candidates(connection, cells, where)
-        return self._rank(connection, query, centroid_scores, ids, versions, k, params)
-
-    def rank_candidates(
-        self, query: torch.Tensor, ids: Sequence[int], versions: Sequence[int], k: int, params: SearchParams | None = None
-    ) -> list[Ranked]:
-        """Stages 2-4 for candidates an application selected itself (:func:`colpg.orm.search_stmt`)."""
-        params = params or default_params(k)
-        query = query.to(self.device, torch.float32)
-        with self._snapshot() as connection:
-            ranked = self._rank(connection, query, query @ self.centroids.T, list(ids), list(versions), k, params)
-            return self._with_text(connection, ranked)
-
-    def _rank(
-        self,
-        connection: sa.Connection,
-        query: torch.Tensor,
-        centroid_scores: torch.Tensor,
-        ids: list[int],
-        versions: list[int],
-        k: int,
-        params: SearchParams,
-    ) -> list[Ranked]:
-        """Centroid interaction, residual MaxSim and the rerank, over candidate ids."""
-        if not ids:
-            return []
-        with self._cache_lock:  # other threads may add to or clear the cache
-            self._load_missing(connection, ids, versions)
-            started = time.perf_counter()
-            positions, lengths = self.cache.gather(ids)
-            owner = torch.repeat_interleave(torch.arange(len(ids), device=self.device), lengths)
-            codes = self.cache.codes[positions].long()
-            # Stage 2: centroid interaction from codes alone.
-            pruned = centroid_interaction(centroid_scores, codes, owner, len(ids), params.centroid_score_threshold)
-            keep = pruned.topk(min(params.ndocs, len(ids))).indices
-            # Stage 3: MaxSim over the kept documents' residuals, renumbered 0..len(keep)-1. A token
-            # scores centroid + residual without re-normalising, looked up byte by byte.
-            position = torch.full((len(ids),), -1, dtype=torch.long, device=self.device)
-            position[keep] = torch.arange(len(keep), device=self.device)
-            kept = position[owner] >= 0
-            kept_positions, kept_codes = positions[kept], codes[kept]
-            table = self.codec.query_table(query, centroid_scores)
-
-            def similarity(part: slice) -> torch.Tensor:
-                return self.codec.similarity(table, kept_codes[part], self.cache.residuals[kept_positions[part]])
-
-            residual = maxsim_chunked(similarity, position[owner[kept]], len(keep), query.shape[0])
-            best = [ids[i] for i in keep[residual.topk(min(max(params.nrerank, k), len(keep))).indices].tolist()]
-            self._timed("score", started)
-            if self.rerank.kind == "none" or self._cache_payload:
-                return self._rerank_cached(connection, query, best, k)
-        return self._rerank(connection, query, best)[:k]
-
-    def _rerank_cached(self, connection: sa.Connection, query: torch.Tensor, ids: list[int], k: int) -> list[Ranked]:
-        """The best ``k`` by MaxSim over cached tokens: the int8 store's when cached, else the
-        decompressed (re-normalised) residuals; only the results' rows are fetched."""
-        started = time.perf_counter()
-        positions, lengths = self.cache.gather(ids)
-        if self.cache.payload is not None and self.rerank.int8 is not None:
-            flat = self.rerank.int8.decompress(self.cache.payload[positions])
-        else:
-            flat = self.codec.decompress(self.cache.codes[positions], self.cache.residuals[positions])
-        scores = maxsim_flat(query[None], flat, owners(lengths.tolist(), self.device), len(ids))[0]
-        tokens = torch.split(flat, lengths.tolist())
-        top = scores.topk(min(k, len(ids)))
-        self._timed("score", started)
-        best = top.indices.tolist()
-        rows = self._fetch(connection, [ids[i] for i in best], text=False, vectors=False)  # only the results' rows
-        return list(zip(top.values.tolist(), rows, [tokens[i] for i in best], strict=True))
-
-    def search_vectors(
-        self, query: torch.Tensor, k: int, *, where: Where = None, exact: bool = False, params: SearchParams | None = None
-    ) -> list[Ranked]:
-        """The top ``k`` documents for query token vectors. Shapes: query [q, dim]."""
-        if query.ndim != 2 or query.shape[1] != self.record.dim:
-            raise ConfigurationError(f"query vectors must be [tokens, {self.record.dim}], got {list(query.shape)}")
-        if k < 1:
-            raise ConfigurationError(f"k must be positive, got {k}")
-        params = params or default_params(k)
-        self.timings = {}
-        query = query.to(self.device, torch.float32)
-        with self._snapshot() as connection:
-            if exact:
-                ranked = self._rerank(connection, query, self._document_ids(connection, where, None))[:k]
-            elif where is not None and len(few := self._document_ids(connection, where, params.ndocs + 1)) <= params.ndocs:
-                ranked = self._rerank(connection, query, few)[:k]  # a selective filter: score every match exactly
-            else:
-                ranked = self._approximate(connection, query, k, where, params)
-                budget = max(k, params.ndocs)
-                if len(ranked) < k and len(every := self._document_ids(connection, where, budget + 1)) <= budget:
-                    ranked = self._rerank(connection, query, every)[:k]  # k exceeds the candidates of a small index
-            return self._with_text(connection, ranked)
-
-    def hits(self, query_text: str | None, query: torch.Tensor, ranked: list[Ranked], explain: bool) -> list[Hit]:
-        out = []
-        for rank, (score, row, tokens) in enumerate(ranked, start=1):
-            explanation = self._explain(query_text, query, row, tokens) if explain else None
-            out.append(Hit(row.external_id, float(score), rank, dict(row.metadata or {}), row.text, explanation))
-        return out
-
-    def _explain(self, query_text: str | None, query: torch.Tensor, row: sa.Row[Any], tokens: torch.Tensor) -> list[TokenMatch]:
-        """Per query token, the best document token: re-tokenise the stored text (no extra storage)."""
-        tokenizer = self.encoder.tokenizer
-        if row.text is None:
-            raise EncodingError(f"document {row.external_id!r} has no stored text to explain")
-        sequence = tokenizer.document_ids([row.text], warn=False)[0]
-        keep = tokenizer.documents([sequence]).keep[0]
-        doc_tokens = [t for t, kept in zip(tokenizer.tokens(sequence), keep.tolist(), strict=True) if kept]
-        query_tokens = tokenizer.tokens(tokenizer.queries([query_text]).input_ids[0].tolist()) if query_text else []
-        similarity = query.to(self.device) @ tokens.T  # [q, t]
-        best = similarity.max(dim=1)
+    def hits(self, query_text: str | None, query: torch.Tensor, ranked: list[Ranked], explain_matches: bool) -> list[Hit]:
+        """Results as :class:`Hit`, ranked from 1, with token explanations when asked for."""
         return [
-            TokenMatch(
-                query_tokens[q] if q < len(query_tokens) else f"#{q}",
-                doc_tokens[p] if p < len(doc_tokens) else f"#{p}",
-                int(p),
-                float(s),
+            Hit(
+                r.external_id, r.score, rank, r.metadata, r.text,
+                explain(self.encoder, query_text, query, r.external_id, r.text, r.tokens) if explain_matches else None,
             )
-            for q, (s, p) in enumerate(zip(best.values.tolist(), best.indices.tolist(), strict=True))
+            for rank, r in enumerate(ranked, start=1)
         ]
 
-    def with_params(self, k: int, **overrides: Any) -> SearchParams:
-        return dataclasses.replace(default_params(k), **{key: v for key, v in overrides.items() if v is not None})
+    def close(self) -> None:
+        self.engine.dispose()

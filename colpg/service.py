@@ -1,6 +1,6 @@
 """The HTTP service (``colpg serve``): search, documents and stats of indexes over JSON.
 
-One process holds each index it serves (model, codec, token cache, connection pool), loaded
+One process holds each index it serves (model, resident tokens, row cache, connection pool), loaded
 on first use; FastAPI runs the handlers in its thread pool, the searcher is thread-safe, and
 the queries of concurrent requests are encoded together in one batch (:class:`QueryBatcher`).
 Errors are JSON ``{"detail": message}`` with 404 for an unknown index, 422 for bad input
@@ -112,8 +112,9 @@ class QueryBatcher:
                         future.set_exception(exc)
 
 
-def create_app(url: str | None = None) -> FastAPI:
-    """The service for the database at ``url`` (default: COLPG_DATABASE_URL or the embedded server)."""
+def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> FastAPI:
+    """The service for the database at ``url`` (default: COLPG_DATABASE_URL or the embedded server);
+    each index keeps at most ``cache_bytes`` of rerank rows in memory (colpg.rowcache)."""
     database_url = url or db.database_url()
     app = FastAPI(title="colpg", summary="ColBERT late-interaction retrieval inside PostgreSQL.")
     indexes: dict[str, Index] = {}
@@ -123,7 +124,7 @@ def create_app(url: str | None = None) -> FastAPI:
     def index_named(name: str) -> Index:
         with lock:
             if name not in indexes:
-                indexes[name] = Index(name, url=database_url)
+                indexes[name] = Index(name, url=database_url, cache_bytes=cache_bytes)
             return indexes[name]
 
     def batcher(name: str) -> QueryBatcher:
@@ -177,7 +178,7 @@ def create_app(url: str | None = None) -> FastAPI:
             vectors = _vectors(request.vectors or [], index.record.dim)
         searcher = index.searcher
         ranked = searcher.search_vectors(vectors, request.k, where=where)
-        return SearchResponse(hits=searcher.hits(request.query, vectors, ranked, explain=request.explain and request.query is not None))
+        return SearchResponse(hits=searcher.hits(request.query, vectors, ranked, request.explain and request.query is not None))
 
     @app.post("/indexes/{name}/documents", response_model=Changed, status_code=201)
     def add_documents(name: IndexName, request: DocumentsIn) -> Changed:

@@ -8,6 +8,7 @@ so a batch of documents commits whole or not at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,23 +18,25 @@ import torch
 from pgvector import HalfVector, Vector
 from psycopg.types.json import Jsonb
 
-from colpg.codec import Int8Codec, ResidualCodec
+from colpg.codec import ResidualCodec
 from colpg.collection import CollectionDocument
-from colpg.errors import ColpgError, IndexNotFound
+from colpg.errors import IndexNotFound, SchemaError
 from colpg.resources import query
+from colpg.stores import RerankStore, store_for
 
 __all__ = [
     "IndexRecord",
-    "RerankStore",
     "create_index",
     "delete_documents",
     "existing_ids",
     "get_index",
     "load_codec",
+    "trim_changes",
     "write_documents",
 ]
 
-PRECISIONS = ("none", "residual4", "int8", "fp16")
+#: Rows of an index's token-change log kept when it is trimmed (searchers further behind reload).
+CHANGES_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -50,52 +53,11 @@ class IndexRecord:
     bucket_cutoffs: list[float] | None
     bucket_weights: list[float] | None
     rerank_codec: dict[str, Any] | None
+    updated_at: dt.datetime
 
     @property
     def precision(self) -> str:
         return str(self.config.get("precision", "none"))
-
-
-@dataclass(frozen=True)
-class RerankStore:
-    """The rerank-precision store's codec: int8 scales, 4-bit residual buckets, fp16, or none."""
-
-    kind: str
-    int8: Int8Codec | None = None
-    residual4: ResidualCodec | None = None
-
-    def params(self) -> dict[str, Any] | None:
-        if self.kind == "int8" and self.int8 is not None:
-            return {"kind": "int8", "scales": self.int8.scales.tolist()}
-        if self.kind == "residual4" and self.residual4 is not None:
-            return {
-                "kind": "residual4",
-                "cutoffs": self.residual4.cutoffs.flatten().tolist(),
-                "weights": self.residual4.weights.flatten().tolist(),
-            }
-        return None if self.kind == "none" else {"kind": self.kind}
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any] | None, codec: ResidualCodec) -> RerankStore:
-        if params is None:
-            return cls("none")
-        if params["kind"] == "int8":
-            return cls("int8", int8=Int8Codec(torch.tensor(params["scales"], dtype=torch.float32)))
-        if params["kind"] == "residual4":
-            cutoffs = torch.tensor(params["cutoffs"], dtype=torch.float32).view(codec.dim, 15)
-            weights = torch.tensor(params["weights"], dtype=torch.float32).view(codec.dim, 16)
-            return cls("residual4", residual4=ResidualCodec(codec.centroids, 4, cutoffs, weights))
-        return cls(params["kind"])
-
-    def encode(self, vectors: torch.Tensor, codes: torch.Tensor) -> tuple[bytes | None, list[HalfVector] | None]:
-        """One document's row: ``(payload, vectors)``. Shapes: vectors [tokens, dim], codes [tokens]."""
-        if self.int8 is not None:
-            return self.int8.compress(vectors).cpu().numpy().tobytes(), None
-        if self.residual4 is not None:
-            return self.residual4.compress(vectors, codes)[1].cpu().numpy().tobytes(), None
-        if self.kind == "fp16":
-            return None, [HalfVector(v) for v in vectors.cpu().numpy()]
-        raise ValueError(f"the {self.kind!r} store keeps no rows")
 
 
 def get_index(conn: psycopg.Connection[Any], name: str) -> IndexRecord:
@@ -145,13 +107,15 @@ def create_index(
     return index_id
 
 
-def load_codec(conn: psycopg.Connection[Any], record: IndexRecord) -> tuple[ResidualCodec, RerankStore]:
-    """The index's residual codec (centroids read by binary COPY) and its rerank store."""
+def load_codec(
+    conn: psycopg.Connection[Any], record: IndexRecord, device: torch.device | None = None
+) -> tuple[ResidualCodec, RerankStore]:
+    """The index's residual codec (centroids read by binary COPY) and its rerank store, on ``device``."""
     with conn.cursor().copy(query("centroids_copy_out"), {"index_id": record.id}) as copy:
         copy.set_types(["vector"])
         centroids = np.stack([row[0].to_numpy() for row in copy.rows()])
     if record.bucket_cutoffs is None or record.bucket_weights is None:
-        raise ColpgError(f"index {record.name!r} has no trained codec; rebuild it with overwrite=True")
+        raise SchemaError(f"index {record.name!r} has no trained codec; rebuild it with overwrite=True (--overwrite)")
     options = 2**record.nbits
     codec = ResidualCodec(
         torch.from_numpy(centroids),
@@ -159,7 +123,9 @@ def load_codec(conn: psycopg.Connection[Any], record: IndexRecord) -> tuple[Resi
         torch.tensor(record.bucket_cutoffs, dtype=torch.float32).view(record.dim, options - 1),
         torch.tensor(record.bucket_weights, dtype=torch.float32).view(record.dim, options),
     )
-    return codec, RerankStore.from_params(record.rerank_codec, codec)
+    if device is not None:
+        codec = codec.to(device)
+    return codec, store_for(record.rerank_codec, codec)
 
 
 def existing_ids(conn: psycopg.Connection[Any], index_id: int, external_ids: Sequence[str] | None = None) -> set[str]:
@@ -218,7 +184,7 @@ def write_tokens(
         for doc_id, length, code_list in zip(ids, lengths, codes_cpu, strict=True):
             copy.write_row((doc_id, index_id, length, code_list, per_doc_packed[start : start + length].tobytes()))
             start += length
-    if rerank.kind == "none":
+    if not rerank.keeps_rows:
         return
     with conn.cursor().copy(query("rerank_vectors_copy_in")) as copy:
         copy.set_types(["int8", "bytea", "halfvec[]"])
@@ -230,3 +196,8 @@ def delete_documents(conn: psycopg.Connection[Any], index_id: int, external_ids:
     """Delete documents by external id; return the ids that were there."""
     rows = conn.execute(query("documents_delete"), {"index_id": index_id, "external_ids": list(external_ids)}).fetchall()
     return {row[0] for row in rows}
+
+
+def trim_changes(conn: psycopg.Connection[Any], index_id: int) -> None:
+    """Keep the index's token-change log bounded (a no-op until it holds twice CHANGES_KEPT rows)."""
+    conn.execute(query("token_changes_trim"), {"index_id": index_id, "keep": CHANGES_KEPT})

@@ -9,8 +9,10 @@ worker killed mid-batch never commits, so its rows are simply queued again.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -22,13 +24,23 @@ from colpg.encoder import Encoder
 from colpg.errors import ColpgError
 from colpg.index import Index
 from colpg.resources import query
-from colpg.store import RerankStore
+from colpg.stores import RerankStore
 
 __all__ = ["IngestWorker"]
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "colpg_ingest"
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """An index as the worker holds it: model, codec, rerank store, and which build they belong to."""
+
+    encoder: Encoder
+    codec: ResidualCodec
+    rerank: RerankStore
+    version: tuple[int, dt.datetime]  # the index's id and updated_at
 
 
 class IngestWorker:
@@ -38,15 +50,20 @@ class IngestWorker:
         self.url = url or db.database_url()
         self.batch_size = batch_size
         self.index_name = index_name
-        self._indexes: dict[str, tuple[Encoder, ResidualCodec, RerankStore, int]] = {}
+        self._indexes: dict[str, _Loaded] = {}
 
-    def _index(self, conn: psycopg.Connection[Any], name: str) -> tuple[Encoder, ResidualCodec, RerankStore, int]:
-        """The index's encoder and codec, loaded once per worker."""
-        if name not in self._indexes:
-            index = Index(name, url=self.url)
-            codec, rerank = store.load_codec(conn, index.record)
-            self._indexes[name] = (index.encoder, codec.to(index.encoder.device), rerank, index.record.id)
-        return self._indexes[name]
+    def _index(self, conn: psycopg.Connection[Any], name: str, version: tuple[int, dt.datetime]) -> _Loaded:
+        """The index's encoder and codec, loaded once per worker and again after a rebuild
+        (``version``, the index's id and updated_at as the claiming transaction sees them)."""
+        loaded = self._indexes.get(name)
+        if loaded is None or loaded.version != version:
+            record = store.get_index(conn, name)
+            same_model = loaded is not None and loaded.encoder.name == record.model
+            encoder = loaded.encoder if loaded is not None and same_model else Index(name, url=self.url).encoder
+            codec, rerank = store.load_codec(conn, record, encoder.device)
+            loaded = _Loaded(encoder, codec, rerank, version)
+            self._indexes[name] = loaded
+        return loaded
 
     def run_once(self) -> int:
         """Index queued documents until none is left; returns how many rows were settled (ready or failed)."""
@@ -74,14 +91,18 @@ class IngestWorker:
             if not rows:
                 return 0
             by_index: dict[str, list[tuple[int, str | None]]] = {}
-            for doc_id, index_name, text in rows:
+            versions: dict[str, tuple[int, dt.datetime]] = {}
+            for doc_id, index_name, text, index_id, updated_at in rows:
                 by_index.setdefault(index_name, []).append((doc_id, text))
+                versions[index_name] = (index_id, updated_at)
             for index_name, documents in by_index.items():
-                self._index_documents(conn, index_name, documents)
+                self._index_documents(conn, self._index(conn, index_name, versions[index_name]), index_name, documents)
         return len(rows)
 
-    def _index_documents(self, conn: psycopg.Connection[Any], index_name: str, documents: Sequence[tuple[int, str | None]]) -> None:
-        encoder, codec, rerank, index_id = self._index(conn, index_name)
+    def _index_documents(
+        self, conn: psycopg.Connection[Any], loaded: _Loaded, index_name: str, documents: Sequence[tuple[int, str | None]]
+    ) -> None:
+        encoder, codec, rerank, index_id = loaded.encoder, loaded.codec, loaded.rerank, loaded.version[0]
         outcome: dict[int, str | None] = {}  # id -> None (ready) or the reason it failed
         encoded: list[tuple[int, torch.Tensor]] = []
         for doc_id, text in documents:
@@ -108,6 +129,7 @@ class IngestWorker:
         conn.execute(query("ingest_clear_tokens"), {"ids": [doc_id for doc_id, _ in documents]})
         if encoded:
             store.write_tokens(conn, index_id, ids, [v for _, v in encoded], codec, rerank)
+        store.trim_changes(conn, index_id)
         outcome.update(dict.fromkeys(ids))
         conn.execute(
             query("ingest_mark"),

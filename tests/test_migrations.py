@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from colpg import db, migrate
 from colpg.orm import SCHEMA, Base
 
-TABLES = {"indexes", "centroids", "documents", "document_tokens", "rerank_vectors"}
+TABLES = {"indexes", "centroids", "documents", "document_tokens", "rerank_vectors", "token_changes", "token_changes_trimmed"}
 
 
 def _tables(url: str) -> set[str]:

@@ -12,7 +12,7 @@ from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, EncodingError, IndexNotFound
 from colpg.index import Index, IndexConfig, Indexer
 from colpg.orm import Document
-from colpg.search import default_params, plaid_defaults
+from colpg.params import SearchParams, default_params
 from colpg.scoring import maxsim_flat, owners
 
 CONFIG = IndexConfig(kmeans_niters=2)
@@ -62,8 +62,12 @@ def test_sql_fragment_filter_with_bound_parameters(index: Index) -> None:
 
 
 def test_filter_larger_than_budget_goes_through_candidates(index: Index) -> None:
-    hits = index.search("brain", k=3, where=Document.external_id.like("d%"), ndocs=4)
-    assert len(hits) == 3
+    """A filter passing more than nrerank documents checks the probe's best candidates against it in SQL."""
+    where = Document.metadata_["even"].as_boolean()
+    hits = index.search("brain", k=3, where=where, nrerank=4)
+    assert len(hits) == 3 and all(h.metadata["even"] for h in hits)
+    exact = index.search("brain", k=3, where=where, exact=True)
+    assert [h.external_id for h in hits] == [h.external_id for h in exact]
 
 
 def test_explanation_points_at_the_matching_token(migrated_url: str, encoder: Encoder) -> None:
@@ -96,22 +100,23 @@ def test_bad_queries_are_clear(index: Index, migrated_url: str) -> None:
         Index("nope")
 
 
-def test_plaid_defaults_by_k() -> None:
-    assert plaid_defaults(10).ncells == 1 and plaid_defaults(100).ndocs == 1024 and plaid_defaults(101).ncells == 4
-    assert plaid_defaults(10).nrerank == 64  # PLAID decompresses ndocs / 4
-    assert all(default_params(k).nrerank >= k and default_params(k).ndocs >= default_params(k).nrerank for k in (1, 10, 100, 1000))
+def test_default_params_by_k() -> None:
+    assert all(default_params(k).nrerank >= k for k in (1, 10, 100, 1000))
+    assert default_params(10).replace(nrerank=7) == SearchParams(default_params(10).ncells, 7)
+    with pytest.raises(ConfigurationError, match="ncells must be a positive integer"):
+        SearchParams(0, 10)
 
 
 @pytest.mark.parametrize("precision", ["none", "int8"])
 def test_search_follows_rows_rewritten_behind_the_cache(
     migrated_url: str, encoder: Encoder, small_texts: list[str], precision: str
 ) -> None:
-    """The cache is keyed by the token row's version: a row rewritten in SQL is fetched again,
-    with its int8 rerank row (cached too) when the two are rewritten in one transaction."""
+    """The resident tokens follow a token row rewritten in SQL (colpg.token_changes), and the row
+    cache, keyed by the token row's version, serves its new rerank row, not the old one."""
     index = Indexer(encoder, IndexConfig(precision=precision, kmeans_niters=2)).index("rows", small_texts[:12])
     searcher = index.searcher
-    assert searcher.warm(progress=False) == 12
-    assert (searcher.cache.payload is not None) == (precision == "int8")
+    assert searcher.warm(rows=True, progress=False) == 12
+    assert len(searcher.cache) == 12
     query = "glacier ice sheets"
     best = index.search(query, k=1)[0]
     last = index.search(query, k=12)[-1]
@@ -136,7 +141,7 @@ def test_search_follows_rows_rewritten_behind_the_cache(
         conn.commit()
     hits = {h.external_id: h.score for h in index.search(query, k=12)}
     assert hits[last.external_id] == pytest.approx(best.score, abs=1e-5)
-    assert searcher.cache.dead_tokens > 0
+    assert len(searcher.loaded().view.delta_slots) == 1  # the rewritten document moved to the delta
 
 
 @pytest.mark.parametrize("precision", ["none", "residual4", "fp16"])

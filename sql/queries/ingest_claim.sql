@@ -1,7 +1,8 @@
 -- Claim a batch of queued documents for this worker: rows locked by another worker are
 -- skipped, and a worker that dies releases its rows by ending its transaction.
--- Only indexes whose codec is trained (status ready) can encode documents.
-SELECT d.id, d.index_name, d.text
+-- Only indexes whose codec is trained (status ready) can encode documents; the index's id and
+-- updated_at tell the worker whether the codec it holds is still that index's (not rebuilt).
+SELECT d.id, d.index_name, d.text, i.id AS index_id, i.updated_at
 FROM colpg.documents d
 JOIN colpg.indexes i ON i.id = d.index_id
 WHERE d.status = 'queued' AND i.status = 'ready'

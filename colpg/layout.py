@@ -1,0 +1,97 @@
+"""Tokens cluster-major: every token of one centroid side by side, as WARP lays out its index.
+
+Search scores, for each query token, only the tokens of its nearest centroids; with the
+tokens sorted by code, a centroid's tokens are one contiguous range, found from
+``offsets`` without any per-token lookup. A token's code is implicit (the range it lies
+in), so a layout holds per token just its packed residual and its document's slot:
+``dim*nbits/8 + 4`` bytes, what PostgreSQL stores for it. Pure tensors; where the tokens
+come from is :mod:`colpg.view`'s job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ClusterLayout", "ranges"]
+
+
+def ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The positions ``start, ..., start + length - 1`` of every range, one range after another.
+
+    Shapes: starts, lengths [n] int64 -> [sum(lengths)] int64.
+
+    >>> ranges(torch.tensor([5, 0, 9]), torch.tensor([2, 0, 3])).tolist()
+    [5, 6, 9, 10, 11]
+    """
+    offsets = torch.cumsum(lengths, 0) - lengths
+    total = int(lengths.sum()) if len(lengths) else 0
+    base = torch.repeat_interleave(starts - offsets, lengths, output_size=total)
+    return base + torch.arange(total, device=starts.device)
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """Tokens sorted by centroid code.
+
+    Shapes: offsets [num_centroids + 1] int64 (centroid c's tokens are ``offsets[c]:offsets[c+1]``);
+    residuals [n, residual_bytes] uint8; owners [n] int32, each token's document slot.
+    """
+
+    offsets: torch.Tensor
+    residuals: torch.Tensor
+    owners: torch.Tensor
+
+    @classmethod
+    def build(cls, codes: torch.Tensor, residuals: torch.Tensor, owners: torch.Tensor, num_centroids: int) -> ClusterLayout:
+        """Sort tokens given in any order (document-major, as stored) by code; stable, so a
+        document's tokens keep their order within a centroid.
+
+        Shapes: codes [n] int; residuals [n, residual_bytes] uint8; owners [n] int.
+
+        >>> layout = ClusterLayout.build(torch.tensor([2, 0, 2, 1]), torch.arange(4, dtype=torch.uint8)[:, None],
+        ...                              torch.tensor([7, 7, 8, 8]), 3)
+        >>> layout.offsets.tolist(), layout.residuals[:, 0].tolist(), layout.owners.tolist()
+        ([0, 1, 2, 4], [1, 3, 0, 2], [7, 8, 7, 8])
+        """
+        codes = codes.long()
+        order = torch.argsort(codes, stable=True)
+        counts = torch.bincount(codes, minlength=num_centroids)
+        offsets = torch.zeros(num_centroids + 1, dtype=torch.long, device=codes.device)
+        torch.cumsum(counts, 0, out=offsets[1:])
+        return cls(offsets, residuals[order], owners[order].to(torch.int32))
+
+    @classmethod
+    def empty(cls, num_centroids: int, residual_bytes: int, device: torch.device) -> ClusterLayout:
+        return cls(
+            torch.zeros(num_centroids + 1, dtype=torch.long, device=device),
+            torch.empty(0, residual_bytes, dtype=torch.uint8, device=device),
+            torch.empty(0, dtype=torch.int32, device=device),
+        )
+
+    def __len__(self) -> int:
+        return int(self.owners.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: residuals, owners and offsets."""
+        return sum(t.numel() * t.element_size() for t in (self.offsets, self.residuals, self.owners))
+
+    def positions(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the tokens of ``cells`` lie, and the code of each.
+
+        Shapes: cells [c] int64 -> ([t] int64 positions, [t] int64 codes).
+        """
+        starts = self.offsets[cells]
+        lengths = self.offsets[cells + 1] - starts
+        return ranges(starts, lengths), torch.repeat_interleave(cells, lengths)
+
+    def decompose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every token's code, residual and owner, for merging layouts.
+
+        Shapes: returns ([n] int64, [n, residual_bytes] uint8, [n] int32).
+        """
+        counts = self.offsets[1:] - self.offsets[:-1]
+        codes = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts, output_size=len(self))
+        return codes, self.residuals, self.owners

@@ -1,0 +1,65 @@
+"""Reading an index's token rows into the search process's resident view (colpg.view).
+
+A view is loaded once, streaming every token row of the index in one snapshot, and then
+moved forward at each search by the documents that ``colpg.token_changes`` says changed
+since the view's snapshot: their current rows are read here, in the search's snapshot.
+Statements come from ``sql/queries`` and run on the search transaction's psycopg connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import psycopg
+import torch
+from tqdm.auto import tqdm
+
+from colpg.resources import query
+from colpg.stores import codes_from_array_send
+from colpg.view import DocumentRows, IndexView
+
+__all__ = ["changed_rows", "load_view"]
+
+LOAD_BATCH = 2048  # token rows per round trip when loading a view
+
+
+def _rows(records: Sequence[tuple[Any, ...]], residual_bytes: int) -> DocumentRows:
+    """``(document_id, version, ntokens, array_send(codes), residuals)`` records as tensors."""
+    if not records:
+        return DocumentRows.concat([], residual_bytes)
+    residuals = np.frombuffer(b"".join(r[4] for r in records), dtype=np.uint8).reshape(-1, residual_bytes)
+    return DocumentRows(
+        ids=torch.tensor([r[0] for r in records], dtype=torch.long),
+        versions=torch.tensor([r[1] for r in records], dtype=torch.long),
+        lengths=torch.tensor([r[2] for r in records], dtype=torch.long),
+        codes=torch.from_numpy(np.concatenate([codes_from_array_send(r[3]) for r in records]).astype(np.int64)),
+        residuals=torch.from_numpy(residuals.copy()),
+    )
+
+
+def _batches(cursor: psycopg.Cursor[Any]) -> Iterable[list[tuple[Any, ...]]]:
+    while batch := cursor.fetchmany(LOAD_BATCH):
+        yield batch
+
+
+def load_view(
+    conn: psycopg.Connection[Any], index_id: int, num_centroids: int, residual_bytes: int, snapshot: str,
+    device: torch.device, *, name: str, progress: bool | None = None,
+) -> IndexView:
+    """Every token row of the index, as the caller's transaction (at ``snapshot``) sees them."""
+    parts = []
+    with conn.cursor(name="colpg_load_view") as cursor:
+        cursor.execute(query("index_tokens"), {"index_id": index_id})
+        with tqdm(desc=f"loading {name}", unit=" docs", disable=None if progress is None else not progress) as bar:
+            for batch in _batches(cursor):
+                parts.append(_rows(batch, residual_bytes))
+                bar.update(len(batch))
+    return IndexView.build(DocumentRows.concat(parts, residual_bytes), num_centroids, snapshot, device)
+
+
+def changed_rows(conn: psycopg.Connection[Any], ids: Sequence[int], residual_bytes: int) -> DocumentRows:
+    """The current token rows of ``ids``; a deleted document has none."""
+    records = conn.execute(query("search_tokens"), {"ids": list(ids)}).fetchall()
+    return _rows(records, residual_bytes)

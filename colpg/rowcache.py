@@ -1,0 +1,89 @@
+"""A byte-capped LRU cache of rerank rows, so the final rerank rarely reads vectors from PostgreSQL.
+
+Entries are keyed by document id and the token row's version (PostgreSQL's ``xmin``, which
+every search reads in its own snapshot), so a rewritten document is never served from an
+old entry. The least recently used entries go first once the cap is reached; an entry
+larger than the cap is not kept at all. Thread-safe: the lock covers dictionary updates
+only, never a database call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+
+from colpg.errors import ConfigurationError
+
+__all__ = ["CACHE_BYTES_ENV", "DEFAULT_CACHE_BYTES", "RowCache", "cache_bytes_from_env"]
+
+CACHE_BYTES_ENV = "COLPG_CACHE_BYTES"
+DEFAULT_CACHE_BYTES = 1 << 30
+
+
+def cache_bytes_from_env() -> int:
+    """``$COLPG_CACHE_BYTES`` (a byte count, 0 to cache nothing), else 1 GiB."""
+    value = os.environ.get(CACHE_BYTES_ENV, "").strip()
+    if not value:
+        return DEFAULT_CACHE_BYTES
+    try:
+        size = int(value)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise ConfigurationError(f"{CACHE_BYTES_ENV} must be a byte count (0 or more), got {value!r}")
+    return size
+
+
+class RowCache:
+    """document id -> (version, tokens as bytes), at most ``max_bytes`` of tokens.
+
+    >>> cache = RowCache(max_bytes=8)
+    >>> cache.put(1, 100, torch.zeros(1, 6, dtype=torch.uint8)); cache.put(2, 100, torch.zeros(1, 6, dtype=torch.uint8))
+    >>> cache.get(1, 100) is None, cache.get(2, 100) is not None, cache.get(2, 101) is None, cache.bytes
+    (True, True, False, 6)
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ConfigurationError(f"the row cache's size must be 0 or more bytes, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[int, tuple[int, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, document_id: int, version: int) -> torch.Tensor | None:
+        with self._lock:
+            entry = self._entries.get(document_id)
+            if entry is None or entry[0] != version:
+                return None
+            self._entries.move_to_end(document_id)
+            return entry[1]
+
+    def get_many(self, ids: Sequence[int], versions: Sequence[int]) -> list[torch.Tensor | None]:
+        return [self.get(i, v) for i, v in zip(ids, versions, strict=True)]
+
+    def put(self, document_id: int, version: int, tokens: torch.Tensor) -> None:
+        size = tokens.numel() * tokens.element_size()
+        with self._lock:
+            old = self._entries.pop(document_id, None)
+            if old is not None:
+                self.bytes -= old[1].numel() * old[1].element_size()
+            if size > self.max_bytes:
+                return
+            self._entries[document_id] = (version, tokens)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self.bytes -= evicted.numel() * evicted.element_size()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0

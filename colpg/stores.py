@@ -1,0 +1,193 @@
+"""The rerank-precision stores: each kind knows its parameters, its columns, and how its rows decode.
+
+A store keeps every token again at a higher precision than the 2-bit residuals, for the
+final MaxSim: ``int8`` (the default, per-dimension scales), ``residual4`` (4-bit residuals
+over the same centroids), ``fp16`` (pgvector halfvec) or ``none`` (the codes and residuals
+themselves). Whatever the kind, a document's stored tokens reach search as one ``[tokens,
+width]`` uint8 tensor (:meth:`RerankStore.raw`), which the row cache keeps and
+:meth:`RerankStore.decode` turns into unit vectors. Rows are written and deleted with the
+document's token row, in one transaction, so the token row's version is theirs too.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pgvector import HalfVector
+
+from colpg.codec import Int8Codec, ResidualCodec, fit_buckets
+
+__all__ = ["KINDS", "RerankStore", "StoredRow", "store_for", "train_store"]
+
+#: The kinds of rerank store, the order of ``colpg index create --precision``.
+KINDS = ("none", "residual4", "int8", "fp16")
+
+ARRAY_HEADER = 20  # array_send of int4[]: ndim, flags, element type, length, lower bound
+HALFVEC_HEADER = 4  # halfvec_send: int16 dim, int16 unused
+
+#: A fetched row: ``ntokens`` and the store's columns as bytes (codes in array_send's format).
+StoredRow = Mapping[str, Any]
+
+
+def codes_from_array_send(raw: bytes) -> np.ndarray:
+    """int4[] in PostgreSQL's binary array format to int32 values.
+
+    >>> codes_from_array_send(bytes(20) + bytes([0, 0, 0, 4, 0, 0, 0, 7])).tolist()
+    [7]
+    """
+    return np.frombuffer(raw, dtype=">i4", offset=ARRAY_HEADER)[1::2].astype(np.int32)
+
+
+def _bytes(raw: bytes | memoryview, rows: int) -> torch.Tensor:
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(rows, -1)
+
+
+def _codes_bytes(row: StoredRow) -> torch.Tensor:
+    """Codes as 4 little-endian bytes per token, so codes and residual bytes share one uint8 tensor."""
+    return torch.from_numpy(codes_from_array_send(row["codes"]).astype("<i4").view(np.uint8).reshape(-1, 4).copy())
+
+
+class RerankStore(ABC):
+    """One kind of rerank store. Subclasses say which columns a row needs and how they decode."""
+
+    kind: ClassVar[str]
+    #: The columns of ``sql/queries/search_rerank_rows.sql`` this store reads.
+    columns: ClassVar[frozenset[str]]
+    #: Whether rows go to ``colpg.rerank_vectors`` (``none`` reuses the token row).
+    keeps_rows: ClassVar[bool] = True
+
+    def params(self) -> dict[str, Any] | None:
+        """What ``colpg.indexes.rerank_codec`` keeps of it."""
+        return {"kind": self.kind}
+
+    def wanted(self) -> dict[str, bool]:
+        """The SQL flags that select this store's columns and no others."""
+        return {f"want_{name}": name in self.columns for name in ("codes", "residuals", "payload", "vectors")}
+
+    @abstractmethod
+    def encode(self, vectors: torch.Tensor, codes: torch.Tensor) -> tuple[bytes | None, list[HalfVector] | None]:
+        """One document's ``rerank_vectors`` row: ``(payload, vectors)``. Shapes: vectors [tokens, dim], codes [tokens]."""
+
+    @abstractmethod
+    def raw(self, row: StoredRow) -> torch.Tensor:
+        """A fetched row's tokens as bytes. Shapes: -> [ntokens, width] uint8."""
+
+    @abstractmethod
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        """Shapes: [n, width] uint8 -> [n, dim] float32, L2-normalised."""
+
+
+class Int8Store(RerankStore):
+    kind = "int8"
+    columns = frozenset({"payload"})
+
+    def __init__(self, codec: Int8Codec) -> None:
+        self.codec = codec
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "scales": self.codec.scales.tolist()}
+
+    def encode(self, vectors: torch.Tensor, codes: torch.Tensor) -> tuple[bytes, None]:
+        return self.codec.compress(vectors).cpu().numpy().tobytes(), None
+
+    def raw(self, row: StoredRow) -> torch.Tensor:
+        return _bytes(row["payload"], row["ntokens"])
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.codec.decompress(raw.view(torch.int8))
+
+
+class Residual4Store(RerankStore):
+    kind = "residual4"
+    columns = frozenset({"codes", "payload"})
+
+    def __init__(self, codec: ResidualCodec) -> None:
+        self.codec = codec
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "cutoffs": self.codec.cutoffs.flatten().tolist(), "weights": self.codec.weights.flatten().tolist()}
+
+    def encode(self, vectors: torch.Tensor, codes: torch.Tensor) -> tuple[bytes, None]:
+        return self.codec.compress(vectors, codes)[1].cpu().numpy().tobytes(), None
+
+    def raw(self, row: StoredRow) -> torch.Tensor:
+        return torch.cat([_codes_bytes(row), _bytes(row["payload"], row["ntokens"])], dim=1)
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        codes = raw[:, :4].contiguous().view(torch.int32).flatten()
+        return self.codec.decompress(codes, raw[:, 4:])
+
+
+class Fp16Store(RerankStore):
+    kind = "fp16"
+    columns = frozenset({"vectors"})
+
+    def encode(self, vectors: torch.Tensor, codes: torch.Tensor) -> tuple[None, list[HalfVector]]:
+        return None, [HalfVector(v) for v in vectors.cpu().numpy()]
+
+    def raw(self, row: StoredRow) -> torch.Tensor:
+        """``vectors`` come as one bytea of halfvec_send records: a 4-byte header, then big-endian halves."""
+        records = np.frombuffer(row["vectors"], dtype=">f2").reshape(row["ntokens"], -1)[:, HALFVEC_HEADER // 2 :]
+        return torch.from_numpy(records.astype("<f2").view(np.uint8).copy())
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return F.normalize(raw.contiguous().view(torch.float16).float(), dim=-1)
+
+
+class NoStore(RerankStore):
+    """No store: the final rerank decompresses the 2-bit residuals (re-normalised)."""
+
+    kind = "none"
+    columns = frozenset({"codes", "residuals"})
+    keeps_rows = False
+
+    def __init__(self, codec: ResidualCodec) -> None:
+        self.codec = codec
+
+    def params(self) -> None:
+        return None
+
+    def encode(self, vectors: torch.Tensor, codes: torch.Tensor) -> tuple[bytes | None, list[HalfVector] | None]:
+        raise ValueError("the 'none' store keeps no rows")
+
+    def raw(self, row: StoredRow) -> torch.Tensor:
+        return torch.cat([_codes_bytes(row), _bytes(row["residuals"], row["ntokens"])], dim=1)
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        codes = raw[:, :4].contiguous().view(torch.int32).flatten()
+        return self.codec.decompress(codes, raw[:, 4:])
+
+
+def store_for(params: dict[str, Any] | None, codec: ResidualCodec) -> RerankStore:
+    """The store an index's ``rerank_codec`` parameters describe, over its residual codec."""
+    if params is None:
+        return NoStore(codec)
+    kind = params["kind"]
+    if kind == "int8":
+        return Int8Store(Int8Codec(torch.tensor(params["scales"], dtype=torch.float32)))
+    if kind == "residual4":
+        cutoffs = torch.tensor(params["cutoffs"], dtype=torch.float32).view(codec.dim, 15)
+        weights = torch.tensor(params["weights"], dtype=torch.float32).view(codec.dim, 16)
+        return Residual4Store(ResidualCodec(codec.centroids, 4, cutoffs, weights))
+    if kind == "fp16":
+        return Fp16Store()
+    raise ValueError(f"unknown rerank store {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def train_store(kind: str, sample: torch.Tensor, codec: ResidualCodec) -> RerankStore:
+    """A new store of ``kind`` fitted to a sample of token vectors. Shapes: sample [n, dim]."""
+    if kind == "int8":
+        return Int8Store(Int8Codec.fit(sample))
+    if kind == "residual4":
+        cutoffs, weights = fit_buckets(sample - codec.centroids[codec.compress(sample)[0]], 4)
+        return Residual4Store(ResidualCodec(codec.centroids, 4, cutoffs, weights))
+    if kind == "fp16":
+        return Fp16Store()
+    if kind == "none":
+        return NoStore(codec)
+    raise ValueError(f"unknown rerank store {kind!r}; expected one of {', '.join(KINDS)}")
