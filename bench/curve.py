@@ -64,17 +64,17 @@ def main() -> None:
         try:
             index = Indexer(encoder, IndexConfig(nbits=nbits, precision=precision), url=url).index("curve", documents)
             searcher = index.searcher
-            searcher.warm(progress=False)
+            searcher.warm(rows=True, progress=False)
             found, times = [], []
             for vectors in queries:
                 started = time.perf_counter()
                 ranked = searcher.search_vectors(vectors, 10)
                 times.append(time.perf_counter() - started)
-                found.append([row.external_id for _, row, _ in ranked])
+                found.append([r.external_id for r in ranked])
             stored_ids, _, stored = searcher.stored_documents()
             exact_stored = [sorted(r, key=lambda d: -r[d]) for r in brute_force(queries, stored_ids, stored, 10)]
             info = index.info()
-            searcher.engine.dispose()
+            searcher.close()
         finally:
             drop_database(base_url, name)
         codes, rerank = info["codes_residuals_table_bytes_per_token"], info["rerank_table_bytes_per_token"]

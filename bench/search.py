@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/search.py --index scifact [--dataset ../shared/data/scifact] [--k 10] [--clients 4]
 
-p50/p95 per query, split into query encoding, SQL (candidates and filters), fetch (tokens
-missing from the worker's cache, the rerank store's vectors of the best candidates, the
-results' rows), and scoring (centroid interaction, residual MaxSim, rerank) in the worker;
-then queries per second with N concurrent clients sharing one Index (its connection pool,
-cache and device). The cache is filled before timing, as a long-running worker's would be.
+p50/p95 per query, split into query encoding and colpg.search's stages: sync (the index row
+and the token-change log, in the search's snapshot), probe (probed-token scores over the
+resident tokens), filter, rerank (exact MaxSim of the nrerank best, rows from the row cache
+or PostgreSQL) and rows (the results' rows); then queries per second with N concurrent
+clients sharing one Index (its connection pool, resident tokens and row cache). The resident
+tokens are loaded and the row cache filled before timing, as a long-running service's would be.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from colpg.evaluate import read_queries
 from colpg.index import Index
+from colpg.params import default_params
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -39,8 +41,6 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--ncells", type=int)
-    parser.add_argument("--threshold", type=float)
-    parser.add_argument("--ndocs", type=int)
     parser.add_argument("--nrerank", type=int)
     args = parser.parse_args()
     logging.getLogger("colpg.tokenization").setLevel(logging.ERROR)
@@ -48,14 +48,14 @@ def main() -> None:
     index = Index(args.index)
     texts = list(read_queries(args.dataset / "queries.jsonl").values())[: args.queries]
     searcher = index.searcher
-    stages_options = {"ncells": args.ncells, "centroid_score_threshold": args.threshold, "ndocs": args.ndocs, "nrerank": args.nrerank}
-    params = searcher.with_params(args.k, **stages_options)
+    params = default_params(args.k).replace(ncells=args.ncells, nrerank=args.nrerank)
     started = time.perf_counter()
-    searcher.warm(progress=False)
+    searcher.warm(rows=True, progress=False)
     warm_seconds = time.perf_counter() - started
     index.search(texts[0], args.k)  # warm-up: model, pool, device
 
-    stages: dict[str, list[float]] = {"encode": [], "sql": [], "fetch": [], "score": [], "total excl. encoding": []}
+    names = ("sync", "probe", "filter", "rerank", "rows")
+    stages: dict[str, list[float]] = {"encode": [], **{name: [] for name in names}, "total excl. encoding": []}
     for text in texts:
         started = time.perf_counter()
         vectors = index.encoder.encode_queries([text])[0]
@@ -63,11 +63,11 @@ def main() -> None:
         started = time.perf_counter()
         searcher.search_vectors(vectors, args.k, params=params)
         stages["total excl. encoding"].append(time.perf_counter() - started)
-        for stage in ("sql", "fetch", "score"):
+        for stage in names:
             stages[stage].append(searcher.timings.get(stage, 0.0))
 
     def one(text: str) -> None:
-        index.search(text, args.k, **stages_options)
+        index.search(text, args.k, ncells=params.ncells, nrerank=params.nrerank)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(args.clients) as pool:
@@ -77,7 +77,7 @@ def main() -> None:
     info = index.info()
     print(f"index {args.index}: {info['documents']} documents, {info['tokens']} tokens, nbits {info['nbits']},"
           f" precision {info['precision']}; {len(texts)} queries, k={args.k}; device {index.encoder.device},"
-          f" {torch.get_num_threads()} threads; {params}; cache filled in {warm_seconds:.1f} s")
+          f" {torch.get_num_threads()} threads; {params}; loaded and cached in {warm_seconds:.1f} s")
     print()
     print("| stage | p50 ms | p95 ms | mean ms |")
     print("|---|---|---|---|")

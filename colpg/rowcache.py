@@ -44,7 +44,7 @@ class RowCache:
     >>> cache = RowCache(max_bytes=8)
     >>> cache.put(1, 100, torch.zeros(1, 6, dtype=torch.uint8)); cache.put(2, 100, torch.zeros(1, 6, dtype=torch.uint8))
     >>> cache.get(1, 100) is None, cache.get(2, 100) is not None, cache.get(2, 101) is None, cache.bytes
-    (True, True, False, 6)
+    (True, True, True, 6)
     """
 
     def __init__(self, max_bytes: int) -> None:

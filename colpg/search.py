@@ -110,7 +110,9 @@ class IndexSearcher:
         self._load_lock = threading.Lock()  # one full load at a time
         #: Seconds per stage of the last search (sync, probe, filter, rerank, rows), for benchmarks.
         self.timings: dict[str, float] = {}
-        self._local = threading.local()  # the running search's timings, per thread
+        #: Counts of the last search: ``tokens_scored``, the (query token, token) similarities its probe computed.
+        self.stats: dict[str, int] = {}
+        self._local = threading.local()  # the running search's timings and counts, per thread
 
     # -- the snapshot and the resident view --------------------------------------------------
 
@@ -247,6 +249,7 @@ class IndexSearcher:
             candidates = probe(query, centroid_scores, loaded.codec, view.segments, params.ncells, mask, limit)
             ids = view.ids[candidates.slots.cpu()].tolist()
             self._add_time("probe", started)
+            self._local.stats["tokens_scored"] = self._local.stats.get("tokens_scored", 0) + candidates.tokens_scored
             if where is None:
                 return ids
             started = time.perf_counter()
@@ -293,7 +296,7 @@ class IndexSearcher:
         if k < 1:
             raise ConfigurationError(f"k must be positive, got {k}")
         query = query.to(self.device, torch.float32)
-        self._local.timings = {}
+        self._local.timings, self._local.stats = {}, {"tokens_scored": 0}
         with self._snapshot() as (connection, pg):
             started = time.perf_counter()
             loaded = self._current(pg)
@@ -302,7 +305,7 @@ class IndexSearcher:
             started = time.perf_counter()
             ranked = self._with_rows(pg, ranked, text)
             self._add_time("rows", started)
-        self.timings = self._local.timings
+        self.timings, self.stats = self._local.timings, self._local.stats
         return ranked
 
     def _rank(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from colpg import db
+from colpg.collection import CollectionDocument
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, EncodingError, IndexNotFound
 from colpg.index import Index, IndexConfig, Indexer
 from colpg.orm import Document
+from colpg.search import Hit
 from colpg.params import SearchParams, default_params
 from colpg.scoring import maxsim_flat, owners
 
@@ -198,3 +201,100 @@ def test_eval_reports_quality_and_agreement_with_exact(index: Index, tmp_path: P
     result = CliRunner().invoke(app, ["eval", "scifact", "--dataset", str(tmp_path), "--vs-exact", "-k", "5"])
     assert result.exit_code == 0, result.output
     assert "exact, original vectors" in result.output and "recall@5 vs exact on stored tokens" in result.output
+
+
+def _ranking(hits: list[Hit]) -> list[tuple[str, float]]:
+    return [(h.external_id, round(h.score, 5)) for h in hits]
+
+
+def test_a_tiny_row_cache_gives_the_same_results(index: Index, migrated_url: str, encoder: Encoder) -> None:
+    """Rerank rows evicted at every step (a 1-byte cap holds none) are read from PostgreSQL instead."""
+    tiny = Index("scifact", url=migrated_url, encoder=encoder, cache_bytes=1)
+    for query in ("brain development", "vaccine trial outcomes", "protein folding in cells"):
+        assert _ranking(tiny.search(query, k=5)) == _ranking(index.search(query, k=5))
+    assert len(tiny.searcher.cache) == 0 and tiny.searcher.cache.bytes == 0
+    assert len(index.searcher.cache) > 0
+
+
+def test_concurrent_changes_never_serve_a_stale_document(index: Index, migrated_url: str, encoder: Encoder) -> None:
+    """Searches during adds, updates and deletes only return documents as some snapshot held them;
+    afterwards the long-running searcher answers exactly as a fresh one and as exact search."""
+    query = "axolotl limb regeneration"
+    written: set[str] = set()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for i in range(6):
+                index.add([{"id": f"x{i}", "text": f"Axolotl limb regeneration, report {i}."}])
+                written.add(f"x{i}")
+                if i % 2:
+                    index.update([{"id": f"x{i}", "text": "A recipe for sourdough bread."}])
+                if i % 3 == 2:
+                    index.delete([f"x{i}"])
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def search() -> None:
+        try:
+            while not done.is_set():
+                for hit in index.search(query, k=5):
+                    assert hit.external_id.startswith("d") or hit.external_id in written | {f"x{i}" for i in range(6)}
+                    if hit.external_id.startswith("x"):
+                        assert "Axolotl" in (hit.text or "") or "sourdough" in (hit.text or "")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write), *(threading.Thread(target=search) for _ in range(2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not errors, errors
+    fresh = Index("scifact", url=migrated_url, encoder=encoder)
+    assert _ranking(index.search(query, k=8)) == _ranking(fresh.search(query, k=8)) == _ranking(index.search(query, k=8, exact=True))
+    alive = {h.external_id for h in index.search(query, k=40, exact=True) if h.external_id.startswith("x")}
+    assert alive == {"x0", "x1", "x3", "x4"}
+
+
+def test_a_rebuild_is_picked_up_by_a_running_searcher_and_worker(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> None:
+    from colpg.worker import IngestWorker
+
+    index = Indexer(encoder, CONFIG).index("live", small_texts[:8])
+    worker = IngestWorker(migrated_url)
+    assert worker.run_once() == 0
+    assert index.search("brain", k=3)[0].external_id in {str(i) for i in range(8)}
+    Indexer(encoder, CONFIG).index("live", [{"id": f"new{i}", "text": t} for i, t in enumerate(small_texts[8:16])], overwrite=True)
+    hits = index.search("brain", k=3)  # the same Index object, opened before the rebuild
+    assert len(hits) == 3 and all(h.external_id.startswith("new") for h in hits)
+    with db.connect(migrated_url) as conn:
+        conn.execute("INSERT INTO colpg.documents (index_name, external_id, text) VALUES ('live', 'sql', 'Axolotl limb regeneration.')")
+        conn.commit()
+    assert worker.run_once() == 1  # the worker loaded the rebuilt index's codec instead of failing on its old id
+    assert index.search("axolotl regeneration", k=1)[0].external_id == "sql"
+
+
+def test_search_cost_follows_the_probed_cells_not_the_collection(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> None:
+    """Documents whose tokens all lie under centroids the query does not probe add nothing to its work."""
+    from colpg import store
+
+    index = Indexer(encoder, CONFIG).index("cost", small_texts[:12])
+    query = encoder.encode_queries(["white matter development in the newborn brain"])[0]
+    searcher = index.searcher
+    before = searcher.search_vectors(query, 3)
+    scored = searcher.stats["tokens_scored"]
+    loaded = searcher.loaded()
+    ncells = default_params(3).ncells
+    far = (query @ loaded.codec.centroids.T).max(dim=0).values.argsort()[: 4].tolist()  # centroids no query token probes
+    assert ncells < loaded.codec.centroids.shape[0] - 4
+    vectors = [loaded.codec.centroids[far].clone() for _ in range(50)]
+    documents = [CollectionDocument(f"far{i}", "unrelated", {}) for i in range(50)]
+    with db.connect(migrated_url) as conn, conn.transaction():
+        store.write_documents(conn, loaded.record.id, documents, vectors, loaded.codec, loaded.store)
+    after = searcher.search_vectors(query, 3)
+    assert searcher.loaded().view.documents == 62
+    assert searcher.stats["tokens_scored"] == scored
+    assert [r.external_id for r in after] == [r.external_id for r in before]
