@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -51,6 +52,7 @@ from colpg.collection import CollectionDocument
 from colpg.encoder import Encoder
 from colpg.evaluate import quality
 from colpg.index import IndexConfig, Indexer
+from colpg.rowcache import DEFAULT_CACHE_BYTES
 from colpg.scoring import maxsim_flat, owners
 from index import drop_database, fresh_database  # bench/index.py
 from search import percentile  # bench/search.py
@@ -83,11 +85,12 @@ PLAID_SETTINGS = [
     {"label": "4. PLAID, its settings for k=10", "ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 256},
     {"label": "4. PLAID, ncells 4, ndocs 4096 (more exact)", "ncells": 4, "centroid_score_threshold": 0.4, "ndocs": 4096},
 ]
-COLPG_SETTINGS: list[tuple[str, dict[str, Any]]] = [
-    ("5. colpg, defaults", {}),
-    ("5. colpg, PLAID's stage sizes (faster)", {"ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 256, "nrerank": 64}),
-    ("5. colpg, ncells 16, nrerank 1024 (more exact)", {"ncells": 16, "nrerank": 1024}),
+COLPG_SETTINGS: list[dict[str, Any]] = [
+    {"label": "5. colpg, defaults"},
+    {"label": "5. colpg, ncells 16, nrerank 64 (faster)", "ncells": 16, "nrerank": 64},
+    {"label": "5. colpg, ncells 64, nrerank 1024 (more exact)", "ncells": 64, "nrerank": 1024},
 ]
+CONTENDERS = ("exact", "recipes", "plaid", "colpg")
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Result:
     codes_residuals_bytes_per_token: float | None = None
     other_bytes_per_token: float | None = None
     memory_mb: float | None = None
+    rss_mb: float | None = None
     error: str | None = None
 
     @property
@@ -149,6 +153,7 @@ class Suite:
         self.qps_queries = qps_queries
         self.results: list[Result] = []
         self.reference: list[list[str]] = []
+        self._owner = owners(vectors.doclens)
 
     def record(self, contender: str, timed: Timed | None = None, **fields: Any) -> Result:
         v = self.vectors
@@ -167,16 +172,32 @@ class Suite:
         print(row(result), flush=True)
         return result
 
+    def _exact(self, query: torch.Tensor) -> list[str]:
+        v = self.vectors
+        scores = maxsim_flat(query[None], v.tokens, self._owner, len(v.ids))[0]
+        return [v.ids[i] for i in scores.topk(min(self.k, len(v.ids))).indices.tolist()]
+
+    @property
+    def _reference_path(self) -> Path:
+        v = self.vectors
+        return token_vectors.CACHE / f"reference-{v.name}-{len(v.ids)}-{len(v.tokens)}-{len(self.queries)}-{self.k}.json"
+
+    def load_reference(self) -> None:
+        """Exact MaxSim's top k per query: cached, so contenders can run in separate invocations."""
+        path = self._reference_path
+        if path.is_file():
+            self.reference = json.loads(path.read_text())
+        else:
+            self.reference = [self._exact(query) for query in self.queries]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.reference))
+
     def brute_force(self) -> None:
         v = self.vectors
-        owner = owners(v.doclens)
-
-        def run(query: torch.Tensor) -> list[str]:
-            scores = maxsim_flat(query[None], v.tokens, owner, len(v.ids))[0]
-            return [v.ids[i] for i in scores.topk(min(self.k, len(v.ids))).indices.tolist()]
-
-        timed = measure(run, self.queries, self.clients, self.qps_queries)
+        timed = measure(self._exact, self.queries, self.clients, self.qps_queries)
         self.reference = timed.found
+        self._reference_path.parent.mkdir(parents=True, exist_ok=True)
+        self._reference_path.write_text(json.dumps(self.reference))
         self.record("1. exact brute force (torch, in memory)", timed, other_bytes_per_token=4.0 * v.tokens.shape[1],
                     memory_mb=v.tokens.numel() * 4 / 2**20)
 
@@ -252,20 +273,22 @@ class Suite:
             result = json.loads(output.read_text())
         tokens = result["tokens"]
         sizes = result["bytes"]
+        memory = result["memory"]
         for run in result["runs"]:
             found = [[v.ids[p] for p in pids] for pids in run["found"]]
             self.record(run["label"], Timed(found, run["times"], run["qps"]), build_s=result["build_s"],
                         codes_residuals_bytes_per_token=sizes["codes_residuals"] / tokens,
                         other_bytes_per_token=sizes["other"] / tokens,
-                        memory_mb=(sizes["codes_residuals"] + sizes["other"]) / 2**20)
+                        memory_mb=(memory["searched"] - memory["baseline"]) / 2**20, rss_mb=memory["searched"] / 2**20)
 
-    def colpg(self, url: str, encoder: Encoder, nbits: int) -> None:
+    def colpg(self, url: str, encoder: Encoder, checkpoint: Path, nbits: int, cache_bytes: int, timeout_s: int) -> None:
+        """Build in this process (the same vectors as every contender), search in a process of its own (colpg_runner.py)."""
         v = self.vectors
         indexer = Indexer(encoder, IndexConfig(nbits=nbits), url=url)
         position = {doc_id: i for i, doc_id in enumerate(v.ids)}
 
         def precomputed(documents: Sequence[CollectionDocument]) -> list[torch.Tensor]:
-            return [v.document(position[d.external_id]) for d in documents]
+            return [v.document(position[d.external_id]).float() for d in documents]
 
         indexer._encode = precomputed  # type: ignore[method-assign]  # the same vectors as every contender
         collection = [(doc_id, doc_id) for doc_id in v.ids]
@@ -273,19 +296,31 @@ class Suite:
         index = indexer.index("compare", collection)
         build_s = time.perf_counter() - started
         info = index.info()
-        searcher = index.searcher
-        searcher.warm(progress=False)
-        memory = searcher.cache.bytes + searcher.codec.centroids.numel() * 4
-        for label, overrides in COLPG_SETTINGS:
-            params = searcher.with_params(self.k, **overrides)
-
-            def run(vectors: torch.Tensor, params: Any = params) -> list[str]:
-                return [r.external_id for _, r, _ in searcher.search_vectors(vectors, self.k, params=params)]
-
-            self.record(label, measure(run, self.queries, self.clients, self.qps_queries), build_s=build_s,
+        with tempfile.TemporaryDirectory(prefix="colpg-search-", dir=RESULTS) as work:
+            workdir = Path(work)
+            np.save(workdir / "queries.npy", self.queries.float().numpy())
+            params = {"url": url, "index": "compare", "checkpoint": str(checkpoint), "k": self.k, "settings": COLPG_SETTINGS,
+                      "clients": self.clients, "qps_queries": self.qps_queries, "cache_bytes": cache_bytes, "fill_cache": True}
+            (workdir / "params.json").write_text(json.dumps(params))
+            command = ["timeout", str(timeout_s), sys.executable, str(BENCH / "colpg_runner.py"), str(workdir)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            output = workdir / "result.json"
+            if done.returncode != 0 or not output.is_file():
+                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                self.record("5. colpg", error=f"exit {done.returncode}: {' / '.join(tail)}")
+                return
+            result = json.loads(output.read_text())
+        memory = result["memory"]
+        for run in result["runs"]:
+            self.record(run["label"], Timed(run["found"], run["times"], run["qps"]), build_s=build_s,
                         codes_residuals_bytes_per_token=info["codes_residuals_table_bytes_per_token"],
-                        other_bytes_per_token=info["rerank_table_bytes_per_token"], memory_mb=memory / 2**20)
-        searcher.engine.dispose()
+                        other_bytes_per_token=info["rerank_table_bytes_per_token"],
+                        memory_mb=(memory["searched"] - memory["baseline"]) / 2**20, rss_mb=memory["searched"] / 2**20)
+        stages = {name: percentile([1000 * t.get(name, 0.0) for t in result["runs"][0]["stages"]], 0.5)
+                  for name in ("sync", "probe", "filter", "rerank", "rows")}
+        print(f"<!-- {v.name}: colpg defaults {result['runs'][0]['params']}, stage p50 ms {stages}; resident tokens"
+              f" {result['resident_bytes'] / 2**20:.0f} MB, row cache {result['cache_bytes'] / 2**20:.0f} MB"
+              f" (cap {cache_bytes / 2**20:.0f} MB), loaded in {result['load_s']:.1f} s -->", flush=True)
 
 
 class _ConnectionPerThread:
@@ -311,7 +346,7 @@ class _ConnectionPerThread:
 
 HEADER = (
     "| collection | contender | recall@10 vs exact | nDCG@10 | p50 ms | p95 ms | QPS (4 clients) | build s "
-    "| codes+residuals B/token | other B/token | search memory MB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "| codes+residuals B/token | other B/token | search memory MB | search RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -321,30 +356,39 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def row(r: Result) -> str:
     if r.error:
-        return f"| {r.collection} | {r.contender} | failed: {r.error} | | | | | | | | |"
+        return f"| {r.collection} | {r.contender} | failed: {r.error} | | | | | | | | | |"
     return (
         f"| {r.collection} | {r.contender} | {_fmt(r.recall, 3)} | {_fmt(r.ndcg, 4)} | {_fmt(r.p50_ms, 1)} | {_fmt(r.p95_ms, 1)}"
         f" | {_fmt(r.qps, 1)} | {_fmt(r.build_s, 1)} | {_fmt(r.codes_residuals_bytes_per_token, 1)}"
-        f" | {_fmt(r.other_bytes_per_token, 1)} | {_fmt(r.memory_mb, 0)} |"
+        f" | {_fmt(r.other_bytes_per_token, 1)} | {_fmt(r.memory_mb, 0)} | {_fmt(r.rss_mb, 0)} |"
     )
 
 
-def goals(results: list[Result]) -> list[str]:
-    """The issue's latency goals for colpg's defaults, per collection, as ratios measured in this run."""
+def goals(results: list[Result], cache_bytes: int) -> list[str]:
+    """Search engine v2's targets for colpg's defaults, per collection, read off this table."""
     lines = []
-    for collection in dict.fromkeys(r.collection for r in results):
-        by = {r.contender: r for r in results if r.collection == collection and r.p50_ms is not None}
-        ours = by.get(COLPG_SETTINGS[0][0])
-        if ours is None or ours.p50_ms is None:
+    by_collection: dict[str, dict[str, Result]] = {}
+    for r in results:
+        by_collection.setdefault(r.collection, {})[r.contender] = r
+    for collection, by in by_collection.items():
+        ours, plaid = by.get(COLPG_SETTINGS[0]["label"]), by.get(PLAID_SETTINGS[0]["label"])
+        if ours is None or ours.p50_ms is None or ours.recall is None:
             continue
-        parts = [f"{collection}: colpg defaults p50 {ours.p50_ms:.1f} ms, recall {ours.recall:.3f}"]
-        for label, name in [("2. pgvector exact recipe (vector[] + max_sim)", "recipe 2"),
-                            ("3. pgvector HNSW recipe (per token, ef_search 40)", "recipe 3"),
-                            (PLAID_SETTINGS[0]["label"], "PLAID")]:
-            other = by.get(label)
-            if other is not None and other.p50_ms:
-                parts.append(f"{ours.p50_ms / other.p50_ms:.2f}x {name}'s p50 (its recall {other.recall:.3f})")
+        parts = [f"{collection}: colpg defaults recall {ours.recall:.3f}, p50 {ours.p50_ms:.1f} ms"]
+        if plaid is not None and plaid.p50_ms:
+            parts.append(f"{ours.p50_ms / plaid.p50_ms:.2f}x PLAID's p50 ({plaid.p50_ms:.1f} ms, recall {plaid.recall:.3f})")
+        if ours.memory_mb is not None and ours.codes_residuals_bytes_per_token is not None:
+            bound = (ours.codes_residuals_bytes_per_token * ours.tokens + cache_bytes) / 2**20
+            parts.append(f"search memory {ours.memory_mb:,.0f} MB (bound: codes+residuals + cache cap = {bound:,.0f} MB)")
         lines.append("; ".join(parts))
+    assembled = {r.documents: r for r in results if r.contender == COLPG_SETTINGS[0]["label"] and r.collection.startswith("assembled")}
+    plaid_assembled = {r.documents: r for r in results if r.contender == PLAID_SETTINGS[0]["label"] and r.collection.startswith("assembled")}
+    if len(assembled) > 1:
+        small, large = min(assembled), max(assembled)
+        growth = f"growth {small:,} -> {large:,} documents: colpg p50 x{(assembled[large].p50_ms or 0) / (assembled[small].p50_ms or 1):.2f}"
+        if small in plaid_assembled and large in plaid_assembled:
+            growth += f", PLAID x{(plaid_assembled[large].p50_ms or 0) / (plaid_assembled[small].p50_ms or 1):.2f}"
+        lines.append(growth)
     return lines
 
 
@@ -377,11 +421,33 @@ def plot(results: list[Result], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def plot_growth(results: list[Result], path: Path) -> None:
+    """p50 latency against collection size on the assembled collections: colpg's defaults and PLAID's k=10 settings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label, name in [(COLPG_SETTINGS[0]["label"], "colpg, defaults"), (PLAID_SETTINGS[0]["label"], "PLAID, its k=10 settings")]:
+        points = sorted((r.documents, r.p50_ms) for r in results
+                        if r.contender == label and r.collection.startswith("assembled") and r.p50_ms is not None)
+        if points:
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    axis.set_xscale("log")
+    axis.set_xlabel("documents (assembled collections)")
+    axis.set_ylabel("p50 latency, ms (query encoding excluded)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def replot(path: Path) -> None:
-    """Draw the plot again from a results file, without running anything."""
-    saved = json.loads(path.read_text())["results"]
-    fields = set(Result.__dataclass_fields__)
-    plot([Result(**{k: v for k, v in r.items() if k in fields}) for r in saved], path.with_suffix(".png"))
+    """Draw the plots again from a results file, without running anything."""
+    rows = _load(path)
+    plot(rows, path.with_suffix(".png"))
+    plot_growth(rows, path.parent / f"{path.stem}-growth.png")
 
 
 def main() -> None:
@@ -398,8 +464,12 @@ def main() -> None:
     parser.add_argument("--scale-queries", type=int, default=20, help="queries per assembled collection")
     parser.add_argument("--scale-only", action="store_true", help="the datasets only as the assembled collections' pool")
     parser.add_argument("--recipes-up-to", type=int, default=10_000, help="skip the pgvector recipes above N documents")
+    parser.add_argument("--contenders", nargs="*", choices=CONTENDERS, default=list(CONTENDERS),
+                        help="which to run; their rows replace those of an earlier run in OUT.json, the others are kept")
     parser.add_argument("--plaid-python", type=Path, default=PLAID_PYTHON)
     parser.add_argument("--plaid-timeout", type=int, default=3600)
+    parser.add_argument("--colpg-timeout", type=int, default=3600)
+    parser.add_argument("--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES, help="colpg's row cache (COLPG_CACHE_BYTES)")
     parser.add_argument("--out", type=Path, default=RESULTS / "compare")
     parser.add_argument("--replot", action="store_true", help="only draw OUT.png again from OUT.json")
     args = parser.parse_args()
@@ -430,33 +500,53 @@ def main() -> None:
     for vectors in collections:
         queries = args.scale_queries if vectors.name.startswith("assembled") else args.queries
         suite = Suite(vectors, queries, args.k, args.clients, args.qps_queries)
-        suite.brute_force()
+        if "exact" in args.contenders:
+            suite.brute_force()
+        else:
+            suite.load_reference()
         name, url = fresh_database(base_url)
         try:
-            if len(vectors.ids) <= args.recipes_up_to:
+            if "recipes" in args.contenders and len(vectors.ids) <= args.recipes_up_to:
                 suite.recipes(url)
-            if args.plaid_python.is_file():
-                suite.plaid(args.plaid_python, checkpoint, args.nbits, args.plaid_timeout)
-            else:
-                suite.record("4. Stanford PLAID (colbert-ai)", error=f"{args.plaid_python} missing: run make bench-setup")
-            suite.colpg(url, encoder, args.nbits)
+            if "plaid" in args.contenders:
+                if args.plaid_python.is_file():
+                    suite.plaid(args.plaid_python, checkpoint, args.nbits, args.plaid_timeout)
+                else:
+                    suite.record("4. Stanford PLAID (colbert-ai)", error=f"{args.plaid_python} missing: run make bench-setup")
+            if "colpg" in args.contenders:
+                suite.colpg(url, encoder, Path(checkpoint), args.nbits, args.cache_bytes, args.colpg_timeout)
         finally:
             drop_database(base_url, name)
         results += suite.results
         write(results, machine, args)  # after each collection, so a long run leaves what it measured
 
     print()
-    for line in goals(results):
+    for line in goals(merged(results, args.out.with_suffix(".json")), args.cache_bytes):
         print(f"- {line}")
     print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
 
 
+def _load(path: Path) -> list[Result]:
+    if not path.is_file():
+        return []
+    fields = set(Result.__dataclass_fields__)
+    return [Result(**{k: v for k, v in r.items() if k in fields}) for r in json.loads(path.read_text())["results"]]
+
+
+def merged(results: list[Result], path: Path) -> list[Result]:
+    """An earlier run's rows, with those this run measured again replaced (same collection and contender)."""
+    new = {(r.collection, r.contender) for r in results}
+    return [r for r in _load(path) if (r.collection, r.contender) not in new] + results
+
+
 def write(results: list[Result], machine: str, args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = merged(results, args.out.with_suffix(".json"))
     payload = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
-               "results": [asdict(r) | {"bytes_per_token": r.bytes_per_token} for r in results]}
+               "results": [asdict(r) | {"bytes_per_token": r.bytes_per_token} for r in rows]}
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
-    plot(results, args.out.with_suffix(".png"))
+    plot(rows, args.out.with_suffix(".png"))
+    plot_growth(rows, args.out.parent / f"{args.out.name}-growth.png")
 
 
 if __name__ == "__main__":

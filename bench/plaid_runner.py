@@ -6,7 +6,8 @@ started by compare.py, under `timeout`, as
     .venv-plaid/bin/python bench/plaid_runner.py WORKDIR
 
 WORKDIR holds tokens.npy [n_tokens, dim] float32, doclens.npy, queries.npy [n_queries, q, dim]
-and params.json; the runner writes result.json there. colbert-ai cannot be handed vectors, so
+and params.json; the runner writes result.json there, with the process's resident memory
+(RSS) before the Searcher is made and after every search ran. colbert-ai cannot be handed vectors, so
 its own classes are driven with ours: the collection is the passage numbers, and its
 CollectionEncoder returns our vectors for them instead of encoding text (the checkpoint folder
 it insists on loading is never run). Queries go to Searcher.dense_search, which is what
@@ -64,6 +65,12 @@ def folder_bytes(path: Path) -> dict[str, int]:
     return sizes
 
 
+def rss_bytes() -> int:
+    """This process's resident memory now (colpg_runner.py has the same; this venv cannot import it)."""
+    with open(f"/proc/{os.getpid()}/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def main() -> None:
     workdir = Path(sys.argv[1])
     params = json.loads((workdir / "params.json").read_text())
@@ -84,6 +91,8 @@ def main() -> None:
         result["build_s"] = time.perf_counter() - started
         result["bytes"] = folder_bytes(path)
         result["tokens"] = int(doclens.sum())
+        del indexer
+        memory = {"baseline": rss_bytes()}
         searcher = Searcher(index="bench", collection=collection, verbose=0)
         k = params["k"]
         runs = []
@@ -108,6 +117,8 @@ def main() -> None:
             qps = qps_queries / (time.perf_counter() - begun)
             runs.append({"label": setting["label"], "found": found, "times": times, "qps": qps})
         result["runs"] = runs
+        memory["searched"] = rss_bytes()
+        result["memory"] = memory
     (workdir / "result.json").write_text(json.dumps(result))
     sys.stdout.flush()
     os._exit(0)  # colbert-ai can leave threads behind that keep the interpreter alive

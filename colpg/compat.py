@@ -131,16 +131,13 @@ class Searcher:
         model = checkpoint or self.config.checkpoint or self.index.record.model
         self.index = colpg_index.Index(index, encoder=Encoder.from_pretrained(model, settings))
 
-    def _options(self) -> dict[str, int | None]:
-        """ColBERT's ncells means what colpg's does; its centroid_score_threshold and ndocs size
-        PLAID's stages, which colpg's search does not have (accepted, unused)."""
-        return {"ncells": self.config.ncells}
-
     def search(self, text: str, k: int = 10, **_: Any) -> tuple[list[int | str], list[int], list[float]]:
-        hits = self.index.search(text, k, **self._options())
+        # ColBERT's ncells means what colpg's does; centroid_score_threshold and ndocs size PLAID's
+        # stages, which colpg's search does not have (accepted, unused).
+        hits = self.index.search(text, k, ncells=self.config.ncells)
         return [_pid(h.external_id) for h in hits], [h.rank for h in hits], [h.score for h in hits]
 
     def search_all(self, queries: Mapping[Any, str] | Sequence[str], k: int = 10, **_: Any) -> Ranking:
         items = list(queries.items()) if isinstance(queries, Mapping) else list(enumerate(queries))
-        results = self.index.search_batch([text for _, text in items], k, **self._options())
+        results = self.index.search_batch([text for _, text in items], k, ncells=self.config.ncells)
         return Ranking({qid: [(_pid(h.external_id), h.rank, h.score) for h in hits] for (qid, _), hits in zip(items, results, strict=True)})

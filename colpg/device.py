@@ -1,10 +1,23 @@
-"""Device policy in one place: the GPU when there is one, half precision there, float32 on the CPU."""
+"""Device policy in one place: the GPU when there is one, half precision there, float32 on the CPU,
+and how the CPU's allocator treats search's per-query temporaries."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import logging
+
 import torch
 
-__all__ = ["default_device", "default_dtype", "resolve_device"]
+__all__ = ["default_device", "default_dtype", "keep_freed_memory", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+# glibc's mallopt parameters, and what search asks of them.
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MMAP_THRESHOLD = 32 << 20  # glibc's maximum: blocks up to this size come from the heap
+TRIM_THRESHOLD = 256 << 20  # free heap memory kept for the next query, at most
 
 
 def default_device() -> torch.device:
@@ -18,3 +31,28 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def default_dtype(device: torch.device) -> torch.dtype:
     """fp16 on CUDA (bf16 where the caller asks for it), fp32 on the CPU where half precision is slow."""
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed heap memory for reuse instead of returning it after each query.
+
+    Search allocates temporaries of a few MB per query; by default glibc maps each one afresh
+    and returns it when freed, so every query page-faults its memory in again (measured: an int8
+    to float conversion of 24,000 x 384 values took 19.5 ms, 2.0 ms with these settings). Allocations
+    up to 32 MB then come from the heap, and up to 256 MB of free heap is kept. Process-wide, done
+    once, by the first searcher; elsewhere than glibc it does nothing. Returns whether it applied.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    applied = all(mallopt(option, value) == 1 for option, value in (
+        (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, 16 << 20),
+    ))
+    logger.debug("glibc keeps freed memory for search's temporaries: %s", applied)
+    return applied

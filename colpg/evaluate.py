@@ -97,7 +97,7 @@ class EvalReport:
 
 
 def _search_all(
-    index: Index, qids: Sequence[str], encoded: torch.Tensor, depth: int, stages: dict[str, int | None]
+    index: Index, qids: Sequence[str], encoded: torch.Tensor, depth: int, stages: dict[str, Any]
 ) -> tuple[dict[str, dict[str, float]], float]:
     """The approximate run for ``depth`` (stage sizes: defaults, or ``stages``), and its median latency (ms, excluding encoding)."""
     searcher = index.searcher
@@ -113,19 +113,19 @@ def _search_all(
 
 def evaluate(
     index: Index, dataset: Path, *, k: int = 10, vs_exact: bool = False, max_queries: int | None = None,
-    ncells: int | None = None, nrerank: int | None = None,
+    ncells: int | None = None, nrerank: int | None = None, margin: float | None = None,
 ) -> EvalReport:
     """Search every judged query of ``dataset`` (BEIR layout) and score the runs with ir-measures.
 
     nDCG@10 and MRR@10 come from the run at depth ``k``, R@100 from a run at depth 100;
-    ``stages`` overrides the search's parameters (ncells, nrerank) in both.
+    ``ncells``, ``nrerank`` and ``margin`` override the search's parameters in both.
     """
     queries = read_queries(dataset / "queries.jsonl")
     qrels = read_qrels(dataset / "qrels.tsv")
     qids = [q for q in queries if q in qrels][:max_queries]
     encoded = index.encoder.encode_queries([queries[q] for q in qids])
     index.searcher.warm(rows=True)  # once, so the timed runs find the resident tokens loaded and the row cache filled
-    stages = {"ncells": ncells, "nrerank": nrerank}
+    stages = {"ncells": ncells, "nrerank": nrerank, "margin": margin}
     at_k, p50 = _search_all(index, qids, encoded, k, stages)
     deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100, stages)[0]
     approximate = quality(at_k, qrels) | {"R@100": quality(deep, qrels)["R@100"]}

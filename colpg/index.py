@@ -313,14 +313,17 @@ class Index:
         exact: bool = False,
         ncells: int | None = None,
         nrerank: int | None = None,
+        margin: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query`` (fewer when the index or the filter holds fewer).
 
         ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
-        ``explain`` adds, per query token, the document token that matched it best. ``ncells``
-        and ``nrerank`` (see :mod:`colpg.search`) default to :func:`colpg.params.default_params`.
+        ``explain`` adds, per query token, the document token that matched it best. ``ncells``,
+        ``nrerank`` and ``margin`` (see :mod:`colpg.params`) default to :func:`colpg.params.default_params`.
         """
-        return self.search_batch([query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank)[0]
+        return self.search_batch(
+            [query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin
+        )[0]
 
     def search_batch(
         self,
@@ -332,10 +335,11 @@ class Index:
         exact: bool = False,
         ncells: int | None = None,
         nrerank: int | None = None,
+        margin: float | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for each query, with the queries encoded together."""
         searcher = self.searcher
-        params = default_params(k).replace(ncells=ncells, nrerank=nrerank)
+        params = default_params(k).replace(ncells=ncells, nrerank=nrerank, margin=margin)
         encoded = self.encoder.encode_queries(list(queries))
         return [
             searcher.hits(text, vectors, searcher.search_vectors(vectors, k, where=where, exact=exact, params=params), explain)

@@ -1,13 +1,16 @@
-"""Search's two knobs and their defaults: cells probed per query token, documents reranked.
+"""Search's knobs and their defaults: cells probed per query token, documents reranked.
 
 ``ncells``: each query token's nearest centroids whose tokens are scored (colpg.probe);
-``nrerank``: the documents scored exactly, at the rerank store's precision, for the top k.
+``nrerank``: the most documents scored exactly, at the rerank store's precision, for the top k;
+``margin``: of those, only the documents whose first-stage score is within ``margin`` per
+query token of the k-th best are reranked, so a query whose best documents stand out reranks
+few and a query of near-ties reranks up to ``nrerank`` (bench/probe.py, "rerank by margin").
 A filter that matches at most ``nrerank`` documents has all of them scored exactly.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from dataclasses import dataclass
 
 from colpg.errors import ConfigurationError
@@ -17,21 +20,28 @@ __all__ = ["SearchParams", "default_params"]
 
 @dataclass(frozen=True)
 class SearchParams:
-    """Cells probed per query token; documents reranked at the rerank store's precision."""
+    """Cells probed per query token; at most ``nrerank`` documents reranked at the rerank store's
+    precision, those within ``margin`` per query token of the k-th best first-stage score."""
 
     ncells: int
     nrerank: int
+    margin: float = math.inf
 
     def __post_init__(self) -> None:
         for name in ("ncells", "nrerank"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.margin, int | float) or isinstance(self.margin, bool) or not self.margin >= 0:
+            raise ConfigurationError(f"margin must be a number of 0 or more (inf: no margin), got {self.margin!r}")
 
-    def replace(self, ncells: int | None = None, nrerank: int | None = None) -> SearchParams:
+    def replace(self, ncells: int | None = None, nrerank: int | None = None, margin: float | None = None) -> SearchParams:
         """These parameters with the given ones changed (None keeps the current value)."""
-        changes = {name: value for name, value in (("ncells", ncells), ("nrerank", nrerank)) if value is not None}
-        return dataclasses.replace(self, **changes)
+        return SearchParams(
+            self.ncells if ncells is None else ncells,
+            self.nrerank if nrerank is None else nrerank,
+            self.margin if margin is None else margin,
+        )
 
 
 def default_params(k: int) -> SearchParams:
@@ -39,8 +49,8 @@ def default_params(k: int) -> SearchParams:
     on the encoder's own vectors (bench/probe.py, bench/README.md).
 
     >>> default_params(10)
-    SearchParams(ncells=32, nrerank=128)
+    SearchParams(ncells=32, nrerank=512, margin=0.05)
     """
     if k < 1:
         raise ConfigurationError(f"k must be positive, got {k}")
-    return SearchParams(ncells=32, nrerank=max(128, 4 * k))
+    return SearchParams(ncells=32, nrerank=max(512, 4 * k), margin=0.05)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["maxsim_flat", "owners", "segment_max_sum"]
+__all__ = ["maxsim_flat", "maxsim_tokens", "owners", "segment_max_sum"]
 
 
 def owners(lengths: list[int], device: torch.device | None = None) -> torch.Tensor:
@@ -47,3 +47,17 @@ def maxsim_flat(queries: torch.Tensor, tokens: torch.Tensor, owner: torch.Tensor
     for i, query in enumerate(queries):
         out[i] = segment_max_sum(query.to(tokens.dtype) @ tokens.T, owner, num_documents).float()
     return out
+
+
+def maxsim_tokens(similarity: torch.Tensor, owner: torch.Tensor, num_documents: int) -> torch.Tensor:
+    """MaxSim per document from token-major similarities (the faster orientation of the matmul on CPU).
+
+    Shapes: similarity [n_tokens, q]; owner [n_tokens] -> [num_documents].
+
+    >>> sims = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> [round(s, 4) for s in maxsim_tokens(sims, owners([2, 1]), 2).tolist()]
+    [1.8, 1.0]
+    """
+    best = torch.full((num_documents, similarity.shape[1]), float("-inf"), device=similarity.device, dtype=similarity.dtype)
+    best.scatter_reduce_(0, owner[:, None].expand(-1, similarity.shape[1]), similarity, "amax")
+    return best.sum(dim=1)

@@ -37,23 +37,25 @@ import torch
 
 from colpg import db, store
 from colpg.codec import ResidualCodec
+from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, IndexNotFound
 from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
 from colpg.params import SearchParams, default_params
-from colpg.probe import probe
+from colpg.probe import centroid_scores, probe
 from colpg.resident import changed_rows, load_view
 from colpg.resources import query as sql
 from colpg.rowcache import RowCache, cache_bytes_from_env
-from colpg.scoring import maxsim_flat, owners
+from colpg.scoring import maxsim_tokens, owners
 from colpg.store import IndexRecord
 from colpg.stores import RerankStore
 from colpg.view import IndexView
 
 __all__ = ["Hit", "IndexSearcher", "Ranked", "SearchParams", "TokenMatch", "Where", "default_params"]
 
-EXACT_BATCH = 256  # documents scored at once when every document is scored
+EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
+RERANK_TOKENS = 8192  # tokens scored at once in the rerank
 FILTER_WIDEN = 4  # candidates checked against a filter per document wanted, growing by this factor
 
 
@@ -104,6 +106,7 @@ class IndexSearcher:
         self.encoder = encoder
         self.device = encoder.device
         self.engine = db.create_engine(url, pool_size=4, max_overflow=4)
+        keep_freed_memory()
         self.cache = RowCache(cache_bytes_from_env() if cache_bytes is None else cache_bytes)
         self._loaded: _Loaded | None = None
         self._swap_lock = threading.Lock()  # held for pointer swaps only
@@ -218,47 +221,58 @@ class IndexSearcher:
         return [(i, found[i]) for i in ids if i in found]
 
     def _rerank(self, pg: psycopg.Connection[Any], loaded: _Loaded, query: torch.Tensor, ids: Sequence[int], k: int) -> list[Ranked]:
-        """The best ``k`` of ``ids`` by exact MaxSim at the rerank store's precision, in batches."""
-        best: list[Ranked] = []
+        """The best ``k`` of ``ids`` by exact MaxSim at the rerank store's precision.
+
+        Scored in blocks of at most RERANK_TOKENS tokens, so temporaries stay small (colpg.device).
+        """
+        best: list[tuple[float, int, torch.Tensor]] = []
         for start in range(0, len(ids), EXACT_BATCH):
             stored = self._tokens(pg, loaded, ids[start : start + EXACT_BATCH])
-            if not stored:
-                continue
-            lengths = [raw.shape[0] for _, raw in stored]
-            flat = loaded.store.decode(torch.cat([raw for _, raw in stored]).to(self.device))
-            scores = maxsim_flat(query[None], flat, owners(lengths, self.device), len(stored))[0]
-            top = scores.topk(min(k, len(stored)))
-            tokens = torch.split(flat, lengths)
-            best.extend(Ranked(stored[i][0], float(s), tokens[i]) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True))
-            best = sorted(best, key=lambda r: -r.score)[:k]
-        return best
+            block: list[tuple[int, torch.Tensor]] = []
+            for n, item in enumerate(stored, start=1):
+                block.append(item)
+                if n == len(stored) or sum(raw.shape[0] for _, raw in block) + stored[n][1].shape[0] > RERANK_TOKENS:
+                    lengths = [raw.shape[0] for _, raw in block]
+                    sims = loaded.store.similarities(query, torch.cat([raw for _, raw in block]).to(self.device))
+                    scores = maxsim_tokens(sims, owners(lengths, self.device), len(block)).tolist()
+                    best = sorted(best + [(s, i, raw) for s, (i, raw) in zip(scores, block, strict=True)], key=lambda b: -b[0])[:k]
+                    block = []
+        return [Ranked(doc_id, score, loaded.store.decode(raw.to(self.device))) for score, doc_id, raw in best]
 
     def _candidates(
-        self, connection: sa.Connection, loaded: _Loaded, query: torch.Tensor, params: SearchParams,
+        self, connection: sa.Connection, loaded: _Loaded, query: torch.Tensor, k: int, params: SearchParams,
         where: Where, allowed: torch.Tensor | None,
     ) -> list[int]:
-        """Document ids of the ``nrerank`` best by probed-token scores (that pass ``where``)."""
+        """Document ids to rerank: the best by probed-token scores (that pass ``where``), those
+        within ``margin`` per query token of the k-th best, at most ``nrerank``."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
-        centroid_scores = query @ loaded.codec.centroids.T
+        scores = centroid_scores(query, loaded.codec.centroids)
         limit = params.nrerank if where is None else FILTER_WIDEN * params.nrerank
         checked = 0
-        passing: list[int] = []
+        passing: list[tuple[int, float]] = []
         while True:
             started = time.perf_counter()
-            candidates = probe(query, centroid_scores, loaded.codec, view.segments, params.ncells, mask, limit)
-            ids = view.ids[candidates.slots.cpu()].tolist()
+            candidates = probe(query, scores, loaded.codec, view.segments, params.ncells, mask, limit)
+            ranked = list(zip(view.ids[candidates.slots.cpu()].tolist(), candidates.scores.tolist(), strict=True))
             self._add_time("probe", started)
-            self._local.stats["tokens_scored"] = self._local.stats.get("tokens_scored", 0) + candidates.tokens_scored
+            self._local.stats["tokens_scored"] += candidates.tokens_scored
             if where is None:
-                return ids
+                passing = ranked
+                break
             started = time.perf_counter()
-            passing += filtered_ids(connection, loaded.record.id, where, among=ids[checked:])
-            passing = sorted(passing, key={doc_id: rank for rank, doc_id in enumerate(ids)}.__getitem__)
+            order = {doc_id: rank for rank, (doc_id, _) in enumerate(ranked)}
+            kept = set(filtered_ids(connection, loaded.record.id, where, among=[doc_id for doc_id, _ in ranked[checked:]]))
+            passing = sorted(passing + [item for item in ranked[checked:] if item[0] in kept], key=lambda item: order[item[0]])
             self._add_time("filter", started)
-            if len(passing) >= params.nrerank or len(ids) < limit:
-                return passing[: params.nrerank]
-            checked, limit = len(ids), limit * FILTER_WIDEN
+            if len(passing) >= params.nrerank or len(ranked) < limit:
+                break
+            checked, limit = len(ranked), limit * FILTER_WIDEN
+        passing = passing[: params.nrerank]
+        if len(passing) <= k:
+            return [doc_id for doc_id, _ in passing]
+        cut = passing[k - 1][1] - params.margin * query.shape[0]
+        return [doc_id for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut]
 
     def _add_time(self, stage: str, started: float) -> None:
         timings: dict[str, float] = self._local.timings
@@ -324,7 +338,7 @@ class IndexSearcher:
         if among is not None:
             allowed = torch.zeros_like(loaded.view.alive)
             allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
-        ranked = self._timed_rerank(pg, loaded, query, self._candidates(connection, loaded, query, params, where, allowed), k)
+        ranked = self._timed_rerank(pg, loaded, query, self._candidates(connection, loaded, query, k, params, where, allowed), k)
         if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
             ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
         return ranked

@@ -81,8 +81,15 @@ class RerankStore(ABC):
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         """Shapes: [n, width] uint8 -> [n, dim] float32, L2-normalised."""
 
+    def similarities(self, query: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """Each stored token's similarity with each query token. Shapes: query [q, dim]; raw [n, width] -> [n, q]."""
+        return self.decode(raw) @ query.T
+
 
 class Int8Store(RerankStore):
+    """int8 per dimension. A row's raw form is each token's int8 values followed by its inverse
+    norm (float32, computed once when the row is read), so scoring never re-normalises."""
+
     kind = "int8"
     columns = frozenset({"payload"})
 
@@ -95,11 +102,27 @@ class Int8Store(RerankStore):
     def encode(self, vectors: torch.Tensor, codes: torch.Tensor) -> tuple[bytes, None]:
         return self.codec.compress(vectors).cpu().numpy().tobytes(), None
 
+    def _scale(self, device: torch.device) -> torch.Tensor:
+        return self.codec.scales.to(device) / 127
+
     def raw(self, row: StoredRow) -> torch.Tensor:
-        return _bytes(row["payload"], row["ntokens"])
+        values = _bytes(row["payload"], row["ntokens"])
+        scaled = values.view(torch.int8).float() * self._scale(values.device)
+        inverse_norms = scaled.norm(dim=1, keepdim=True).clamp(min=1e-12).reciprocal()
+        return torch.cat([values, inverse_norms.view(torch.uint8)], dim=1)
+
+    def _split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dim = raw.shape[1] - 4
+        return raw[:, :dim].view(torch.int8).float(), raw[:, dim:].contiguous().view(torch.float32)
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.codec.decompress(raw.view(torch.int8))
+        tokens, inverse_norms = self._split(raw)
+        return tokens * self._scale(raw.device) * inverse_norms
+
+    def similarities(self, query: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """The scales fold into the query, the stored norms into the result: one pass over the int8 values."""
+        tokens, inverse_norms = self._split(raw)
+        return (tokens @ (query * self._scale(raw.device)).T) * inverse_norms
 
 
 class Residual4Store(RerankStore):

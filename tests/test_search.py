@@ -105,9 +105,12 @@ def test_bad_queries_are_clear(index: Index, migrated_url: str) -> None:
 
 def test_default_params_by_k() -> None:
     assert all(default_params(k).nrerank >= k for k in (1, 10, 100, 1000))
-    assert default_params(10).replace(nrerank=7) == SearchParams(default_params(10).ncells, 7)
+    defaults = default_params(10)
+    assert defaults.replace(nrerank=7) == SearchParams(defaults.ncells, 7, defaults.margin)
     with pytest.raises(ConfigurationError, match="ncells must be a positive integer"):
         SearchParams(0, 10)
+    with pytest.raises(ConfigurationError, match="margin must be a number of 0 or more"):
+        SearchParams(8, 10, -1.0)
 
 
 @pytest.mark.parametrize("precision", ["none", "int8"])

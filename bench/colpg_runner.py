@@ -1,0 +1,78 @@
+"""colpg's searcher in a process of its own, so its memory is measured as a user's service would hold it.
+
+Started by compare.py as
+
+    .venv/bin/python bench/colpg_runner.py WORKDIR
+
+WORKDIR holds queries.npy [n_queries, q, dim] and params.json (database URL, index name, k,
+settings, clients, queries for QPS, row-cache bytes); the runner writes result.json there:
+per setting the results' external ids, each query's latency (excluding query encoding) and
+the QPS of concurrent clients, and the process's resident memory (RSS, from /proc) before the
+index is opened, after its resident tokens are loaded, and after every search ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from colpg.encoder import Encoder
+from colpg.index import Index
+from colpg.params import default_params
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now."""
+    with open(f"/proc/{os.getpid()}/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main() -> None:
+    workdir = Path(sys.argv[1])
+    params = json.loads((workdir / "params.json").read_text())
+    queries = torch.from_numpy(np.load(workdir / "queries.npy"))
+    torch.set_grad_enabled(False)
+    encoder = Encoder.from_pretrained(params["checkpoint"])  # what a search process holds anyway
+    memory = {"baseline": rss_bytes()}
+    index = Index(params["index"], url=params["url"], encoder=encoder, cache_bytes=params["cache_bytes"])
+    searcher = index.searcher
+    started = time.perf_counter()
+    searcher.warm(rows=params["fill_cache"], progress=False)
+    memory["loaded"] = rss_bytes()
+    result: dict[str, object] = {"load_s": time.perf_counter() - started, "resident_bytes": searcher.resident_bytes}
+    k = params["k"]
+    runs = []
+    for setting in params["settings"]:
+        search_params = default_params(k).replace(ncells=setting.get("ncells"), nrerank=setting.get("nrerank"), margin=setting.get("margin"))
+
+        def one(vectors: torch.Tensor, search_params: object = search_params) -> list[str]:
+            return [r.external_id for r in searcher.search_vectors(vectors, k, params=search_params, text=False)]
+
+        one(queries[0])  # warm-up: connection pool, first allocations
+        found, times, stages = [], [], []
+        for vectors in queries:
+            begun = time.perf_counter()
+            found.append(one(vectors))
+            times.append(time.perf_counter() - begun)
+            stages.append(dict(searcher.timings))
+        count = min(len(queries), params["qps_queries"])
+        begun = time.perf_counter()
+        with ThreadPoolExecutor(params["clients"]) as pool:
+            list(pool.map(one, queries[:count]))
+        qps = count / (time.perf_counter() - begun)
+        runs.append({"label": setting["label"], "params": str(search_params), "found": found,
+                     "times": times, "stages": stages, "qps": qps})
+    memory["searched"] = rss_bytes()
+    result |= {"runs": runs, "memory": memory, "cache_bytes": searcher.cache.bytes}
+    (workdir / "result.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
