@@ -1,12 +1,13 @@
 """colpg side by side with the systems users would pick instead, on the same token vectors.
 
     make bench-compare                    # sets up both venvs, then runs this with the defaults
-    .venv/bin/python bench/compare.py [--datasets scifact nfcorpus msmarco-5k] [--queries 50] [--scale 10000]
+    .venv/bin/python bench/compare.py [--datasets scifact nfcorpus msmarco-5k] [--queries 50] [--scale 10000 20000]
+                                      [--contenders exact recipes plaid colpg] [--cache-bytes N]
 
 Every contender is fed the all-MiniLM-L6-v2 vectors of colpg's encoder (bench/vectors.py,
 encoded once and cached), on this machine, one after another:
 1. exact brute force: MaxSim of each query against every document's original vectors (torch),
-   the reference for recall;
+   the reference for recall (cached, so contenders can run in separate invocations);
 2. pgvector's exact ColBERT recipe: one row per document with a vector[] column and a SQL
    max_sim function, ORDER BY max_sim(...) DESC LIMIT k;
 3. pgvector's approximate recipe: one row per token with an HNSW index; for each query token
@@ -14,14 +15,17 @@ encoded once and cached), on this machine, one after another:
    then exact max_sim of those in SQL;
 4. Stanford ColBERT PLAID (colbert-ai 0.2.22, its own venv, bench/plaid_runner.py) at the same
    nbits, at its own settings for k=10 and at a slower, more exact one;
-5. colpg at its defaults, at a faster setting (PLAID's stage sizes) and a more exact one.
+5. colpg at its defaults, at a faster setting and a more exact one, searched by a process of
+   its own (bench/colpg_runner.py) whose memory is measured.
 
 For each collection: recall@10 against (1), nDCG@10 on the qrels, p50/p95 latency excluding
 query encoding, queries per second with 4 concurrent clients, build seconds, bytes per token on
-disk (codes+residuals apart from the rest), and the memory the searching process holds for the
-index. Then the scale sweep: collections of N documents assembled from the real vectors
-(vectors.assemble). Prints Markdown tables, writes bench/results/compare.json and a plot of
-latency against recall, bench/results/compare.png.
+disk (codes+residuals apart from the rest), the memory the searching process gained for the
+index (RSS after searching minus RSS before opening it) and its whole RSS. Then the scale
+sweep: collections of N documents assembled from the real vectors (vectors.assemble). Prints
+Markdown tables; writes bench/results/compare.json, merging into it (a contender run again on a
+collection replaces its earlier rows, the others stay), a plot of latency against recall
+(compare.png) and of latency against collection size (compare-growth.png).
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ from typing import Any
 import numpy as np
 import psycopg
 import torch
-
 import vectors as token_vectors  # bench/vectors.py
+from index import drop_database, fresh_database  # bench/index.py
+from search import percentile  # bench/search.py
+
 from colpg import db
 from colpg.collection import CollectionDocument
 from colpg.encoder import Encoder
@@ -54,8 +60,6 @@ from colpg.evaluate import quality
 from colpg.index import IndexConfig, Indexer
 from colpg.rowcache import DEFAULT_CACHE_BYTES
 from colpg.scoring import maxsim_flat, owners
-from index import drop_database, fresh_database  # bench/index.py
-from search import percentile  # bench/search.py
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parents[1] / "shared" / "data"
@@ -534,9 +538,10 @@ def _load(path: Path) -> list[Result]:
 
 
 def merged(results: list[Result], path: Path) -> list[Result]:
-    """An earlier run's rows, with those this run measured again replaced (same collection and contender)."""
-    new = {(r.collection, r.contender) for r in results}
-    return [r for r in _load(path) if (r.collection, r.contender) not in new] + results
+    """An earlier run's rows, with those this run measured again replaced: every row of a
+    contender (its number: 1. exact, 4. PLAID, 5. colpg, ...) on a collection it ran on again."""
+    new = {(r.collection, r.contender.split(".")[0]) for r in results}
+    return [r for r in _load(path) if (r.collection, r.contender.split(".")[0]) not in new] + results
 
 
 def write(results: list[Result], machine: str, args: argparse.Namespace) -> None:

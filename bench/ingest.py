@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from index import drop_database, fresh_database  # bench/index.py
 from psycopg.types.json import Jsonb
 
 from colpg import db
@@ -24,8 +25,6 @@ from colpg.collection import read_collection
 from colpg.encoder import Encoder
 from colpg.index import IndexConfig, Indexer
 from colpg.worker import IngestWorker
-
-from index import drop_database, fresh_database  # bench/index.py
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

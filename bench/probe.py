@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import torch
-
 import vectors as token_vectors  # bench/vectors.py
+
 from colpg.codec import Int8Codec, num_centroids_for, sample_size, train_residual_codec
 from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder

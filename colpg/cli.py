@@ -10,7 +10,6 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import alembic.util
 import psycopg

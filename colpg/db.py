@@ -8,8 +8,8 @@ pooled) or SQLAlchemy, with pgvector's types registered on every connection.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 # glibc's mallopt parameters, and what search asks of them.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum: blocks up to this size come from the heap
-TRIM_THRESHOLD = 256 << 20  # free heap memory kept for the next query, at most
+TRIM_THRESHOLD = 64 << 20  # free heap memory kept for the next query, at most
 
 
 def default_device() -> torch.device:
@@ -40,7 +40,7 @@ def keep_freed_memory() -> bool:
     Search allocates temporaries of a few MB per query; by default glibc maps each one afresh
     and returns it when freed, so every query page-faults its memory in again (measured: an int8
     to float conversion of 24,000 x 384 values took 19.5 ms, 2.0 ms with these settings). Allocations
-    up to 32 MB then come from the heap, and up to 256 MB of free heap is kept. Process-wide, done
+    up to 32 MB then come from the heap, and up to 64 MB of free heap is kept. Process-wide, done
     once, by the first searcher; elsewhere than glibc it does nothing. Returns whether it applied.
     """
     name = ctypes.util.find_library("c")

@@ -25,7 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from colpg import db, store
-from colpg.codec import NBITS, ResidualCodec, num_centroids_for, sample_size, train_residual_codec
+from colpg.codec import (
+    NBITS,
+    ResidualCodec,
+    num_centroids_for,
+    sample_size,
+    train_residual_codec,
+)
 from colpg.collection import CollectionDocument, documents_from, read_collection
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, DocumentError, IndexExists

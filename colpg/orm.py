@@ -13,8 +13,8 @@ import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL
-from sqlalchemy.types import UserDefinedType
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.types import UserDefinedType
 
 __all__ = [
     "SCHEMA",

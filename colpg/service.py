@@ -22,7 +22,13 @@ from pydantic import BaseModel, Field
 
 from colpg import db
 from colpg.encoder import Encoder
-from colpg.errors import ColpgError, ConfigurationError, DocumentError, EncodingError, IndexNotFound
+from colpg.errors import (
+    ColpgError,
+    ConfigurationError,
+    DocumentError,
+    EncodingError,
+    IndexNotFound,
+)
 from colpg.index import Index
 from colpg.orm import Document
 from colpg.search import Hit

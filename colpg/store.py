@@ -7,15 +7,15 @@ so a batch of documents commits whole or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import psycopg
 import torch
-from pgvector import HalfVector, Vector
+from pgvector import Vector
 from psycopg.types.json import Jsonb
 
 from colpg.codec import ResidualCodec

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from colpg.codec import Int8Codec, ResidualCodec, num_centroids_for, pack_bits, sample_size, train_residual_codec
+from colpg.codec import (
+    Int8Codec,
+    ResidualCodec,
+    num_centroids_for,
+    pack_bits,
+    sample_size,
+    train_residual_codec,
+)
 from colpg.encoder import Encoder
 
 

@@ -15,7 +15,12 @@ from pgvector.sqlalchemy import Vector as SAVector
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from colpg import db, embedded
-from colpg.errors import ConfigurationError, DatabaseUnavailable, SchemaError, ServerStartError
+from colpg.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    SchemaError,
+    ServerStartError,
+)
 
 
 def test_database_url_accepts_sqlalchemy_spelling(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,9 +14,9 @@ from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, EncodingError, IndexNotFound
 from colpg.index import Index, IndexConfig, Indexer
 from colpg.orm import Document
-from colpg.search import Hit
 from colpg.params import SearchParams, default_params
 from colpg.scoring import maxsim_flat, owners
+from colpg.search import Hit
 
 CONFIG = IndexConfig(kmeans_niters=2)
 

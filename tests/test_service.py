@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 import schemathesis
+import torch
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 
