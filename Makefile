@@ -27,7 +27,10 @@ run: install
 	$(BIN)/colpg search sample "how does postgres keep large values?" -k 3 --explain
 	$(BIN)/colpg search sample "late interaction scoring" -k 3 --where "documents.metadata ->> 'topic' = :topic" --param topic=retrieval
 
+# The whole test suite: lint, strict types, then pytest on a real embedded PostgreSQL.
 test: install
+	$(BIN)/ruff check colpg
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # Benchmarks beside the alternatives (bench/README.md). Stanford's colbert-ai needs

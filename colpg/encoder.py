@@ -221,11 +221,11 @@ class Checkpoint(Encoder):
             loaded.backbone, loaded.head, loaded.tokenizer, name=loaded.name, device=loaded.device, dtype=loaded.dtype
         )
 
-    def queryFromText(self, queries: Sequence[str], bsize: int | None = None, **_: Any) -> torch.Tensor:  # noqa: N802
+    def queryFromText(self, queries: Sequence[str], bsize: int | None = None, **_: Any) -> torch.Tensor:
         """[n, query_maxlen, dim], like ColBERT's."""
         return self.encode_queries(queries, batch_size=bsize or DEFAULT_BATCH_SIZE)
 
-    def docFromText(  # noqa: N802
+    def docFromText(
         self,
         docs: Sequence[str],
         bsize: int | None = None,

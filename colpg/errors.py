@@ -11,8 +11,8 @@ __all__ = [
     "EncodingError",
     "IndexExists",
     "IndexNotFound",
-    "ServerStartError",
     "SchemaError",
+    "ServerStartError",
 ]
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from colpg.errors import ConfigurationError
 
-__all__ = ["SearchParams", "default_params"]
+__all__ = ["BALANCED", "SearchParams", "default_params"]
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,23 @@ class SearchParams:
         )
 
 
+#: A setting at about twice PLAID's latency: recall@10 0.972 on SciFact (bench/README.md, compare.py).
+BALANCED = SearchParams(ncells=32, nrerank=512, margin=0.05)
+
+
 def default_params(k: int) -> SearchParams:
     """colpg's defaults for ``k`` results, measured to reach recall@k 0.99 against exact MaxSim
-    on the encoder's own vectors (bench/probe.py, bench/README.md).
+    on the encoder's own vectors (bench/probe.py, bench/README.md): 64 centroids per query token
+    and an exact rerank of the best 1,024 (or 8k), with no margin. The rerank is most of the cost;
+    :data:`BALANCED` trades recall for speed.
+
+    The work grows with the tokens under the probed centroids: an index built with ColBERT's
+    centroid count (~16·sqrt(tokens)) holds ~sqrt(tokens)/16 per centroid, so the probe grows with
+    the square root of the collection and the rerank not at all.
 
     >>> default_params(10)
-    SearchParams(ncells=32, nrerank=512, margin=0.05)
+    SearchParams(ncells=64, nrerank=1024, margin=inf)
     """
     if k < 1:
         raise ConfigurationError(f"k must be positive, got {k}")
-    return SearchParams(ncells=32, nrerank=max(512, 4 * k), margin=0.05)
+    return SearchParams(ncells=64, nrerank=max(1024, 8 * k))
