@@ -73,7 +73,7 @@ def main() -> None:
             rows.append({
                 "dataset": args.dataset.name, "nbits": nbits, "precision": precision, "documents": s.documents,
                 "tokens": s.tokens, "total_s": total, "encode_s": s.encode_s, "kmeans_s": s.train_s, "write_s": s.write_s,
-                "centroids": info["centroids"], "payload": info["payload_bytes_per_token"],
+                "centroids": info["centroids"], "payload": info["compressed_bytes_per_token"],
                 "codes_residuals": info["codes_residuals_table_bytes_per_token"],
                 "codes_residuals_columns": info["codes_residuals_column_bytes_per_token"],
                 "inverted_list": info["inverted_list_bytes_per_token"],

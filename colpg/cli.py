@@ -40,7 +40,7 @@ def _reported_errors() -> Iterator[None]:
     """Turn expected failures into a message and exit status 1 instead of a traceback."""
     try:
         yield
-    except (ColpgError, TypeError) as exc:
+    except ColpgError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     except alembic.util.CommandError as exc:
@@ -209,7 +209,7 @@ def index_info(name: str) -> None:
 
     with _reported_errors():
         info = Index(name).info()
-        payload = info["payload_bytes_per_token"]
+        payload = info["compressed_bytes_per_token"]
         table = info["codes_residuals_table_bytes_per_token"]
         lines = [
             ("index", f"{info['name']} ({info['status']}), model {info['model']}"),

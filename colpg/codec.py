@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from colpg.constants import NBITS
+
 __all__ = [
     "Int8Codec",
     "ResidualCodec",
@@ -29,7 +31,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-NBITS = (1, 2, 4)
 TYPICAL_DOCLEN = 120  # ColBERTv2's assumption when sizing the k-means sample
 HELDOUT_FRACTION = 0.05
 MAX_HELDOUT = 50_000

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from colpg.errors import DocumentError, EncodingError
+from colpg.errors import CollectionError, DocumentError, EncodingError
 
 __all__ = ["CollectionDocument", "documents_from", "read_collection"]
 
@@ -33,13 +33,13 @@ def _from_mapping(item: Mapping[str, Any], position: int) -> CollectionDocument:
         raise DocumentError(f"document {position} has no id (expected an 'id' or '_id' key)")
     text = item.get("text")
     if not isinstance(text, str):
-        raise TypeError(f"document {position} ({identifier}) has a {type(text).__name__} text, expected str")
+        raise DocumentError(f"document {position} ({identifier}) has a {type(text).__name__} text, expected str")
     title = item.get("title")
     if isinstance(title, str) and title.strip():
         text = f"{title.strip()} {text}"
     metadata = item.get("metadata") or {}
     if not isinstance(metadata, Mapping):
-        raise TypeError(f"document {position} ({identifier}) has {type(metadata).__name__} metadata, expected a mapping")
+        raise DocumentError(f"document {position} ({identifier}) has {type(metadata).__name__} metadata, expected a mapping")
     return CollectionDocument(str(identifier), text, dict(metadata))
 
 
@@ -47,12 +47,11 @@ def documents_from(collection: Iterable[Any]) -> list[CollectionDocument]:
     """Normalise a Python collection, rejecting what cannot be indexed before anything is written.
 
     Raises:
-        TypeError: an item of an unknown shape, naming its position.
+        DocumentError: an item of an unknown shape, a missing id, or an id given twice, naming its position.
         EncodingError: an empty text.
-        DocumentError: a missing id, or an id given twice.
     """
     if isinstance(collection, str | bytes):
-        raise TypeError("expected a collection of documents, got a single string; wrap it in a list")
+        raise DocumentError("expected a collection of documents, got a single string; wrap it in a list")
     documents: list[CollectionDocument] = []
     for position, item in enumerate(collection):
         if isinstance(item, CollectionDocument):
@@ -64,7 +63,7 @@ def documents_from(collection: Iterable[Any]) -> list[CollectionDocument]:
         elif isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], str):
             document = CollectionDocument(str(item[0]), item[1])
         else:
-            raise TypeError(f"document {position} is a {type(item).__name__}; expected str, (id, text) or a mapping")
+            raise DocumentError(f"document {position} is a {type(item).__name__}; expected str, (id, text) or a mapping")
         if not document.text.strip():
             raise EncodingError(f"document {position} ({document.external_id}) is empty")
         documents.append(document)
@@ -93,7 +92,7 @@ def read_collection(path: Path) -> list[CollectionDocument]:
     try:
         lines = read_lines(path)
     except (OSError, UnicodeDecodeError) as exc:
-        raise EncodingError(f"cannot read collection {path}: {exc}") from exc
+        raise CollectionError(f"cannot read collection {path}: {exc}") from exc
     if path.suffix == ".jsonl":
         items: list[Any] = []
         for number, line in enumerate(lines, start=1):
@@ -101,14 +100,14 @@ def read_collection(path: Path) -> list[CollectionDocument]:
                 try:
                     items.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise EncodingError(f"{path} line {number} is not JSON: {exc}") from exc
+                    raise CollectionError(f"{path} line {number} is not JSON: {exc}") from exc
         return documents_from(items)
     if path.suffix == ".tsv":
         pairs = []
         for number, line in enumerate(lines, start=1):
             identifier, tab, text = line.partition("\t")
             if not tab:
-                raise EncodingError(f"{path} line {number} has no tab between id and text")
+                raise CollectionError(f"{path} line {number} has no tab between id and text")
             pairs.append((identifier, text))
         if pairs and pairs[0][0].lower() in {"id", "pid", "_id", "doc_id"}:
             pairs = pairs[1:]  # a header row

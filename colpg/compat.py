@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import torch
+from torch import nn
 
 from colpg import index as colpg_index
-from colpg.encoder import Checkpoint, Encoder
+from colpg.encoder import DEFAULT_BATCH_SIZE, Encoder
 from colpg.errors import IndexExists
 
 __all__ = ["Checkpoint", "ColBERTConfig", "Indexer", "Ranking", "Run", "RunConfig", "Searcher"]
@@ -141,3 +144,40 @@ class Searcher:
         items = list(queries.items()) if isinstance(queries, Mapping) else list(enumerate(queries))
         results = self.index.search_batch([text for _, text in items], k, ncells=self.config.ncells)
         return Ranking({qid: [(_pid(h.external_id), h.rank, h.score) for h in hits] for (qid, _), hits in zip(items, results, strict=True)})
+
+
+class Checkpoint(Encoder):
+    """Stanford ColBERT's ``Checkpoint`` methods over :class:`Encoder`.
+
+    ``Checkpoint(path, colbert_config=...)`` accepts a mapping or any object with ColBERT's
+    field names (query_maxlen, doc_maxlen, ...).
+    """
+
+    def __init__(self, name: str | Path, colbert_config: Any = None, *, device: str | torch.device | None = None) -> None:
+        settings = colbert_config if colbert_config is None or isinstance(colbert_config, Mapping) else vars(colbert_config)
+        loaded = Encoder.from_pretrained(name, settings, device=device)
+        super().__init__(
+            loaded.backbone, loaded.head, loaded.tokenizer, name=loaded.name, device=loaded.device, dtype=loaded.dtype
+        )
+
+    def queryFromText(self, queries: Sequence[str], bsize: int | None = None, **_: Any) -> torch.Tensor:
+        """[n, query_maxlen, dim], like ColBERT's."""
+        return self.encode_queries(queries, batch_size=bsize or DEFAULT_BATCH_SIZE)
+
+    def docFromText(
+        self,
+        docs: Sequence[str],
+        bsize: int | None = None,
+        keep_dims: bool | Literal["flatten"] = True,
+        showprogress: bool = False,
+        **_: Any,
+    ) -> Any:
+        """ColBERT's three shapes: keep_dims=True -> (padded [n, max_tokens, dim], mask [n, max_tokens]);
+        False -> list of [tokens, dim]; "flatten" -> ([total, dim], lengths)."""
+        encode: Callable[..., Any] = self.encode_documents_flat if keep_dims == "flatten" else self.encode_documents
+        result = encode(docs, batch_size=bsize or DEFAULT_BATCH_SIZE, progress=showprogress)
+        if keep_dims is True:
+            padded = nn.utils.rnn.pad_sequence(result, batch_first=True)
+            lengths = torch.tensor([len(d) for d in result])
+            return padded, torch.arange(padded.shape[1])[None, :] < lengths[:, None]
+        return result

@@ -1,8 +1,8 @@
 """Where colpg's PostgreSQL is and how to talk to it.
 
 ``COLPG_DATABASE_URL`` selects any PostgreSQL with pgvector >= 0.7; without it colpg uses
-the embedded server (:mod:`colpg.embedded`). Connections come from psycopg 3 (one-off or
-pooled) or SQLAlchemy, with pgvector's types registered on every connection.
+the embedded server (:mod:`colpg.embedded`). Connections come from psycopg 3 (one-off) or
+SQLAlchemy (pooled), with pgvector's types registered on every connection.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import psycopg
 import sqlalchemy as sa
 from pgvector.psycopg import register_vector
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
 from sqlalchemy.engine import URL, make_url
 
 from colpg import embedded
@@ -28,7 +27,6 @@ __all__ = [
     "ServerInfo",
     "connect",
     "create_engine",
-    "create_pool",
     "database_url",
     "describe_url",
     "parse_version",
@@ -111,20 +109,6 @@ def connect(url: str | None = None, *, autocommit: bool = False, vector_types: b
             conn.close()
             raise
     return conn
-
-
-def create_pool(url: str | None = None, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:
-    """An open connection pool whose connections know pgvector's types."""
-    url = url or database_url()
-    connect(url).close()  # fail here, with a clear message, rather than inside the pool's workers
-    return ConnectionPool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
-        configure=_register_vector,
-        open=True,
-    )
 
 
 def create_engine(url: str | None = None, *, vector_types: bool = True, **kwargs: Any) -> sa.Engine:

@@ -1,15 +1,15 @@
 """Text to ColBERT token vectors: a backbone (JinaBERT or BERT), a linear head, L2 normalisation.
 
-``Encoder`` is colpg's API; ``Checkpoint`` adds Stanford ColBERT's method names
-(``queryFromText``, ``docFromText``) so ColBERT scripts run unchanged.
+``Encoder`` is colpg's API; :class:`colpg.compat.Checkpoint` adds Stanford ColBERT's method
+names over it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from colpg.jinabert import JinaBertConfig, JinaBertModel
 from colpg.settings import EncoderSettings
 from colpg.tokenization import ColBERTTokenizer, TokenBatch
 
-__all__ = ["Checkpoint", "Encoder"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Encoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -205,40 +205,3 @@ class Encoder:
         lengths = torch.tensor([len(vectors) for vectors in per_document], dtype=torch.long)
         flat = torch.cat(per_document) if per_document else torch.empty(0, self.dim)
         return flat, lengths
-
-
-class Checkpoint(Encoder):
-    """Stanford ColBERT's ``Checkpoint`` methods over :class:`Encoder`.
-
-    ``Checkpoint(path, colbert_config=...)`` accepts a mapping or any object with ColBERT's
-    field names (query_maxlen, doc_maxlen, ...).
-    """
-
-    def __init__(self, name: str | Path, colbert_config: Any = None, *, device: str | torch.device | None = None) -> None:
-        settings = colbert_config if colbert_config is None or isinstance(colbert_config, Mapping) else vars(colbert_config)
-        loaded = Encoder.from_pretrained(name, settings, device=device)
-        super().__init__(
-            loaded.backbone, loaded.head, loaded.tokenizer, name=loaded.name, device=loaded.device, dtype=loaded.dtype
-        )
-
-    def queryFromText(self, queries: Sequence[str], bsize: int | None = None, **_: Any) -> torch.Tensor:
-        """[n, query_maxlen, dim], like ColBERT's."""
-        return self.encode_queries(queries, batch_size=bsize or DEFAULT_BATCH_SIZE)
-
-    def docFromText(
-        self,
-        docs: Sequence[str],
-        bsize: int | None = None,
-        keep_dims: bool | Literal["flatten"] = True,
-        showprogress: bool = False,
-        **_: Any,
-    ) -> Any:
-        """ColBERT's three shapes: keep_dims=True -> (padded [n, max_tokens, dim], mask [n, max_tokens]);
-        False -> list of [tokens, dim]; "flatten" -> ([total, dim], lengths)."""
-        encode: Callable[..., Any] = self.encode_documents_flat if keep_dims == "flatten" else self.encode_documents
-        result = encode(docs, batch_size=bsize or DEFAULT_BATCH_SIZE, progress=showprogress)
-        if keep_dims is True:
-            padded = nn.utils.rnn.pad_sequence(result, batch_first=True)
-            lengths = torch.tensor([len(d) for d in result])
-            return padded, torch.arange(padded.shape[1])[None, :] < lengths[:, None]
-        return result

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CollectionError",
     "ColpgError",
     "ConfigurationError",
     "DatabaseUnavailable",
     "DocumentError",
+    "DocumentNotFound",
     "EncodingError",
     "IndexExists",
     "IndexNotFound",
@@ -53,4 +55,12 @@ class IndexExists(ColpgError):
 
 
 class DocumentError(ColpgError, ValueError):
-    """Documents given to an index clash with what it holds (ids present, absent, or repeated)."""
+    """Documents given to an index are malformed or clash with what it holds (ids present, absent, or repeated)."""
+
+
+class DocumentNotFound(DocumentError, LookupError):
+    """An index does not hold a document it was asked to change or delete."""
+
+
+class CollectionError(ColpgError, ValueError):
+    """A collection file cannot be read or parsed (missing, not UTF-8, not JSON, no tab)."""

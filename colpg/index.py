@@ -26,15 +26,15 @@ from tqdm.auto import tqdm
 
 from colpg import db, store
 from colpg.codec import (
-    NBITS,
     ResidualCodec,
     num_centroids_for,
     sample_size,
     train_residual_codec,
 )
 from colpg.collection import CollectionDocument, documents_from, read_collection
+from colpg.constants import NBITS
 from colpg.encoder import Encoder
-from colpg.errors import ConfigurationError, DocumentError, IndexExists
+from colpg.errors import ConfigurationError, DocumentError, DocumentNotFound, IndexExists
 from colpg.filters import Where
 from colpg.params import default_params
 from colpg.resources import query
@@ -69,7 +69,8 @@ class IndexConfig:
     seed: int = 12345
     write_batch_size: int = 256
     encode_batch_size: int = 32
-    cache_bytes: int = 2 << 30
+    #: Bytes of the k-means sample's encodings kept to be written without encoding them again.
+    sample_keep_bytes: int = 2 << 30
     doc_maxlen: int | None = None
     query_maxlen: int | None = None
 
@@ -140,7 +141,7 @@ class Indexer:
             vectors = self._encode([documents[i] for i in chunks[chunk]])
             sample.extend(vectors)
             size = sum(v.numel() * v.element_size() for v in vectors)
-            if cached_bytes + size <= self.config.cache_bytes:
+            if cached_bytes + size <= self.config.sample_keep_bytes:
                 cache[chunk] = vectors
                 cached_bytes += size
         tokens = torch.cat(sample)
@@ -160,7 +161,7 @@ class Indexer:
 
         Raises:
             IndexExists: the index is built already and ``overwrite`` is False.
-            DocumentError, EncodingError, TypeError: the collection cannot be indexed (nothing is written).
+            DocumentError, EncodingError, CollectionError: the collection cannot be indexed (nothing is written).
         """
         documents = read_collection(collection) if isinstance(collection, Path) else documents_from(collection)
         if not documents:
@@ -286,7 +287,7 @@ class Index:
         with db.connect(self.url, autocommit=True) as conn, conn.transaction():
             missing = set(ids) - store.existing_ids(conn, self.record.id, ids)
             if missing:
-                raise DocumentError(f"index {self.name!r} does not hold {_few(missing)}; use add() for new documents")
+                raise DocumentNotFound(f"index {self.name!r} does not hold {_few(missing)}; use add() for new documents")
             store.delete_documents(conn, self.record.id, ids)
             self._write(conn, documents)
         return len(documents)
@@ -298,7 +299,7 @@ class Index:
             deleted = store.delete_documents(conn, self.record.id, ids)
             missing = set(ids) - deleted
             if missing:
-                raise DocumentError(f"index {self.name!r} does not hold {_few(missing)}; nothing was deleted")
+                raise DocumentNotFound(f"index {self.name!r} does not hold {_few(missing)}; nothing was deleted")
             store.trim_changes(conn, self.record.id)
         return len(deleted)
 
@@ -362,7 +363,7 @@ class Index:
         documents, tokens, centroids, codes_bytes, residual_bytes, rerank_bytes, text_bytes = (int(v) for v in row)
         sizes = {t[0]: {"heap": t[1], "toast": t[2], "indexes": t[3], "total": t[4]} for t in tables}
         per_token = (lambda b: b / tokens) if tokens else (lambda b: 0.0)
-        payload = self.record.dim * self.record.nbits / 8 + 4
+        compressed = self.record.dim * self.record.nbits / 8 + 4  # a token's residual bytes and its int4 code
         return {
             "name": self.name,
             "model": self.record.model,
@@ -373,7 +374,7 @@ class Index:
             "documents": documents,
             "tokens": tokens,
             "centroids": centroids,
-            "payload_bytes_per_token": payload,
+            "compressed_bytes_per_token": compressed,
             "codes_residuals_column_bytes_per_token": per_token(codes_bytes + residual_bytes),
             "codes_residuals_table_bytes_per_token": per_token(sizes["document_tokens"]["total"]),
             "inverted_list_bytes_per_token": per_token(inverted[0]),

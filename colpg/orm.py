@@ -16,13 +16,15 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import UserDefinedType
 
+from colpg.constants import INDEX_NAME_PATTERN, NBITS
+
 __all__ = [
     "SCHEMA",
     "Base",
     "Centroid",
     "Document",
     "DocumentTokens",
-    "Index",
+    "IndexEntry",
     "RerankVectors",
     "search",
     "search_stmt",
@@ -57,14 +59,17 @@ def _updated_at() -> Mapped[dt.datetime]:
     return mapped_column(sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
 
 
-class Index(Base):
-    """A colpg index: the model it was built with, its vector size, residual bits and codec."""
+class IndexEntry(Base):
+    """A colpg index's catalogue row: the model it was built with, its vector size, residual bits and codec.
+
+    (Not :class:`colpg.index.Index`, which builds and searches one.)
+    """
 
     __tablename__ = "indexes"
     __table_args__ = (
-        sa.CheckConstraint("name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'", name="indexes_name_check"),
+        sa.CheckConstraint(f"name ~ '{INDEX_NAME_PATTERN}'", name="indexes_name_check"),
         sa.CheckConstraint("dim BETWEEN 1 AND 16000", name="indexes_dim_check"),
-        sa.CheckConstraint("nbits IN (1, 2, 4)", name="indexes_nbits_check"),
+        sa.CheckConstraint(f"nbits IN ({', '.join(map(str, NBITS))})", name="indexes_nbits_check"),
         sa.CheckConstraint("status IN ('building', 'ready')", name="indexes_status_check"),
         {
             "comment": "One row per colpg index: model, vector size, residual bits, ColBERT settings"
@@ -124,12 +129,12 @@ class Centroid(Base):
     )
 
     index_id: Mapped[int] = mapped_column(
-        sa.ForeignKey(Index.id, ondelete="CASCADE", name="centroids_index_id_fkey"), primary_key=True
+        sa.ForeignKey(IndexEntry.id, ondelete="CASCADE", name="centroids_index_id_fkey"), primary_key=True
     )
     code: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     centroid: Mapped[list[float]] = mapped_column(Vector(), nullable=False)
 
-    index: Mapped[Index] = relationship(back_populates="centroids")
+    index: Mapped[IndexEntry] = relationship(back_populates="centroids")
 
 
 class Document(Base):
@@ -148,7 +153,7 @@ class Document(Base):
     # BY DEFAULT: bulk writes reserve ids from the sequence and COPY them in.
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=False), primary_key=True)
     index_id: Mapped[int] = mapped_column(
-        sa.ForeignKey(Index.id, ondelete="CASCADE", name="documents_index_id_fkey"), nullable=False
+        sa.ForeignKey(IndexEntry.id, ondelete="CASCADE", name="documents_index_id_fkey"), nullable=False
     )
     external_id: Mapped[str] = mapped_column(sa.Text, nullable=False)
     text: Mapped[str | None] = mapped_column(sa.Text)
@@ -171,7 +176,7 @@ class Document(Base):
     )
     error: Mapped[str | None] = mapped_column(sa.Text, comment="Why indexing failed; NULL otherwise.")
 
-    index: Mapped[Index] = relationship(back_populates="documents")
+    index: Mapped[IndexEntry] = relationship(back_populates="documents")
     tokens: Mapped[DocumentTokens | None] = relationship(
         back_populates="document", cascade="all, delete-orphan", passive_deletes=True
     )

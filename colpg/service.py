@@ -21,14 +21,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from colpg import db
+from colpg.constants import INDEX_NAME_PATTERN
 from colpg.encoder import Encoder
-from colpg.errors import (
-    ColpgError,
-    ConfigurationError,
-    DocumentError,
-    EncodingError,
-    IndexNotFound,
-)
+from colpg.errors import ColpgError, ConfigurationError, DocumentError, DocumentNotFound, EncodingError, IndexNotFound
 from colpg.index import Index
 from colpg.orm import Document
 from colpg.search import Hit
@@ -40,7 +35,7 @@ MAX_DOCUMENTS_PER_REQUEST = 1_000
 MAX_DOCUMENT_CHARS = 1_000_000
 MAX_QUERY_VECTORS = 512
 
-IndexName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="Index name.")]
+IndexName = Annotated[str, Path(pattern=INDEX_NAME_PATTERN, description="Index name.")]
 JsonValue = str | int | float | bool | None
 
 
@@ -143,9 +138,11 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
     def fail(status: int, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=status, content={"detail": str(exc)})
 
-    @app.exception_handler(IndexNotFound)
-    def not_found(_: Request, exc: IndexNotFound) -> JSONResponse:
-        return fail(404, exc)
+    for missing in (IndexNotFound, DocumentNotFound):
+
+        @app.exception_handler(missing)
+        def not_found(_: Request, exc: Exception) -> JSONResponse:
+            return fail(404, exc)
 
     @app.exception_handler(TooLarge)
     def too_large(_: Request, exc: TooLarge) -> JSONResponse:
@@ -199,10 +196,7 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
     @app.delete("/indexes/{name}/documents/{external_id}", response_model=Changed)
     def delete_document(name: IndexName, external_id: str) -> Changed:
         """Delete one document by its id."""
-        try:
-            return Changed(changed=index_named(name).delete([external_id]))
-        except DocumentError as exc:
-            raise IndexNotFound(str(exc)) from exc  # an unknown document is a 404 too
+        return Changed(changed=index_named(name).delete([external_id]))
 
     return app
 

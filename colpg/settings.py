@@ -15,7 +15,7 @@ from colpg.errors import ConfigurationError
 
 __all__ = ["EncoderSettings"]
 
-SIMILARITIES = ("cosine", "l2")
+SIMILARITIES = ("cosine",)  # MaxSim over L2-normalised vectors; ColBERT's "l2" is not implemented
 SPECIAL_TOKENS_PER_TEXT = 3  # [CLS], the query/document marker, [SEP]
 
 
@@ -40,7 +40,10 @@ class EncoderSettings:
         if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):
             raise ConfigurationError(f"dim must be a positive integer, got {self.dim!r}")
         if self.similarity not in SIMILARITIES:
-            raise ConfigurationError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}")
+            raise ConfigurationError(
+                f"similarity must be one of {', '.join(SIMILARITIES)} (colpg scores MaxSim over L2-normalised vectors),"
+                f" got {self.similarity!r}"
+            )
 
     @classmethod
     def from_mappings(cls, *layers: Mapping[str, Any] | None) -> EncoderSettings:

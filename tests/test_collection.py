@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from colpg.collection import read_collection
-from colpg.errors import EncodingError
+from colpg.errors import CollectionError
 from colpg.evaluate import read_queries
 
 
@@ -36,5 +36,5 @@ def test_tsv_and_plain_lines(tmp_path: Path) -> None:
 def test_broken_jsonl_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text('{"_id": "1", "text": "ok"}\n{"_id": \n', encoding="utf-8")
-    with pytest.raises(EncodingError, match="line 2 is not JSON"):
+    with pytest.raises(CollectionError, match="line 2 is not JSON"):
         read_collection(path)

@@ -6,11 +6,9 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import sqlalchemy as sa
-from pgvector import Vector
 from pgvector.sqlalchemy import Vector as SAVector
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -53,13 +51,6 @@ def test_missing_pgvector_is_named(database_url: str) -> None:
     with pytest.raises(SchemaError, match="pgvector extension is not installed.*colpg db upgrade"):
         db.connect(database_url)
     db.connect(database_url, vector_types=False).close()
-
-
-def test_pool_connections_know_vector_types(migrated_url: str) -> None:
-    with db.create_pool(migrated_url, max_size=2) as pool, pool.connection() as conn:
-        value = conn.execute("SELECT %s::vector", (np.array([1.0, 2.0, 3.0], dtype=np.float32),)).fetchone()
-    assert value is not None and isinstance(value[0], Vector)
-    np.testing.assert_array_equal(value[0].to_numpy(), [1.0, 2.0, 3.0])
 
 
 def test_engine_reads_vector_arrays(migrated_url: str) -> None:

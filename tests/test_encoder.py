@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from colpg.encoder import Checkpoint, Encoder
+from colpg.compat import Checkpoint
+from colpg.encoder import Encoder
 from colpg.errors import CheckpointError, ConfigurationError, EncodingError
 
 

@@ -183,7 +183,7 @@ def test_unknown_index_and_wrong_dimension(migrated_url: str, encoder: Encoder, 
 def test_bad_collections_are_refused_before_writing(migrated_url: str, encoder: Encoder) -> None:
     with pytest.raises(DocumentError, match="collection is empty"):
         Indexer(encoder, SMALL).index("empty", [])
-    with pytest.raises(TypeError, match="document 1 is a int"):
+    with pytest.raises(DocumentError, match="document 1 is a int"):
         Indexer(encoder, SMALL).index("bad", ["fine", 3])
     with pytest.raises(ConfigurationError, match="precision must be one of"):
         IndexConfig(precision="fp8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 
 import psycopg
 import pytest
@@ -153,3 +154,16 @@ def test_upgrade_0002_copies_each_token_row_its_index(database_url: str) -> None
     migrate.downgrade(database_url, "0001")
     with db.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM colpg.document_tokens").fetchone() == (2,)
+
+
+def test_constants_match_the_sql_checks(migrated_url: str) -> None:
+    """colpg.constants and the CHECK constraints of the migrations state the same facts."""
+    from colpg.constants import INDEX_NAME_PATTERN, NBITS
+
+    with db.connect(migrated_url) as conn:
+        checks = dict(conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conname IN ('indexes_nbits_check', 'indexes_name_check')"
+        ).fetchall())
+    assert f"'{INDEX_NAME_PATTERN}'" in checks["indexes_name_check"]
+    numbers = sorted(int(n) for n in re.findall(r"\d+", checks["indexes_nbits_check"]))
+    assert tuple(numbers) == NBITS

@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from colpg import db
 from colpg.encoder import Encoder
-from colpg.orm import Centroid, Document, DocumentTokens, Index
+from colpg.orm import Centroid, Document, DocumentTokens, IndexEntry
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def engine(migrated_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def _index(name: str = "demo") -> Index:
-    return Index(name=name, model="/models/minilm", dim=4, nbits=2, config={"query_maxlen": 32})
+def _index(name: str = "demo") -> IndexEntry:
+    return IndexEntry(name=name, model="/models/minilm", dim=4, nbits=2, config={"query_maxlen": 32})
 
 
 def test_round_trip_of_every_table(engine: sa.Engine) -> None:
@@ -37,7 +37,7 @@ def test_round_trip_of_every_table(engine: sa.Engine) -> None:
         index_id = index.id
 
     with Session(engine) as session:
-        index = session.get_one(Index, index_id)
+        index = session.get_one(IndexEntry, index_id)
         assert index.config == {"query_maxlen": 32} and index.bucket_cutoffs is None
         assert [list(c.centroid) for c in index.centroids][3] == [0.0, 0.0, 0.0, 1.0]
         document = session.scalars(sa.select(Document).where(Document.metadata_["lang"].astext == "en")).one()
@@ -91,7 +91,7 @@ def test_deleting_an_index_removes_everything_under_it(engine: sa.Engine) -> Non
         document.tokens = DocumentTokens(ntokens=1, codes=[0], residuals=b"\x00")
         session.add(document)
         session.commit()
-        session.execute(sa.delete(Index))
+        session.execute(sa.delete(IndexEntry))
         session.commit()
         for model in (Centroid, Document, DocumentTokens):
             assert session.scalar(sa.select(sa.func.count()).select_from(model)) == 0

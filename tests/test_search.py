@@ -43,14 +43,25 @@ def test_search_finds_what_exact_maxsim_finds(index: Index, encoder: Encoder, sm
 
 
 def test_exact_search_scores_every_document(index: Index) -> None:
-    hits = index.search("cancer", k=100, exact=True)
+    """exact=True is MaxSim over every document's stored tokens: the same ids, order and scores as brute force."""
+    query = "cancer"
+    hits = index.search(query, k=100, exact=True)
     assert len(hits) == 24  # k larger than the collection returns the collection
-    assert len(index.search("cancer", k=100, ncells=1)) == 24
+    ids, _, tokens = index.searcher.stored_documents()
+    vectors = index.encoder.encode_queries([query])
+    scores = maxsim_flat(vectors, torch.cat(tokens), owners([len(t) for t in tokens]), len(ids))[0]
+    expected = sorted(zip(ids, scores.tolist(), strict=True), key=lambda item: -item[1])
+    assert [h.external_id for h in hits] == [i for i, _ in expected]
+    assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-4)
+    assert len(index.search(query, k=100, ncells=1)) == 24
 
 
 def test_where_filter_holds_for_every_hit(index: Index) -> None:
-    hits = index.search("cells and tissue", k=10, where=Document.metadata_["even"].as_boolean())
-    assert hits and all(h.metadata["even"] for h in hits)
+    where = Document.metadata_["even"].as_boolean()
+    hits = index.search("cells and tissue", k=10, where=where)
+    every = index.search("cells and tissue", k=24, exact=True)
+    expected = [(h.external_id, h.score) for h in every if h.metadata["even"]][:10]
+    assert [(h.external_id, h.score) for h in hits] == [(i, pytest.approx(s, abs=1e-4)) for i, s in expected]
     five = ["d1", "d4", "d9", "d16", "d23"]
     narrow = index.search("cells and tissue", k=10, where=Document.external_id.in_(five))
     assert sorted(h.external_id for h in narrow) == sorted(five)  # 5 matching documents: 5 hits

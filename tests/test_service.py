@@ -109,7 +109,16 @@ def test_concurrent_queries_are_encoded_together(encoder: Encoder) -> None:
     from colpg.errors import EncodingError
     from colpg.service import QueryBatcher
 
-    batcher = QueryBatcher(encoder, wait_s=0.05)
+    batches: list[int] = []
+
+    class Recording:
+        """The encoder, counting the queries of each call."""
+
+        def encode_queries(self, queries: list[str]) -> torch.Tensor:
+            batches.append(len(queries))
+            return encoder.encode_queries(queries)
+
+    batcher = QueryBatcher(Recording(), wait_s=0.2)  # type: ignore[arg-type]
     texts = ["glaciers", "brain development", "", "cancer cells", "ice sheets"]
     with ThreadPoolExecutor(len(texts)) as pool:
         futures = [pool.submit(batcher.encode, text) for text in texts]
@@ -119,3 +128,4 @@ def test_concurrent_queries_are_encoded_together(encoder: Encoder) -> None:
                 future.result()
         else:
             assert torch.allclose(future.result(), encoder.encode_queries([text])[0], atol=1e-5)
+    assert max(batches) > 1  # concurrent requests shared a forward pass (the failing one was then retried alone)

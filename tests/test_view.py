@@ -45,7 +45,7 @@ def test_layout_ranges_hold_each_centroids_tokens() -> None:
     generator = torch.Generator().manual_seed(1)
     rows = _rows(list(range(10)), 1, generator)
     layout = ClusterLayout.build(rows.codes, rows.residuals, rows.owners(torch.arange(10)), CENTROIDS)
-    positions, codes = layout.positions(torch.tensor([3, 7]))
+    _, codes = layout.positions(torch.tensor([3, 7]))
     assert sorted(codes.tolist()) == sorted(c for c in rows.codes.tolist() if c in (3, 7))
     assert layout.nbytes == (CENTROIDS + 1) * 8 + len(rows.codes) * (WIDTH + 4)
 

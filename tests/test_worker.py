@@ -123,7 +123,11 @@ def test_killed_worker_loses_nothing(index: Index, migrated_url: str, small_text
         worker.wait(30)
     finally:
         worker.kill()
-    time.sleep(0.5)  # the server notices the dead client and rolls its transaction back
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        # The server notices the dead client and rolls its transaction back, releasing the rows.
+        while conn.execute(claimed).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the killed worker's transaction was never rolled back"
+            time.sleep(0.05)
     statuses = _statuses(migrated_url)
     assert {key: s for key, s in statuses.items() if key.startswith("k")} == {f"k{i}": ("queued", None) for i in range(12)}
     assert IngestWorker(migrated_url).run_once() == 12
