@@ -10,7 +10,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY colpg ./colpg
 COPY sql ./sql
 COPY migrations ./migrations
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[cpu]"
 
 # Runs as a normal user; the database is the compose service, never the embedded server.
 RUN useradd --create-home colpg

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from colpg.constants import NBITS
+from colpg.errors import ConfigurationError
 
 __all__ = [
     "Int8Codec",
@@ -60,7 +61,12 @@ def kmeans(vectors: torch.Tensor, k: int, *, niters: int, seed: int) -> torch.Te
 
     Shapes: vectors [n, dim] -> [k, dim] float32.
     """
-    import faiss
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ConfigurationError(
+            "building an index needs faiss for k-means: pip install 'colpg[cpu]' (or 'colpg[gpu]' on a CUDA machine)"
+        ) from exc
 
     data = np.ascontiguousarray(vectors.detach().to("cpu", torch.float32).numpy())
     gpu = faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
