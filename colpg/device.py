@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-__all__ = ["default_device", "default_dtype", "keep_freed_memory", "resolve_device"]
+__all__ = ["default_device", "default_dtype", "keep_freed_memory", "release_freed_memory", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,26 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 @functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Return the heap's free pages to the system (glibc's malloc_trim) after a one-off burst of
+    allocations, such as loading an index: the rows read are freed, but scattered among live
+    memory, so the heap cannot shrink by itself. Elsewhere than glibc it does nothing."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+@functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed heap memory for reuse instead of returning it after each query.
 
@@ -43,13 +63,9 @@ def keep_freed_memory() -> bool:
     up to 32 MB then come from the heap, and up to 64 MB of free heap is kept. Process-wide, done
     once, by the first searcher; elsewhere than glibc it does nothing. Returns whether it applied.
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     applied = all(mallopt(option, value) == 1 for option, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, 16 << 20),

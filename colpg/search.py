@@ -37,7 +37,7 @@ import torch
 
 from colpg import db, store
 from colpg.codec import ResidualCodec
-from colpg.device import keep_freed_memory
+from colpg.device import keep_freed_memory, release_freed_memory
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, IndexNotFound
 from colpg.explain import TokenMatch, explain
@@ -129,8 +129,8 @@ class IndexSearcher:
                 assert isinstance(pg, psycopg.Connection)  # the engine's driver is psycopg 3
                 yield connection, pg
 
-    def _current(self, pg: psycopg.Connection[Any]) -> _Loaded:
-        """The index as this snapshot sees it: the resident view synced, or loaded again after a rebuild."""
+    def _current(self, pg: psycopg.Connection[Any], progress: bool | None = False) -> _Loaded:
+        """The index as this snapshot sees it: the resident view synced, or loaded (again, after a rebuild)."""
         loaded = self._loaded
         since = loaded.view.watermark if loaded is not None else None
         row = pg.execute(sql("search_sync"), {"name": self.name, "since": since}).fetchone()
@@ -138,7 +138,7 @@ class IndexSearcher:
             raise IndexNotFound(f"no index named {self.name!r}; `colpg index list` shows the indexes")
         index_id, updated_at, snapshot, trimmed, changed = row
         if loaded is None or trimmed or (loaded.record.id, loaded.record.updated_at) != (index_id, updated_at):
-            return self._load(pg, snapshot, loaded)
+            return self._load(pg, snapshot, loaded, progress)
         if _xmax(snapshot) < _xmax(loaded.view.watermark):
             return loaded  # another search synced to a newer snapshot already
         view = loaded.view.apply(changed, changed_rows(pg, changed, loaded.codec.residual_bytes), snapshot)
@@ -164,6 +164,7 @@ class IndexSearcher:
             loaded = _Loaded(record, codec, rerank, view)
             self.cache.clear()
             self._loaded = loaded
+            release_freed_memory()  # the rows read to build the view
             return loaded
 
     def loaded(self) -> _Loaded:
@@ -175,20 +176,14 @@ class IndexSearcher:
         """Load the resident tokens now (else the first search does), and with ``rows`` fill the
         row cache with rerank rows until it is full; returns the documents held."""
         with self._snapshot() as (connection, pg):
-            loaded = self._loaded
-            if loaded is None:
-                row = pg.execute(sql("search_sync"), {"name": self.name, "since": None}).fetchone()
-                if row is None:
-                    raise IndexNotFound(f"no index named {self.name!r}; `colpg index list` shows the indexes")
-                loaded = self._load(pg, row[2], None, progress)
-            else:
-                loaded = self._current(pg)
+            loaded = self._current(pg, progress)
             if rows:
                 ids = filtered_ids(connection, loaded.record.id, None)
                 for start in range(0, len(ids), EXACT_BATCH):
                     if self.cache.bytes >= self.cache.max_bytes:
                         break
                     self._tokens(pg, loaded, ids[start : start + EXACT_BATCH])
+                release_freed_memory()  # the rows read, now held as tensors in the cache
         return loaded.view.documents
 
     @property
