@@ -43,15 +43,24 @@ from colpg.view import DocumentRows, IndexView
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def exact_top(v: token_vectors.Vectors, queries: torch.Tensor, k: int) -> list[list[int]]:
+    """Each query's exact top k (document numbers) by MaxSim over the original float vectors, cached."""
+    path = token_vectors.CACHE / f"exact-{v.name}-{len(v.ids)}-{len(v.tokens)}-{len(queries)}-{k}.pt"
+    if not path.is_file():
+        torch.save([maxsim_flat(q[None], v.tokens, owners(v.doclens), len(v.ids))[0].topk(k).indices.tolist() for q in queries], path)
+    return torch.load(path)
+
+
 class Collection:
     """One collection compressed as colpg stores it, with its exact top 10 per query (cached)."""
 
-    def __init__(self, v: token_vectors.Vectors, queries: int, k: int, seed: int = 12345) -> None:
+    def __init__(self, v: token_vectors.Vectors, queries: int, k: int, seed: int = 12345, niters: int = 4) -> None:
         self.v = v
         self.k = k
         self.queries = v.queries[:queries]
         lengths = torch.tensor(v.doclens)
-        path = token_vectors.CACHE / f"probe-{v.name}-{len(v.ids)}-{len(v.tokens)}-{queries}-{k}-{seed}.pt"
+        trained = f"-{niters}iters" if niters != 4 else ""  # 4: a build's default, cached before this was a choice
+        path = token_vectors.CACHE / f"probe-{v.name}-{len(v.ids)}-{len(v.tokens)}-{queries}-{k}-{seed}{trained}.pt"
         if path.is_file():
             saved = torch.load(path, weights_only=False)
         else:
@@ -59,14 +68,14 @@ class Collection:
             docs = torch.randperm(len(v.ids), generator=generator)[: sample_size(len(v.ids))].tolist()
             sample = torch.cat([v.document(i) for i in docs])
             started = time.perf_counter()
-            codec = train_residual_codec(sample, nbits=2, num_centroids=num_centroids_for(len(v.tokens)), niters=4, seed=seed)
+            codec = train_residual_codec(sample, nbits=2, num_centroids=num_centroids_for(len(v.tokens)), niters=niters, seed=seed)
             parts = [codec.compress(chunk) for chunk in torch.split(v.tokens, 1 << 16)]
             int8 = Int8Codec.fit(sample)
             saved = {
                 "codec": codec, "int8": int8, "train_s": time.perf_counter() - started,
                 "codes": torch.cat([p[0] for p in parts]), "residuals": torch.cat([p[1] for p in parts]),
                 "payload": torch.cat([int8.compress(chunk) for chunk in torch.split(v.tokens, 1 << 16)]),
-                "exact": [maxsim_flat(q[None], v.tokens, owners(v.doclens), len(v.ids))[0].topk(k).indices.tolist() for q in self.queries],
+                "exact": exact_top(v, self.queries, k),
             }
             torch.save(saved, path)
         self.codec, self.train_s, self.payload = saved["codec"], saved["train_s"], saved["payload"].view(torch.uint8)
