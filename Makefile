@@ -30,6 +30,7 @@ run: install
 # The whole test suite: lint, strict types, then pytest on a real embedded PostgreSQL.
 test: install
 	$(BIN)/ruff check colpg
+	$(BIN)/ruff format --check colpg
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 

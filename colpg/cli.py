@@ -128,7 +128,9 @@ def _mib(count: float) -> str:
 def index_create(
     name: str = typer.Argument(..., help="Name of the new index."),
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint folder (or a cached hub id)."),
-    collection: Path = typer.Option(..., "--collection", "-c", exists=True, dir_okay=False, help="corpus.jsonl, id<TAB>text .tsv, or one document per line."),
+    collection: Path = typer.Option(
+        ..., "--collection", "-c", exists=True, dir_okay=False, help="corpus.jsonl, id<TAB>text .tsv, or one document per line."
+    ),
     nbits: int = typer.Option(2, help="Residual bits per dimension: 1, 2 or 4."),
     precision: str = typer.Option("int8", help="Rerank store: none, residual4, int8 or fp16."),
     doc_maxlen: int | None = typer.Option(None, help="Tokens kept per document (default: the checkpoint's)."),
@@ -217,10 +219,20 @@ def index_info(name: str) -> None:
             ("documents", f"{info['documents']:,}"),
             ("tokens", f"{info['tokens']:,}"),
             ("centroids", f"{info['centroids']:,}"),
-            ("codes+residuals", (f"{table:.1f} bytes/token on disk (heap, TOAST, indexes), {table / payload:.2f}x the"
-             f" {payload:g}-byte payload; {info['codes_residuals_column_bytes_per_token']:.1f} in the columns")),
-            ("rerank store", (f"{info['rerank_table_bytes_per_token']:.1f} bytes/token on disk,"
-             f" {info['rerank_column_bytes_per_token']:.1f} in the columns")),
+            (
+                "codes+residuals",
+                (
+                    f"{table:.1f} bytes/token on disk (heap, TOAST, indexes), {table / payload:.2f}x the"
+                    f" {payload:g}-byte payload; {info['codes_residuals_column_bytes_per_token']:.1f} in the columns"
+                ),
+            ),
+            (
+                "rerank store",
+                (
+                    f"{info['rerank_table_bytes_per_token']:.1f} bytes/token on disk,"
+                    f" {info['rerank_column_bytes_per_token']:.1f} in the columns"
+                ),
+            ),
             ("float32", f"{info['float32_vector_bytes_per_token']} bytes/token as vector({info['dim']})[] (for comparison)"),
         ]
         for label, value in lines:
@@ -251,7 +263,9 @@ def _where_option(where: str | None, params: list[str]) -> tuple[str, dict[str, 
 # Search's parameters (colpg.params); None takes the default for k.
 NCELLS = typer.Option(None, "--ncells", min=1, help="Centroids probed per query token (default by k).")
 NRERANK = typer.Option(None, "--nrerank", min=1, help="Most documents reranked at the rerank store's precision (default by k).")
-MARGIN = typer.Option(None, "--margin", min=0.0, help="Rerank only documents within this much per query token of the k-th best first-stage score.")
+MARGIN = typer.Option(
+    None, "--margin", min=0.0, help="Rerank only documents within this much per query token of the k-th best first-stage score."
+)
 
 
 @app.command("search")
@@ -260,7 +274,9 @@ def search(
     query: str = typer.Argument(..., help="The query text."),
     k: int = typer.Option(10, "-k", help="Number of hits."),
     where: str | None = typer.Option(None, help="SQL condition over `documents` (colpg.documents), values as :names."),
-    param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a :NAME in --where (repeatable; values are text, CAST them in SQL)."),
+    param: list[str] = typer.Option(
+        [], "--param", help="NAME=VALUE for a :NAME in --where (repeatable; values are text, CAST them in SQL)."
+    ),
     explain: bool = typer.Option(False, help="Show, per query token, the document token that matched it best."),
     exact: bool = typer.Option(False, help="Score every document exactly (slow on large indexes)."),
     ncells: int | None = NCELLS,
@@ -272,9 +288,7 @@ def search(
 
     with _reported_errors():
         where_clause = _where_option(where, param)
-        hits = Index(name).search(
-            query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin
-        )
+        hits = Index(name).search(query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin)
         if not hits:
             typer.echo("no hits")
         for hit in hits:
@@ -302,9 +316,7 @@ def evaluate_index(
     from colpg.index import Index
 
     with _reported_errors():
-        report = evaluate(
-            Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank, margin=margin
-        )
+        report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank, margin=margin)
         typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
         typer.echo("| run | nDCG@10 | MRR@10 | R@100 |")
         typer.echo("|---|---|---|---|")

@@ -219,9 +219,7 @@ def fit_buckets(residuals: torch.Tensor, nbits: int) -> tuple[torch.Tensor, torc
     return cutoffs, weights
 
 
-def train_residual_codec(
-    sample: torch.Tensor, *, nbits: int, num_centroids: int, niters: int, seed: int
-) -> ResidualCodec:
+def train_residual_codec(sample: torch.Tensor, *, nbits: int, num_centroids: int, niters: int, seed: int) -> ResidualCodec:
     """k-means on most of ``sample``; residual buckets from the held-out rest (ColBERTv2's recipe).
 
     A sample too small for ``num_centroids`` (a collection of a few sentences) gets fewer

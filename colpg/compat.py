@@ -156,9 +156,7 @@ class Checkpoint(Encoder):
     def __init__(self, name: str | Path, colbert_config: Any = None, *, device: str | torch.device | None = None) -> None:
         settings = colbert_config if colbert_config is None or isinstance(colbert_config, Mapping) else vars(colbert_config)
         loaded = Encoder.from_pretrained(name, settings, device=device)
-        super().__init__(
-            loaded.backbone, loaded.head, loaded.tokenizer, name=loaded.name, device=loaded.device, dtype=loaded.dtype
-        )
+        super().__init__(loaded.backbone, loaded.head, loaded.tokenizer, name=loaded.name, device=loaded.device, dtype=loaded.dtype)
 
     def queryFromText(self, queries: Sequence[str], bsize: int | None = None, **_: Any) -> torch.Tensor:
         """[n, query_maxlen, dim], like ColBERT's."""

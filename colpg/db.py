@@ -84,9 +84,7 @@ def _register_vector(conn: psycopg.Connection[Any]) -> None:
     try:
         register_vector(conn)
     except psycopg.ProgrammingError as exc:
-        raise SchemaError(
-            f"the pgvector extension is not installed in database {conn.info.dbname!r}; run `colpg db upgrade`"
-        ) from exc
+        raise SchemaError(f"the pgvector extension is not installed in database {conn.info.dbname!r}; run `colpg db upgrade`") from exc
 
 
 def connect(url: str | None = None, *, autocommit: bool = False, vector_types: bool = True) -> psycopg.Connection[Any]:

@@ -62,10 +62,7 @@ def _start_error(pgdata: Path, cause: BaseException) -> ServerStartError:
         detail += f": {cause.stderr}"
     hint = ""
     if os.geteuid() == 0:
-        hint = (
-            f" Running as root: the server runs as OS user {SERVER_OS_USER!r}, which must be able"
-            f" to create and own {pgdata}."
-        )
+        hint = f" Running as root: the server runs as OS user {SERVER_OS_USER!r}, which must be able to create and own {pgdata}."
     return ServerStartError(
         f"could not start the embedded PostgreSQL server in {pgdata}: {detail}.{hint}"
         f" Set {DATA_DIR_ENV} to another folder, or COLPG_DATABASE_URL to a PostgreSQL with pgvector."

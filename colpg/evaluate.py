@@ -112,8 +112,15 @@ def _search_all(
 
 
 def evaluate(
-    index: Index, dataset: Path, *, k: int = 10, vs_exact: bool = False, max_queries: int | None = None,
-    ncells: int | None = None, nrerank: int | None = None, margin: float | None = None,
+    index: Index,
+    dataset: Path,
+    *,
+    k: int = 10,
+    vs_exact: bool = False,
+    max_queries: int | None = None,
+    ncells: int | None = None,
+    nrerank: int | None = None,
+    margin: float | None = None,
 ) -> EvalReport:
     """Search every judged query of ``dataset`` (BEIR layout) and score the runs with ir-measures.
 

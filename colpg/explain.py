@@ -22,7 +22,9 @@ class TokenMatch:
     similarity: float
 
 
-def explain(encoder: Encoder, query_text: str | None, query: torch.Tensor, external_id: str, text: str | None, tokens: torch.Tensor) -> list[TokenMatch]:
+def explain(
+    encoder: Encoder, query_text: str | None, query: torch.Tensor, external_id: str, text: str | None, tokens: torch.Tensor
+) -> list[TokenMatch]:
     """Per query token, the best document token, named by re-tokenising the stored text (no extra storage).
 
     Shapes: query [q, dim]; tokens [t, dim], the document's tokens at the precision that scored it.

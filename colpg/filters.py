@@ -25,9 +25,7 @@ def _clause(where: Where) -> sa.ColumnElement[bool] | sa.TextClause | None:
         return where
     if isinstance(where, tuple) and len(where) == 2 and isinstance(where[0], str) and isinstance(where[1], Mapping):
         return sa.text(where[0]).bindparams(**dict(where[1]))
-    raise ConfigurationError(
-        f"a filter must be a SQLAlchemy expression or a (sql_fragment, parameters) pair, got {type(where).__name__}"
-    )
+    raise ConfigurationError(f"a filter must be a SQLAlchemy expression or a (sql_fragment, parameters) pair, got {type(where).__name__}")
 
 
 def filtered_ids(

@@ -172,7 +172,9 @@ class Indexer:
         if truncated:
             logger.warning(
                 "%d of %d documents are longer than doc_maxlen=%d tokens and will be truncated",
-                truncated, len(documents), self.encoder.settings.doc_maxlen,
+                truncated,
+                len(documents),
+                self.encoder.settings.doc_maxlen,
             )
         fingerprint = _fingerprint(documents)
         url = self.url or db.database_url()
@@ -226,9 +228,7 @@ class Indexer:
             raise IndexExists(f"index {name!r} exists already; pass overwrite=True (or --overwrite) to rebuild it")
         build = record.config.get("build", {})
         if build.get("fingerprint") != fingerprint or record.model != self.encoder.name or record.nbits != self.config.nbits:
-            raise IndexExists(
-                f"an interrupted build of {name!r} used another collection or settings; pass overwrite=True to start again"
-            )
+            raise IndexExists(f"an interrupted build of {name!r} used another collection or settings; pass overwrite=True to start again")
         return record
 
 
@@ -328,9 +328,7 @@ class Index:
         ``explain`` adds, per query token, the document token that matched it best. ``ncells``,
         ``nrerank`` and ``margin`` (see :mod:`colpg.params`) default to :func:`colpg.params.default_params`.
         """
-        return self.search_batch(
-            [query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin
-        )[0]
+        return self.search_batch([query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin)[0]
 
     def search_batch(
         self,

@@ -131,9 +131,7 @@ class JinaBertSelfAttention(nn.Module):
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
         rows = max(1, ATTENTION_CHUNK_ELEMENTS // (batch * self.num_heads * length))
         chunks = [
-            F.scaled_dot_product_attention(
-                q[:, :, start : start + rows], k, v, attn_mask=bias[:, :, start : start + rows] + key_padding
-            )
+            F.scaled_dot_product_attention(q[:, :, start : start + rows], k, v, attn_mask=bias[:, :, start : start + rows] + key_padding)
             for start in range(0, length, rows)
         ]
         context = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)

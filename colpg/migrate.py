@@ -54,9 +54,7 @@ def head_revision() -> str:
 
 def current_revision(connection: sa.Connection) -> str | None:
     """The revision the database is at, or None when colpg was never installed there."""
-    migration_context = MigrationContext.configure(
-        connection, opts={"version_table": VERSION_TABLE, "version_table_schema": SCHEMA}
-    )
+    migration_context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE, "version_table_schema": SCHEMA})
     return migration_context.get_current_revision()
 
 

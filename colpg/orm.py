@@ -71,17 +71,12 @@ class IndexEntry(Base):
         sa.CheckConstraint("dim BETWEEN 1 AND 16000", name="indexes_dim_check"),
         sa.CheckConstraint(f"nbits IN ({', '.join(map(str, NBITS))})", name="indexes_nbits_check"),
         sa.CheckConstraint("status IN ('building', 'ready')", name="indexes_status_check"),
-        {
-            "comment": "One row per colpg index: model, vector size, residual bits, ColBERT settings"
-            " and the residual codec buckets."
-        },
+        {"comment": "One row per colpg index: model, vector size, residual bits, ColBERT settings and the residual codec buckets."},
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, sa.Identity(always=True), primary_key=True)
     name: Mapped[str] = mapped_column(sa.Text, nullable=False, unique=True)
-    model: Mapped[str] = mapped_column(
-        sa.Text, nullable=False, comment="Checkpoint the index was built with (folder path or hub id)."
-    )
+    model: Mapped[str] = mapped_column(sa.Text, nullable=False, comment="Checkpoint the index was built with (folder path or hub id).")
     dim: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     nbits: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False)
     config: Mapped[dict[str, Any]] = mapped_column(
@@ -152,14 +147,10 @@ class Document(Base):
 
     # BY DEFAULT: bulk writes reserve ids from the sequence and COPY them in.
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=False), primary_key=True)
-    index_id: Mapped[int] = mapped_column(
-        sa.ForeignKey(IndexEntry.id, ondelete="CASCADE", name="documents_index_id_fkey"), nullable=False
-    )
+    index_id: Mapped[int] = mapped_column(sa.ForeignKey(IndexEntry.id, ondelete="CASCADE", name="documents_index_id_fkey"), nullable=False)
     external_id: Mapped[str] = mapped_column(sa.Text, nullable=False)
     text: Mapped[str | None] = mapped_column(sa.Text)
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")
-    )
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"))
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = _updated_at()
     index_name: Mapped[str] = mapped_column(
@@ -177,9 +168,7 @@ class Document(Base):
     error: Mapped[str | None] = mapped_column(sa.Text, comment="Why indexing failed; NULL otherwise.")
 
     index: Mapped[IndexEntry] = relationship(back_populates="documents")
-    tokens: Mapped[DocumentTokens | None] = relationship(
-        back_populates="document", cascade="all, delete-orphan", passive_deletes=True
-    )
+    tokens: Mapped[DocumentTokens | None] = relationship(back_populates="document", cascade="all, delete-orphan", passive_deletes=True)
     rerank: Mapped[RerankVectors | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
 
@@ -196,10 +185,7 @@ class DocumentTokens(Base):
             name="document_tokens_document_id_index_id_fkey",
         ),
         sa.Index("document_tokens_codes_idx", "codes", postgresql_using="gin", postgresql_with={"fastupdate": "off"}),
-        {
-            "comment": "Per document: one centroid code per token and the tokens' residuals packed"
-            " to dim*nbits/8 bytes each."
-        },
+        {"comment": "Per document: one centroid code per token and the tokens' residuals packed to dim*nbits/8 bytes each."},
     )
 
     document_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
@@ -221,9 +207,7 @@ class RerankVectors(Base):
     __tablename__ = "rerank_vectors"
     __table_args__ = (
         sa.CheckConstraint("payload IS NOT NULL OR vectors IS NOT NULL", name="rerank_vectors_payload_check"),
-        {
-            "comment": "Rerank-precision store: per document, int8 or 4-bit-residual tokens (payload) or fp16 vectors."
-        },
+        {"comment": "Rerank-precision store: per document, int8 or 4-bit-residual tokens (payload) or fp16 vectors."},
     )
 
     document_id: Mapped[int] = mapped_column(

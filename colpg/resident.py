@@ -45,8 +45,15 @@ def _batches(cursor: psycopg.Cursor[Any]) -> Iterable[list[tuple[Any, ...]]]:
 
 
 def load_view(
-    conn: psycopg.Connection[Any], index_id: int, num_centroids: int, residual_bytes: int, snapshot: str,
-    device: torch.device, *, name: str, progress: bool | None = None,
+    conn: psycopg.Connection[Any],
+    index_id: int,
+    num_centroids: int,
+    residual_bytes: int,
+    snapshot: str,
+    device: torch.device,
+    *,
+    name: str,
+    progress: bool | None = None,
 ) -> IndexView:
     """Every token row of the index, as the caller's transaction (at ``snapshot``) sees them."""
     parts = []

@@ -160,8 +160,9 @@ class IndexSearcher:
                     f" this searcher's model gives {self.encoder.dim}: open the index again"
                 )
             codec, rerank = store.load_codec(pg, record, self.device)
-            view = load_view(pg, record.id, int(codec.centroids.shape[0]), codec.residual_bytes, snapshot, self.device,
-                             name=self.name, progress=progress)
+            view = load_view(
+                pg, record.id, int(codec.centroids.shape[0]), codec.residual_bytes, snapshot, self.device, name=self.name, progress=progress
+            )
             loaded = _Loaded(record, codec, rerank, view)
             self.cache.clear()
             self._loaded = loaded
@@ -246,8 +247,14 @@ class IndexSearcher:
         return scores
 
     def _candidates(
-        self, connection: sa.Connection, loaded: _Loaded, query: torch.Tensor, k: int, params: SearchParams,
-        where: Where, allowed: torch.Tensor | None,
+        self,
+        connection: sa.Connection,
+        loaded: _Loaded,
+        query: torch.Tensor,
+        k: int,
+        params: SearchParams,
+        where: Where,
+        allowed: torch.Tensor | None,
     ) -> list[int]:
         """Document ids to rerank: the best by probed-token scores (that pass ``where``), those
         within ``margin`` per query token of the k-th best, at most ``nrerank``."""
@@ -287,7 +294,9 @@ class IndexSearcher:
     def _with_rows(self, pg: psycopg.Connection[Any], ranked: list[Ranked], text: bool) -> list[Ranked]:
         rows = {r[0]: r for r in pg.execute(sql("search_results"), {"ids": [r.document_id for r in ranked], "want_text": text})}
         return [
-            dataclasses.replace(r, external_id=rows[r.document_id][1], metadata=dict(rows[r.document_id][2] or {}), text=rows[r.document_id][3])
+            dataclasses.replace(
+                r, external_id=rows[r.document_id][1], metadata=dict(rows[r.document_id][2] or {}), text=rows[r.document_id][3]
+            )
             for r in ranked
             if r.document_id in rows
         ]
@@ -295,7 +304,13 @@ class IndexSearcher:
     # -- public ------------------------------------------------------------------------------
 
     def search_vectors(
-        self, query: torch.Tensor, k: int, *, where: Where = None, exact: bool = False, params: SearchParams | None = None,
+        self,
+        query: torch.Tensor,
+        k: int,
+        *,
+        where: Where = None,
+        exact: bool = False,
+        params: SearchParams | None = None,
         text: bool = True,
     ) -> list[Ranked]:
         """The top ``k`` documents for query token vectors, best first. Shapes: query [q, dim]."""
@@ -306,7 +321,14 @@ class IndexSearcher:
         return self._search(query, k, where=None, exact=False, params=params, text=True, among=list(ids))
 
     def _search(
-        self, query: torch.Tensor, k: int, *, where: Where, exact: bool, params: SearchParams | None, text: bool,
+        self,
+        query: torch.Tensor,
+        k: int,
+        *,
+        where: Where,
+        exact: bool,
+        params: SearchParams | None,
+        text: bool,
         among: list[int] | None,
     ) -> list[Ranked]:
         dim = self.encoder.dim
@@ -329,8 +351,16 @@ class IndexSearcher:
         return ranked
 
     def _rank(
-        self, connection: sa.Connection, pg: psycopg.Connection[Any], loaded: _Loaded, query: torch.Tensor, k: int,
-        where: Where, exact: bool, params: SearchParams, among: list[int] | None,
+        self,
+        connection: sa.Connection,
+        pg: psycopg.Connection[Any],
+        loaded: _Loaded,
+        query: torch.Tensor,
+        k: int,
+        where: Where,
+        exact: bool,
+        params: SearchParams,
+        among: list[int] | None,
     ) -> list[Ranked]:
         record = loaded.record
         budget = max(k, params.nrerank)
@@ -376,7 +406,11 @@ class IndexSearcher:
         """Results as :class:`Hit`, ranked from 1, with token explanations when asked for."""
         return [
             Hit(
-                r.external_id, r.score, rank, r.metadata, r.text,
+                r.external_id,
+                r.score,
+                rank,
+                r.metadata,
+                r.text,
                 explain(self.encoder, query_text, query, r.external_id, r.text, r.tokens) if explain_matches else None,
             )
             for rank, r in enumerate(ranked, start=1)

@@ -107,9 +107,7 @@ def create_index(
     return index_id
 
 
-def load_codec(
-    conn: psycopg.Connection[Any], record: IndexRecord, device: torch.device | None = None
-) -> tuple[ResidualCodec, RerankStore]:
+def load_codec(conn: psycopg.Connection[Any], record: IndexRecord, device: torch.device | None = None) -> tuple[ResidualCodec, RerankStore]:
     """The index's residual codec (centroids read by binary COPY) and its rerank store, on ``device``."""
     with conn.cursor().copy(query("centroids_copy_out"), {"index_id": record.id}) as copy:
         copy.set_types(["vector"])

@@ -18,8 +18,13 @@ __all__ = ["jinabert_config", "jinabert_tensors", "write_jinabert_checkpoint"]
 
 
 def jinabert_config(
-    *, hidden_size: int = 768, num_hidden_layers: int = 12, num_attention_heads: int = 12,
-    intermediate_size: int = 3072, vocab_size: int = 30528, feed_forward_type: str = "geglu",
+    *,
+    hidden_size: int = 768,
+    num_hidden_layers: int = 12,
+    num_attention_heads: int = 12,
+    intermediate_size: int = 3072,
+    vocab_size: int = 30528,
+    feed_forward_type: str = "geglu",
 ) -> dict[str, Any]:
     """A config.json like jina-colbert-v1-en's (sizes default to the real model's)."""
     return {
@@ -97,7 +102,14 @@ def write_jinabert_checkpoint(
     else:
         torch.save(tensors, folder / "pytorch_model.bin")
     shutil.copyfile(tokenizer_json, folder / "tokenizer.json")
-    colbert = {"dim": dim, "query_maxlen": 32, "doc_maxlen": 8192, "query_token_id": "[unused0]",
-               "doc_token_id": "[unused1]", "attend_to_mask_tokens": False, "similarity": "cosine"}
+    colbert = {
+        "dim": dim,
+        "query_maxlen": 32,
+        "doc_maxlen": 8192,
+        "query_token_id": "[unused0]",
+        "doc_token_id": "[unused1]",
+        "attend_to_mask_tokens": False,
+        "similarity": "cosine",
+    }
     (folder / "artifact.metadata").write_text(json.dumps(colbert | (metadata or {}), indent=2))
     return folder

@@ -103,9 +103,7 @@ class ColBERTTokenizer:
         ids = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
         cut = sum(len(i) > room for i in ids)
         if cut and warn:
-            logger.warning(
-                "%d of %d %s texts were longer than %d tokens and were truncated", cut, len(ids), what, maxlen
-            )
+            logger.warning("%d of %d %s texts were longer than %d tokens and were truncated", cut, len(ids), what, maxlen)
         for position, token_ids in enumerate(ids):
             if not token_ids:
                 raise EncodingError(f"{what} {position} has no tokens the model knows")
@@ -120,8 +118,7 @@ class ColBERTTokenizer:
         """Each document's full sequence ``[CLS] [D] tokens [SEP]``, truncated to doc_maxlen (with a warning)."""
         texts = check_texts(texts, "document")
         return [
-            [self.cls_id, self.doc_marker_id, *ids, self.sep_id]
-            for ids in self._ids(texts, self.settings.doc_maxlen, "document", warn)
+            [self.cls_id, self.doc_marker_id, *ids, self.sep_id] for ids in self._ids(texts, self.settings.doc_maxlen, "document", warn)
         ]
 
     def queries(self, texts: Sequence[str]) -> TokenBatch:

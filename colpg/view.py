@@ -153,8 +153,10 @@ class IndexView:
         new_slots = torch.arange(first, first + len(new))
         delta_slots = dict(self.delta_slots) | dict(zip(new.ids.tolist(), new_slots.tolist(), strict=True))
         # The delta's stored rows carry each token's slot in place of its document id.
-        delta_rows = DocumentRows.concat([self.delta_rows, DocumentRows(new_slots, new.versions, new.lengths, new.codes, new.residuals)],
-                                         int(self.main.residuals.shape[1]))
+        delta_rows = DocumentRows.concat(
+            [self.delta_rows, DocumentRows(new_slots, new.versions, new.lengths, new.codes, new.residuals)],
+            int(self.main.residuals.shape[1]),
+        )
         device = self.alive.device
         view = IndexView(
             main=self.main,
@@ -173,7 +175,9 @@ class IndexView:
             return view.merged()
         if len(new):
             delta = ClusterLayout.build(
-                delta_rows.codes.to(device), delta_rows.residuals.to(device), delta_rows.owners(delta_rows.ids).to(device),
+                delta_rows.codes.to(device),
+                delta_rows.residuals.to(device),
+                delta_rows.owners(delta_rows.ids).to(device),
                 self.num_centroids,
             )
             view = IndexView(**{**view.__dict__, "delta": delta})

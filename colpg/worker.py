@@ -142,4 +142,3 @@ class IngestWorker:
         for doc_id, reason in outcome.items():
             if reason is not None:
                 logger.warning("document %d of index %r failed: %s", doc_id, index_name, reason)
-
