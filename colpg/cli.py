@@ -179,11 +179,12 @@ def index_delete(name: str, ids: list[str] = typer.Argument(..., help="External 
 @index_app.command("drop")
 def index_drop(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
     """Remove an index with all its documents."""
-    from colpg.index import drop_index
+    from colpg.index import Index, drop_index
 
     with _reported_errors():
         if not yes:
-            typer.confirm(f"drop index {name!r} and all its documents?", abort=True)
+            documents = Index(name).info()["documents"]  # an unknown name fails here, before the question
+            typer.confirm(f"drop index {name!r} and its {documents} documents?", abort=True)
         drop_index(name)
         typer.echo(f"dropped {name!r}")
 

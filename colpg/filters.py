@@ -24,7 +24,14 @@ def _clause(where: Where) -> sa.ColumnElement[bool] | sa.TextClause | None:
     if where is None or isinstance(where, sa.ColumnElement):
         return where
     if isinstance(where, tuple) and len(where) == 2 and isinstance(where[0], str) and isinstance(where[1], Mapping):
-        return sa.text(where[0]).bindparams(**dict(where[1]))
+        clause = sa.text(where[0])
+        named, given = set(clause._bindparams), set(where[1])
+        if named != given:
+            missing = ", ".join(f":{n}" for n in sorted(named - given))
+            unused = ", ".join(sorted(given - named))
+            problem = f"it uses {missing} with no value given" if missing else f"values were given for {unused}, which it does not use"
+            raise ConfigurationError(f"the filter {where[0]!r} does not match its parameters: {problem} (CLI: --param NAME=VALUE)")
+        return clause.bindparams(**dict(where[1]))
     raise ConfigurationError(f"a filter must be a SQLAlchemy expression or a (sql_fragment, parameters) pair, got {type(where).__name__}")
 
 

@@ -44,6 +44,10 @@ from colpg.stores import KINDS, RerankStore, train_store
 
 __all__ = ["BuildStats", "Index", "IndexConfig", "Indexer", "drop_index", "list_indexes"]
 
+#: How to replace or add documents, in each interface's words (errors reach Python, CLI and HTTP users alike).
+REPLACE_HINT = "replace them with an update (Index.update, `colpg index add --update`, HTTP PUT /indexes/NAME/documents)"
+ADD_HINT = "add new documents instead (Index.add, `colpg index add`, HTTP POST /indexes/NAME/documents)"
+
 logger = logging.getLogger(__name__)
 
 
@@ -228,7 +232,9 @@ class Indexer:
             raise IndexExists(f"index {name!r} exists already; pass overwrite=True (or --overwrite) to rebuild it")
         build = record.config.get("build", {})
         if build.get("fingerprint") != fingerprint or record.model != self.encoder.name or record.nbits != self.config.nbits:
-            raise IndexExists(f"an interrupted build of {name!r} used another collection or settings; pass overwrite=True to start again")
+            raise IndexExists(
+                f"an interrupted build of {name!r} used another collection or settings; pass overwrite=True (CLI: --overwrite) to start again"
+            )
         return record
 
 
@@ -276,7 +282,7 @@ class Index:
         with db.connect(self.url, autocommit=True) as conn, conn.transaction():
             present = store.existing_ids(conn, self.record.id, [d.external_id for d in documents])
             if present:
-                raise DocumentError(f"index {self.name!r} already holds {_few(present)}; use update() to replace them")
+                raise DocumentError(f"index {self.name!r} already holds {_few(present)}; {REPLACE_HINT}")
             self._write(conn, documents)
         return len(documents)
 
@@ -287,7 +293,7 @@ class Index:
         with db.connect(self.url, autocommit=True) as conn, conn.transaction():
             missing = set(ids) - store.existing_ids(conn, self.record.id, ids)
             if missing:
-                raise DocumentNotFound(f"index {self.name!r} does not hold {_few(missing)}; use add() for new documents")
+                raise DocumentNotFound(f"index {self.name!r} does not hold {_few(missing)}; {ADD_HINT}")
             store.delete_documents(conn, self.record.id, ids)
             self._write(conn, documents)
         return len(documents)

@@ -186,12 +186,12 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
     @app.post("/indexes/{name}/documents", response_model=Changed, status_code=201)
     def add_documents(name: IndexName, request: DocumentsIn) -> Changed:
         """Add documents (encoded and indexed before the response); an id already present is an error."""
-        if len(request.documents) > MAX_DOCUMENTS_PER_REQUEST:
-            raise TooLarge(f"{len(request.documents)} documents in one request; at most {MAX_DOCUMENTS_PER_REQUEST}")
-        if any(len(d.text) > MAX_DOCUMENT_CHARS for d in request.documents):
-            raise TooLarge(f"a document is longer than {MAX_DOCUMENT_CHARS} characters")
-        added = index_named(name).add([{"id": d.id, "text": d.text, "metadata": d.metadata} for d in request.documents])
-        return Changed(changed=added)
+        return Changed(changed=index_named(name).add(_documents(request)))
+
+    @app.put("/indexes/{name}/documents", response_model=Changed)
+    def update_documents(name: IndexName, request: DocumentsIn) -> Changed:
+        """Replace documents (text, metadata and tokens); an id the index does not hold is an error."""
+        return Changed(changed=index_named(name).update(_documents(request)))
 
     @app.delete("/indexes/{name}/documents/{external_id}", response_model=Changed)
     def delete_document(name: IndexName, external_id: str) -> Changed:
@@ -199,6 +199,15 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
         return Changed(changed=index_named(name).delete([external_id]))
 
     return app
+
+
+def _documents(request: DocumentsIn) -> list[dict[str, Any]]:
+    """The request's documents as colpg.collection reads them, within the service's size limits."""
+    if len(request.documents) > MAX_DOCUMENTS_PER_REQUEST:
+        raise TooLarge(f"{len(request.documents)} documents in one request; at most {MAX_DOCUMENTS_PER_REQUEST}")
+    if any(len(d.text) > MAX_DOCUMENT_CHARS for d in request.documents):
+        raise TooLarge(f"a document is longer than {MAX_DOCUMENT_CHARS} characters")
+    return [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in request.documents]
 
 
 def _vectors(rows: list[list[float]], dim: int) -> torch.Tensor:

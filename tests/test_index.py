@@ -154,7 +154,7 @@ def test_add_update_delete_without_rebuild(migrated_url: str, encoder: Encoder, 
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda i, c: i.add(c[:2]), DocumentError, "already holds 'd0', 'd1'; use update"),
+        (lambda i, c: i.add(c[:2]), DocumentError, "already holds 'd0', 'd1'; replace them with an update .*--update.*HTTP PUT"),
         (lambda i, c: i.add([{"id": "n1", "text": "x"}, {"id": "n1", "text": "y"}]), DocumentError, "'n1' appears twice"),
         (lambda i, c: i.add([{"id": "n1", "text": "fine"}, {"id": "n2", "text": "  "}]), EncodingError, r"document 1 \(n2\) is empty"),
         (lambda i, c: i.update([{"id": "nope", "text": "x"}]), DocumentError, "does not hold 'nope'"),
@@ -209,4 +209,8 @@ def test_cli_create_info_add_delete(migrated_url: str, minilm_path: Path, corpus
     assert "cli" in listed.output and "11 docs" in listed.output
     missing = runner.invoke(app, ["index", "info", "ghost"])
     assert missing.exit_code == 1 and "no index named 'ghost'" in missing.output
+    dropped_ghost = runner.invoke(app, ["index", "drop", "ghost"], input="")  # no question before the error
+    assert dropped_ghost.exit_code == 1 and "no index named 'ghost'" in dropped_ghost.output and "?" not in dropped_ghost.output
+    kept = runner.invoke(app, ["index", "drop", "cli"], input="n\n")
+    assert kept.exit_code != 0 and "its 11 documents?" in kept.output
     assert runner.invoke(app, ["index", "drop", "cli", "--yes"]).exit_code == 0

@@ -193,6 +193,11 @@ def test_cli_search_with_filter_and_explanation(index: Index) -> None:
     assert "  1 " in result.output and "d0" in result.output and "matches:" in result.output
     bad = runner.invoke(app, ["search", "scifact", "x", "--param", "n=0"])
     assert bad.exit_code != 0 and "--param needs --where" in bad.output
+    unbound = runner.invoke(app, ["search", "scifact", "x", "--where", "documents.metadata ->> 'n' = :n"])
+    assert unbound.exit_code == 1 and "it uses :n with no value given (CLI: --param NAME=VALUE)" in unbound.output
+    assert "Traceback" not in unbound.output
+    unused = runner.invoke(app, ["search", "scifact", "x", "--where", "documents.id > 0", "--param", "n=0"])
+    assert unused.exit_code == 1 and "values were given for n, which it does not use" in unused.output
 
 
 def test_eval_reports_quality_and_agreement_with_exact(index: Index, tmp_path: Path, small_texts: list[str]) -> None:

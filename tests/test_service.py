@@ -62,6 +62,10 @@ def test_search_documents_and_stats_over_http(http_server: str) -> None:
         assert added.status_code == 201 and added.json() == {"changed": 1}
         top = client.post("/indexes/web/search", json={"query": "axolotl regeneration", "k": 1}).json()["hits"][0]
         assert top["external_id"] == "axo"
+        updated = client.put("/indexes/web/documents", json={"documents": [{"id": "axo", "text": "Glacier meltwater.", "metadata": {"v": 2}}]})
+        assert updated.status_code == 200 and updated.json() == {"changed": 1}
+        top = client.post("/indexes/web/search", json={"query": "axolotl regeneration", "k": 1}).json()["hits"][0]
+        assert top["external_id"] != "axo" or top["metadata"] == {"v": 2}
         assert client.delete("/indexes/web/documents/axo").json() == {"changed": 1}
         assert client.get("/indexes/web").json()["documents"] == 24
 
@@ -75,7 +79,8 @@ def test_search_documents_and_stats_over_http(http_server: str) -> None:
         ("post", "/indexes/web/search", {"query": "x", "vectors": [[0.0] * 384]}, 422, "exactly one"),
         ("post", "/indexes/web/search", {"vectors": [[0.0] * 3]}, 422, "384"),
         ("post", "/indexes/web/search", {"query": "x" * 20_000}, 413, "at most"),
-        ("post", "/indexes/web/documents", {"documents": [{"id": "d1", "text": "again"}]}, 422, "already holds"),
+        ("post", "/indexes/web/documents", {"documents": [{"id": "d1", "text": "again"}]}, 422, "HTTP PUT /indexes/NAME/documents"),
+        ("put", "/indexes/web/documents", {"documents": [{"id": "new", "text": "x"}]}, 404, "HTTP POST /indexes/NAME/documents"),
         ("post", "/indexes/web/documents", {"documents": [{"id": "e", "text": "  "}]}, 422, "empty"),
         ("delete", "/indexes/web/documents/missing", None, 404, "missing"),
     ],
@@ -91,7 +96,7 @@ def test_no_server_errors(service_app: Any) -> None:
     """schemathesis generates requests from the OpenAPI schema, operation by operation: none may give a 5xx."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", service_app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 5
+    assert len(operations) == 6
     for operation in operations:
 
         @given(case=operation.as_strategy())
