@@ -14,12 +14,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from colpg import model_files
 from colpg.device import default_dtype, resolve_device
 from colpg.errors import CheckpointError
 from colpg.jinabert import JinaBertConfig, JinaBertModel
+from colpg.progress import bar as progress_bar
 from colpg.settings import EncoderSettings
 from colpg.tokenization import ColBERTTokenizer, TokenBatch
 
@@ -187,7 +187,7 @@ class Encoder:
         results: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
         batches = list(_batches(order, batch_size))
         show = len(batches) > 1 if progress is None else progress
-        for rows in tqdm(batches, desc="encoding documents", unit="batch", disable=not show or None):
+        for rows in progress_bar(batches, show=show, desc="encoding documents", unit="batch"):
             batch = self.tokenizer.documents([sequences[i] for i in rows])
             vectors = self._forward(batch).cpu()
             for position, row in enumerate(rows):

@@ -21,6 +21,7 @@ from colpg.collection import read_lines
 from colpg.errors import ConfigurationError
 from colpg.index import Index
 from colpg.params import default_params
+from colpg.progress import bar as progress_bar
 from colpg.scoring import maxsim_flat, owners
 
 __all__ = ["EvalReport", "brute_force", "evaluate", "quality", "read_qrels", "read_queries"]
@@ -74,7 +75,7 @@ def brute_force(queries: torch.Tensor, ids: Sequence[str], documents: Sequence[t
     tokens = torch.cat(list(documents))
     owner = owners([len(d) for d in documents], tokens.device)
     results = []
-    for start in range(0, len(queries), QUERY_BATCH):
+    for start in progress_bar(range(0, len(queries), QUERY_BATCH), desc="exact MaxSim", unit=" batches"):
         scores = maxsim_flat(queries[start : start + QUERY_BATCH].to(tokens.device), tokens, owner, len(ids))
         top = scores.topk(min(depth, len(ids)), dim=1)
         for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
@@ -103,7 +104,7 @@ def _search_all(
     searcher = index.searcher
     params = default_params(depth).replace(**stages)
     run, times = {}, []
-    for qid, vectors in zip(qids, encoded, strict=True):
+    for qid, vectors in progress_bar(zip(qids, encoded, strict=True), total=len(qids), desc=f"searching, top {depth}", unit=" queries"):
         started = time.perf_counter()
         ranked = searcher.search_vectors(vectors, depth, params=params, text=False)
         times.append(time.perf_counter() - started)

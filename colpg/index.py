@@ -22,7 +22,6 @@ from typing import Any
 
 import psycopg
 import torch
-from tqdm.auto import tqdm
 
 from colpg import db, store
 from colpg.codec import (
@@ -37,6 +36,7 @@ from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, DocumentError, DocumentNotFound, IndexExists
 from colpg.filters import Where
 from colpg.params import default_params
+from colpg.progress import bar as progress_bar
 from colpg.resources import query
 from colpg.search import Hit, IndexSearcher
 from colpg.store import IndexRecord
@@ -141,7 +141,7 @@ class Indexer:
         cache: dict[int, list[torch.Tensor]] = {}
         sample: list[torch.Tensor] = []
         cached_bytes = 0
-        for chunk in tqdm(sorted(picked), desc="encoding the k-means sample", unit="batch", disable=None):
+        for chunk in progress_bar(sorted(picked), desc="encoding the k-means sample", unit="batch"):
             vectors = self._encode([documents[i] for i in chunks[chunk]])
             sample.extend(vectors)
             size = sum(v.numel() * v.element_size() for v in vectors)
@@ -153,9 +153,11 @@ class Indexer:
         k = self.config.num_centroids or num_centroids_for(estimated_tokens)
         logger.info("k-means: %d centroids from %d sample tokens (%d documents)", k, len(tokens), len(sample))
         started = time.perf_counter()
-        codec = train_residual_codec(
-            tokens, nbits=self.config.nbits, num_centroids=k, niters=self.config.kmeans_niters, seed=self.config.seed
-        )
+        with progress_bar(total=1, desc=f"k-means, {k} centroids", unit=" codec") as bar:  # minutes, without steps to show
+            codec = train_residual_codec(
+                tokens, nbits=self.config.nbits, num_centroids=k, niters=self.config.kmeans_niters, seed=self.config.seed
+            )
+            bar.update(1)
         rerank = train_store(self.config.precision, tokens, codec)
         self.stats.train_s += time.perf_counter() - started
         return codec, rerank, cache
@@ -201,7 +203,7 @@ class Indexer:
                 written = store.existing_ids(conn, index_id)
                 logger.info("resuming the build of %s: %d of %d documents already written", name, len(written), len(documents))
             codec = codec.to(self.encoder.device)
-            with tqdm(total=len(documents), desc=f"indexing {name}", unit="doc", disable=None) as bar:
+            with progress_bar(total=len(documents), desc=f"indexing {name}", unit="doc") as bar:
                 for number, chunk in enumerate(chunks):
                     batch = [documents[i] for i in chunk]
                     if batch[0].external_id in written:

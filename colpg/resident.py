@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import psycopg
 import torch
-from tqdm.auto import tqdm
 
+from colpg.progress import bar as progress_bar
 from colpg.resources import query
 from colpg.stores import codes_from_array_send
 from colpg.view import DocumentRows, IndexView
@@ -59,7 +59,7 @@ def load_view(
     parts = []
     with conn.cursor(name="colpg_load_view") as cursor:
         cursor.execute(query("index_tokens"), {"index_id": index_id})
-        with tqdm(desc=f"loading {name}", unit=" docs", disable=None if progress is None else not progress) as bar:
+        with progress_bar(show=progress, desc=f"loading {name}", unit=" docs") as bar:
             for batch in _batches(cursor):
                 parts.append(_rows(batch, residual_bytes))
                 bar.update(len(batch))
