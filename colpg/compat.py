@@ -124,6 +124,25 @@ def _pid(external_id: str) -> int | str:
     return int(external_id) if external_id.isdigit() else external_id
 
 
+class Collection(Mapping[int | str, str]):
+    """``searcher.collection[pid]``: a document's text, read from the index when asked for."""
+
+    def __init__(self, index: colpg_index.Index) -> None:
+        self._index = index
+
+    def __getitem__(self, pid: int | str) -> str:
+        found = self._index.texts([str(pid)])
+        if str(pid) not in found:
+            raise KeyError(pid)
+        return found[str(pid)]
+
+    def __iter__(self) -> Iterator[int | str]:
+        return (_pid(i) for i in self._index.external_ids())
+
+    def __len__(self) -> int:
+        return int(self._index.info()["documents"])
+
+
 class Searcher:
     """``Searcher(index=name, config=ColBERTConfig(...)).search(query, k)`` -> ``(pids, ranks, scores)``."""
 
@@ -133,6 +152,7 @@ class Searcher:
         settings = dict(self.index.record.config.get("encoder", {})) | self.config.encoder_settings()
         model = checkpoint or self.config.checkpoint or self.index.record.model
         self.index = colpg_index.Index(index, encoder=Encoder.from_pretrained(model, settings))
+        self.collection = Collection(self.index)
 
     def search(self, text: str, k: int = 10, **_: Any) -> tuple[list[int | str], list[int], list[float]]:
         # ColBERT's ncells means what colpg's does; centroid_score_threshold and ndocs size PLAID's

@@ -300,6 +300,17 @@ class Index:
             self._write(conn, documents)
         return len(documents)
 
+    def texts(self, external_ids: Iterable[str]) -> dict[str, str]:
+        """The stored text of each of ``external_ids`` the index holds (the others are absent)."""
+        with db.connect(self.url) as conn:
+            rows = conn.execute(query("documents_texts"), {"index_id": self.record.id, "external_ids": [str(i) for i in external_ids]})
+            return {external_id: text or "" for external_id, text in rows.fetchall()}
+
+    def external_ids(self) -> list[str]:
+        """Every document's id: numbers (ColBERT's passage positions) in numeric order, then the others."""
+        with db.connect(self.url) as conn:
+            return sorted(store.existing_ids(conn, self.record.id), key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i))
+
     def delete(self, external_ids: Iterable[str]) -> int:
         """Delete documents by id; an unknown id is an error and nothing is deleted."""
         ids = [str(i) for i in external_ids]

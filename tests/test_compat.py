@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 COLBERT_SCRIPT = '''
@@ -19,6 +20,7 @@ document_vectors = checkpoint.docFromText(docs, bsize=16, keep_dims=False)
 with Run().context(RunConfig(experiment="notebook")):
     searcher = Searcher(index="notebook.nbits2", config=ColBERTConfig(query_maxlen=128))
     results = searcher.search("How do glaciers change?", k=3)
+    best_text = searcher.collection[results[0][0]]
     ranking = searcher.search_all({7: "bread recipes", 8: "particles in physics"}, k=2)
 '''
 
@@ -42,6 +44,11 @@ def test_colbert_script_runs_unchanged_but_for_imports(migrated_url: str, minilm
     assert ranks == [1, 2, 3] and len(pids) == 3 and all(isinstance(p, int) for p in pids)
     assert set(pids[:2]) == {0, 4}  # the two texts about ice
     assert scores == sorted(scores, reverse=True)
+    assert namespace["best_text"] == DOCS[pids[0]]
+    collection = namespace["searcher"].collection  # type: ignore[attr-defined]
+    assert len(collection) == len(DOCS) and list(collection) == list(range(len(DOCS))) and collection[3] == DOCS[3]
+    with pytest.raises(KeyError):
+        collection[99]
 
     query_vectors = namespace["query_vectors"]
     assert isinstance(query_vectors, torch.Tensor) and query_vectors.shape == (1, 32, 384)
