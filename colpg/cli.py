@@ -298,7 +298,11 @@ def search(
             if hit.explanation:
                 matches = [m for m in hit.explanation if m.query_token not in ("[MASK]", "[CLS]", "[SEP]", "[unused0]")]
                 shown = ", ".join(f"{m.query_token}->{m.document_token} {m.similarity:.2f}" for m in matches)
+                carried = sum(m.similarity for m in matches)
                 typer.echo(f"{'':>14}matches: {shown}")
+                typer.echo(
+                    f"{'':>14}({carried:.2f} of the score {hit.score:.2f} from these; the rest from [CLS], the [Q] marker and [MASK] padding)"
+                )
 
 
 @app.command("eval")
@@ -319,6 +323,8 @@ def evaluate_index(
     with _reported_errors():
         report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank, margin=margin)
         typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
+        if (warning := report.coverage_warning()) is not None:
+            typer.echo(warning, err=True)
         typer.echo("| run | nDCG@10 | MRR@10 | R@100 |")
         typer.echo("|---|---|---|---|")
         runs = [("colpg (approximate)", report.approximate)]

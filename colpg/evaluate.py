@@ -95,6 +95,18 @@ class EvalReport:
     exact_original: dict[str, float] = field(default_factory=dict)
     recall_vs_exact_stored: float | None = None
     recall_vs_exact_original: float | None = None
+    #: Of the documents the evaluated queries judge relevant, how many the index holds.
+    judged_indexed: int = 0
+    judged: int = 0
+
+    def coverage_warning(self) -> str | None:
+        """A warning when the index lacks judged documents, which no search can find (its figures drop with them)."""
+        if self.judged_indexed >= self.judged:
+            return None
+        return (
+            f"warning: the index holds {self.judged_indexed:,} of the {self.judged:,} documents these queries judge relevant;"
+            " the figures count the missing ones as not found (index the dataset's whole corpus.jsonl)"
+        )
 
 
 def _search_all(
@@ -137,7 +149,9 @@ def evaluate(
     at_k, p50 = _search_all(index, qids, encoded, k, stages)
     deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100, stages)[0]
     approximate = quality(at_k, qrels) | {"R@100": quality(deep, qrels)["R@100"]}
-    report = EvalReport(queries=len(qids), k=k, approximate=approximate, search_ms_p50=p50)
+    judged = {d for q in qids for d, grade in qrels[q].items() if grade > 0}
+    report = EvalReport(queries=len(qids), k=k, approximate=approximate, search_ms_p50=p50, judged=len(judged))
+    report.judged_indexed = len(index.texts(judged))
     if not vs_exact:
         return report
 

@@ -191,6 +191,7 @@ def test_cli_search_with_filter_and_explanation(index: Index) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "  1 " in result.output and "d0" in result.output and "matches:" in result.output
+    assert "of the score" in result.output and "[MASK] padding" in result.output
     bad = runner.invoke(app, ["search", "scifact", "x", "--param", "n=0"])
     assert bad.exit_code != 0 and "--param needs --where" in bad.output
     unbound = runner.invoke(app, ["search", "scifact", "x", "--where", "documents.metadata ->> 'n' = :n"])
@@ -220,6 +221,11 @@ def test_eval_reports_quality_and_agreement_with_exact(index: Index, tmp_path: P
     result = CliRunner().invoke(app, ["eval", "scifact", "--dataset", str(tmp_path), "--vs-exact", "-k", "5"])
     assert result.exit_code == 0, result.output
     assert "exact, original vectors" in result.output and "recall@5 vs exact on stored tokens" in result.output
+    assert report.judged == report.judged_indexed == 4 and report.coverage_warning() is None and "warning" not in result.output
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\tgone{i}\t1\nq{i}\td{i}\t1\n" for i in range(4)))
+    partial = CliRunner().invoke(app, ["eval", "scifact", "--dataset", str(tmp_path), "-k", "5"])
+    assert partial.exit_code == 0, partial.output
+    assert "warning: the index holds 4 of the 8 documents these queries judge relevant" in partial.output
 
 
 def _ranking(hits: list[Hit]) -> list[tuple[str, float]]:
