@@ -18,7 +18,7 @@ import typer
 from sqlalchemy.engine import make_url
 
 from colpg import db, embedded, migrate
-from colpg.errors import ColpgError
+from colpg.errors import ColpgError, ConfigurationError
 
 __all__ = ["app"]
 
@@ -369,4 +369,18 @@ def serve(
     from colpg.service import create_app
 
     with _reported_errors():
+        _check_port(host, port)  # uvicorn would announce startup before failing to bind
         uvicorn.run(create_app(cache_bytes=cache_bytes), host=host, port=port)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before starting when ``host:port`` cannot be listened on (in use, or not this machine's address)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port") from exc

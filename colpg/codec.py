@@ -70,7 +70,9 @@ def kmeans(vectors: torch.Tensor, k: int, *, niters: int, seed: int) -> torch.Te
 
     data = np.ascontiguousarray(vectors.detach().to("cpu", torch.float32).numpy())
     gpu = faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
-    clustering = faiss.Kmeans(data.shape[1], k, niter=niters, seed=seed, gpu=gpu, verbose=False)
+    # min_points_per_centroid=1: a small collection gets fewer centroids already (train_residual_codec);
+    # faiss's own advice to supply 39 points per centroid would only be printed to stderr.
+    clustering = faiss.Kmeans(data.shape[1], k, niter=niters, seed=seed, gpu=gpu, verbose=False, min_points_per_centroid=1)
     clustering.train(data)
     assert clustering.centroids is not None  # set by train()
     return F.normalize(torch.from_numpy(clustering.centroids.copy()), dim=-1)

@@ -124,3 +124,15 @@ def test_stop_then_start_again(second_cluster: embedded.EmbeddedServer, monkeypa
     restarted = runner.invoke(app, ["db", "status"])
     assert restarted.exit_code == 0, restarted.output
     assert f"data folder {second_cluster.pgdata}" in restarted.output
+
+
+def test_serve_on_a_port_in_use_fails_before_starting() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["serve", "--port", str(port)])
+    assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "startup complete" not in result.output
