@@ -59,6 +59,14 @@ class SearchResponse(BaseModel):
     hits: list[Hit]
 
 
+class EncodeRequest(BaseModel):
+    query: str = Field(..., description="Query text, encoded as search encodes it (cut to the model's query length).")
+
+
+class EncodeResponse(BaseModel):
+    vectors: list[list[float]] = Field(..., description="One vector per query token, for colpg's SQL functions (vector[]).")
+
+
 class DocumentIn(BaseModel):
     id: str = Field(..., min_length=1)
     text: str = Field(..., description="Must contain something to encode.")
@@ -165,6 +173,14 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
     def index_info(name: IndexName) -> dict[str, Any]:
         """Counts, bytes per token and table sizes of an index."""
         return index_named(name).info()
+
+    @app.post("/indexes/{name}/encode", response_model=EncodeResponse)
+    def encode(name: IndexName, request: EncodeRequest) -> EncodeResponse:
+        """A text query's token vectors by the index's model, for SQL (colpg.candidates, search_approx, maxsim)."""
+        if len(request.query) > MAX_QUERY_CHARS:
+            raise TooLarge(f"query of {len(request.query)} characters; at most {MAX_QUERY_CHARS}")
+        index_named(name)  # an unknown index is a 404 before any encoding
+        return EncodeResponse(vectors=batcher(name).encode(request.query).tolist())
 
     @app.post("/indexes/{name}/search", response_model=SearchResponse)
     def search(name: IndexName, request: SearchRequest) -> SearchResponse:

@@ -55,6 +55,12 @@ def test_search_documents_and_stats_over_http(http_server: str) -> None:
         even = client.post("/indexes/web/search", json={"query": "cells", "k": 5, "filter": {"even": True}}).json()["hits"]
         assert len(even) == 5 and all(h["metadata"]["even"] for h in even)
 
+        encoded = client.post("/indexes/web/encode", json={"query": "glaciers and ice sheets"})
+        assert encoded.status_code == 200, encoded.text
+        assert len(encoded.json()["vectors"]) == 32 and len(encoded.json()["vectors"][0]) == 384
+        by_vectors = client.post("/indexes/web/search", json={"vectors": encoded.json()["vectors"], "k": 3}).json()["hits"]
+        assert [h["external_id"] for h in by_vectors] == [h["external_id"] for h in hits]
+
         vectors = [[0.05] * 384 for _ in range(4)]
         assert len(client.post("/indexes/web/search", json={"vectors": vectors, "k": 2}).json()["hits"]) == 2
 
@@ -76,6 +82,8 @@ def test_search_documents_and_stats_over_http(http_server: str) -> None:
         ("post", "/indexes/nope/search", {"query": "x"}, 404, "nope"),
         ("get", "/indexes/nope", None, 404, "nope"),
         ("post", "/indexes/web/search", {"query": ""}, 422, "empty"),
+        ("post", "/indexes/web/encode", {"query": ""}, 422, "empty"),
+        ("post", "/indexes/nope/encode", {"query": "x"}, 404, "nope"),
         ("post", "/indexes/web/search", {"query": "x", "vectors": [[0.0] * 384]}, 422, "exactly one"),
         ("post", "/indexes/web/search", {"vectors": [[0.0] * 3]}, 422, "384"),
         ("post", "/indexes/web/search", {"query": "x" * 20_000}, 413, "at most"),
@@ -96,7 +104,7 @@ def test_no_server_errors(service_app: Any) -> None:
     """schemathesis generates requests from the OpenAPI schema, operation by operation: none may give a 5xx."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", service_app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6
+    assert len(operations) == 7
     for operation in operations:
 
         @given(case=operation.as_strategy())
