@@ -39,20 +39,6 @@ def is_jinabert(config: Mapping[str, Any]) -> bool:
     return config.get("position_embedding_type") == "alibi" or "feed_forward_type" in config
 
 
-class BertBackbone(nn.Module):
-    """transformers' BertModel, called like :class:`JinaBertModel` (token ids and mask in, hidden states out)."""
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__()
-        from transformers import BertConfig, BertModel
-
-        self.model = BertModel(BertConfig.from_dict(dict(config)), add_pooling_layer=False)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden: torch.Tensor = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return hidden
-
-
 def _build_backbone(folder: Path, config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> tuple[nn.Module, int | None]:
     """The backbone with its weights, and its position limit (None for ALiBi)."""
     weights = {name.removeprefix(BACKBONE_PREFIX): t for name, t in tensors.items() if name != HEAD_WEIGHT}
@@ -60,9 +46,9 @@ def _build_backbone(folder: Path, config: Mapping[str, Any], tensors: Mapping[st
         jina = JinaBertModel(JinaBertConfig.from_dict(config))
         model_files.load_weights(jina, weights, source=folder, ignored=UNUSED_PREFIXES)
         return jina, None
-    bert = BertBackbone(config)
-    model_files.load_weights(bert.model, weights, source=folder, ignored=UNUSED_PREFIXES)
-    return bert, int(config.get("max_position_embeddings", 512))
+    bert = JinaBertModel(JinaBertConfig.from_dict(dict(config) | {"position_embedding_type": "absolute", "feed_forward_type": "original"}))
+    model_files.load_weights(bert, weights, source=folder, ignored=UNUSED_PREFIXES)
+    return bert, bert.config.max_position_embeddings
 
 
 def _build_head(folder: Path, tensors: Mapping[str, torch.Tensor], hidden_size: int) -> nn.Module:

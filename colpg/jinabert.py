@@ -1,9 +1,14 @@
-"""JinaBERT, the backbone of jina-colbert-v1-en, natively in PyTorch.
+"""JinaBERT, the backbone of jina-colbert-v1-en, natively in PyTorch (and plain BERT with it).
 
 A BERT encoder without position embeddings: attention scores get a symmetric ALiBi bias
 ``-slope_h * |i - j|`` instead, so documents can run to 8,192 tokens. Blocks are
 post-LayerNorm, and the feed-forward is gated (GEGLU). Module and parameter names follow
 the jina-bert-v2 checkpoints, so their state dicts load as they are.
+
+With ``position_embedding_type="absolute"`` and ``feed_forward_type="original"`` the same
+modules are BERT itself, under BERT's parameter names: BERT-backbone ColBERT checkpoints load
+without importing transformers, whose BertModel import alone took 6 of a one-shot CLI
+search's 13 seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = ["JinaBertConfig", "JinaBertModel", "alibi_bias", "alibi_slopes"]
 
 GATED_FEED_FORWARD = {"geglu": "gelu", "reglu": "relu"}
 FEED_FORWARD_TYPES = (*GATED_FEED_FORWARD, "original")
+POSITION_EMBEDDING_TYPES = ("alibi", "absolute")
 # Attention is computed in query chunks so that one chunk's scores stay below this many elements.
 ATTENTION_CHUNK_ELEMENTS = 1 << 27
 
@@ -41,11 +47,18 @@ class JinaBertConfig:
     feed_forward_type: str = "geglu"
     hidden_act: str = "gelu"
     pad_token_id: int = 0
+    position_embedding_type: str = "alibi"
+    max_position_embeddings: int = 512
 
     def __post_init__(self) -> None:
         if self.feed_forward_type not in FEED_FORWARD_TYPES:
             raise CheckpointError(
                 f"config.json has feed_forward_type={self.feed_forward_type!r}; colpg implements {', '.join(FEED_FORWARD_TYPES)}"
+            )
+        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            raise CheckpointError(
+                f"config.json has position_embedding_type={self.position_embedding_type!r};"
+                f" colpg implements {', '.join(POSITION_EMBEDDING_TYPES)}"
             )
         if self.hidden_size % self.num_attention_heads:
             raise CheckpointError(
@@ -96,16 +109,21 @@ def alibi_bias(slopes: torch.Tensor, length: int, *, dtype: torch.dtype, device:
 
 
 class JinaBertEmbeddings(nn.Module):
-    """Word and token-type embeddings with LayerNorm; no position embeddings (ALiBi replaces them)."""
+    """Word and token-type embeddings with LayerNorm; position embeddings only for plain BERT (ALiBi replaces them)."""
 
     def __init__(self, config: JinaBertConfig) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        if config.position_embedding_type == "absolute":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids))
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        if hasattr(self, "position_embeddings"):
+            x = x + self.position_embeddings(torch.arange(input_ids.shape[1], device=input_ids.device))
+        return self.LayerNorm(x)
 
 
 class JinaBertSelfAttention(nn.Module):
@@ -225,7 +243,12 @@ class JinaBertModel(nn.Module):
         """Shapes: input_ids, attention_mask: [batch, length]; returns [batch, length, hidden]."""
         x = self.embeddings(input_ids, torch.zeros_like(input_ids))
         # One bias for every layer: for 8,192 tokens it is the largest tensor of the forward pass.
-        bias = alibi_bias(self.slopes, input_ids.shape[1], dtype=x.dtype, device=x.device)
+        # Plain BERT has none: zeros that broadcast over heads and keys, sliced by query rows.
+        length = input_ids.shape[1]
+        if self.config.position_embedding_type == "alibi":
+            bias = alibi_bias(self.slopes, length, dtype=x.dtype, device=x.device)
+        else:
+            bias = torch.zeros(1, 1, length, 1, dtype=x.dtype, device=x.device)
         key_padding = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
         key_padding = key_padding.masked_fill(attention_mask == 0, torch.finfo(x.dtype).min)[:, None, None, :]
         for layer in self.encoder.layer:
