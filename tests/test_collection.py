@@ -38,3 +38,26 @@ def test_broken_jsonl_names_the_line(tmp_path: Path) -> None:
     path.write_text('{"_id": "1", "text": "ok"}\n{"_id": \n', encoding="utf-8")
     with pytest.raises(CollectionError, match="line 2 is not JSON"):
         read_collection(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("c.jsonl", '{"_id": "a", "text": "ok"}\n\n{"_id": "b", "text": " "}\n', r"c.jsonl line 3 \(b\) is empty"),
+        ("c.jsonl", '{"_id": "a", "text": "ok"}\n{"_id": "a", "text": "again"}\n', r"'a' appears twice \(.*c.jsonl line 1 and .*c.jsonl line 2\)"),
+        ("c.jsonl", '{"text": "no id"}\n', r"c.jsonl line 1 has no id"),
+        ("c.tsv", "id\ttext\n1\tone\n2\t \n", r"c.tsv line 3 \(2\) is empty"),
+    ],
+)
+def test_document_errors_in_files_name_the_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        read_collection(path)
+
+
+def test_a_byte_that_is_not_utf8_is_named_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"fine\nalso fine\nbad \xff here\n")
+    with pytest.raises(CollectionError, match=r"line 3 is not UTF-8: byte 5 of the line is b'\\xff'"):
+        read_collection(path)
