@@ -137,7 +137,9 @@ class Collection(Mapping[int | str, str]):
         return found[str(pid)]
 
     def __iter__(self) -> Iterator[int | str]:
-        return (_pid(i) for i in self._index.external_ids())
+        """Passage numbers in order, then any other ids."""
+        pids = [_pid(i) for i in self._index.ids()]
+        return iter(sorted(pids, key=lambda p: (isinstance(p, str), p if isinstance(p, int) else 0, str(p))))
 
     def __len__(self) -> int:
         return int(self._index.info()["documents"])

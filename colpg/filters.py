@@ -25,7 +25,7 @@ def _clause(where: Where) -> sa.ColumnElement[bool] | sa.TextClause | None:
         return where
     if isinstance(where, tuple) and len(where) == 2 and isinstance(where[0], str) and isinstance(where[1], Mapping):
         clause = sa.text(where[0])
-        named, given = set(clause._bindparams), set(where[1])
+        named, given = set(clause.compile().params), set(where[1])
         if named != given:
             missing = ", ".join(f":{n}" for n in sorted(named - given))
             unused = ", ".join(sorted(given - named))

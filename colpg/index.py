@@ -306,10 +306,10 @@ class Index:
             rows = conn.execute(query("documents_texts"), {"index_id": self.record.id, "external_ids": [str(i) for i in external_ids]})
             return {external_id: text or "" for external_id, text in rows.fetchall()}
 
-    def external_ids(self) -> list[str]:
-        """Every document's id: numbers (ColBERT's passage positions) in numeric order, then the others."""
+    def ids(self, among: Iterable[str] | None = None) -> set[str]:
+        """The external ids the index holds: all of them, or those ``among`` these."""
         with db.connect(self.url) as conn:
-            return sorted(store.existing_ids(conn, self.record.id), key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i))
+            return store.existing_ids(conn, self.record.id, None if among is None else [str(i) for i in among])
 
     def delete(self, external_ids: Iterable[str]) -> int:
         """Delete documents by id; an unknown id is an error and nothing is deleted."""

@@ -177,22 +177,17 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
     @app.post("/indexes/{name}/encode", response_model=EncodeResponse)
     def encode(name: IndexName, request: EncodeRequest) -> EncodeResponse:
         """A text query's token vectors by the index's model, for SQL (colpg.candidates, search_approx, maxsim)."""
-        if len(request.query) > MAX_QUERY_CHARS:
-            raise TooLarge(f"query of {len(request.query)} characters; at most {MAX_QUERY_CHARS}")
-        index_named(name)  # an unknown index is a 404 before any encoding
-        return EncodeResponse(vectors=batcher(name).encode(request.query).tolist())
+        return EncodeResponse(vectors=batcher(name).encode(_query_text(request.query)).tolist())
 
     @app.post("/indexes/{name}/search", response_model=SearchResponse)
     def search(name: IndexName, request: SearchRequest) -> SearchResponse:
         """The k best documents for a text query or for precomputed query vectors."""
         if (request.query is None) == (request.vectors is None):
             raise ConfigurationError("give exactly one of query (text) and vectors")
-        if request.query is not None and len(request.query) > MAX_QUERY_CHARS:
-            raise TooLarge(f"query of {len(request.query)} characters; at most {MAX_QUERY_CHARS}")
         index = index_named(name)
         where = Document.metadata_.contains(request.filter) if request.filter else None
         if request.query is not None:
-            vectors = batcher(name).encode(request.query)
+            vectors = batcher(name).encode(_query_text(request.query))
         else:
             vectors = _vectors(request.vectors or [], index.record.dim)
         searcher = index.searcher
@@ -215,6 +210,13 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
         return Changed(changed=index_named(name).delete([external_id]))
 
     return app
+
+
+def _query_text(query: str) -> str:
+    """A text query within the service's size limit."""
+    if len(query) > MAX_QUERY_CHARS:
+        raise TooLarge(f"query of {len(query)} characters; at most {MAX_QUERY_CHARS}")
+    return query
 
 
 def _documents(request: DocumentsIn) -> list[dict[str, Any]]:
