@@ -150,8 +150,9 @@ def evaluate(
     deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100, stages)[0]
     approximate = quality(at_k, qrels) | {"R@100": quality(deep, qrels)["R@100"]}
     judged = {d for q in qids for d, grade in qrels[q].items() if grade > 0}
-    report = EvalReport(queries=len(qids), k=k, approximate=approximate, search_ms_p50=p50, judged=len(judged))
-    report.judged_indexed = len(index.ids(judged))
+    report = EvalReport(
+        queries=len(qids), k=k, approximate=approximate, search_ms_p50=p50, judged=len(judged), judged_indexed=len(index.ids(judged))
+    )
     if not vs_exact:
         return report
 
