@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from pgvector.psycopg import register_vector
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.engine import URL, make_url
 
 from colpg import embedded
@@ -29,6 +29,7 @@ __all__ = [
     "create_engine",
     "database_url",
     "describe_url",
+    "mask_url",
     "parse_version",
     "server_info",
     "sqlalchemy_url",
@@ -37,6 +38,9 @@ __all__ = [
 DATABASE_URL_ENV = "COLPG_DATABASE_URL"
 MIN_PGVECTOR = (0, 7, 0)
 CONNECT_TIMEOUT_S = 10
+#: Connection parameters that hold secrets, masked wherever a URL is shown.
+SECRET_PARAMS = frozenset({"password", "sslpassword"})
+MASK = "***"
 
 
 def database_url() -> str:
@@ -53,7 +57,7 @@ def _libpq_url(url: str) -> str:
         parsed = make_url(url)
     except sa.exc.ArgumentError as exc:
         raise ConfigurationError(
-            f"{DATABASE_URL_ENV} must be a URL such as postgresql://user:password@host:5432/dbname, got {url!r}"
+            f"{DATABASE_URL_ENV} must be a URL such as postgresql://user:password@host:5432/dbname, got {mask_url(url)!r}"
         ) from exc
     if parsed.get_backend_name() != "postgresql":
         raise ConfigurationError(f"{DATABASE_URL_ENV} must point at PostgreSQL, got a {parsed.get_backend_name()!r} URL")
@@ -63,6 +67,29 @@ def _libpq_url(url: str) -> str:
 def sqlalchemy_url(url: str | None = None) -> URL:
     """The SQLAlchemy URL (psycopg 3 driver) for ``url`` or :func:`database_url`."""
     return make_url(_libpq_url(url or database_url())).set(drivername="postgresql+psycopg")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with every secret replaced by ``***``: the password in the user part or in the
+    query string, in a URL or a keyword DSN; something that parses as neither is not shown.
+
+    >>> mask_url("postgresql://app:s3cret@db/colpg?sslmode=require&password=s3cret")
+    'postgresql://app:***@db/colpg?password=%2A%2A%2A&sslmode=require'
+    >>> mask_url("host=db password=s3cret dbname=colpg")
+    'password=*** dbname=colpg host=db'
+    >>> mask_url("app:s3cret@db")
+    '<not shown: neither a URL nor a keyword DSN>'
+    """
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError:
+            return "<not shown: neither a URL nor a keyword DSN>"
+        return make_conninfo("", **{key: MASK if key in SECRET_PARAMS else value for key, value in params.items()})
+    query = {key: MASK if key in SECRET_PARAMS else value for key, value in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
 
 
 def describe_url(url: str) -> str:
@@ -87,8 +114,10 @@ def _register_vector(conn: psycopg.Connection[Any]) -> None:
         raise SchemaError(f"the pgvector extension is not installed in database {conn.info.dbname!r}; run `colpg db upgrade`") from exc
 
 
-def connect(url: str | None = None, *, autocommit: bool = False, vector_types: bool = True) -> psycopg.Connection[Any]:
-    """Open one psycopg connection.
+def connect(
+    url: str | None = None, *, autocommit: bool = False, vector_types: bool = True, connect_timeout: int = CONNECT_TIMEOUT_S
+) -> psycopg.Connection[Any]:
+    """Open one psycopg connection, waiting at most ``connect_timeout`` seconds (libpq's minimum is 2).
 
     Raises:
         DatabaseUnavailable: the server cannot be reached or refuses the login.
@@ -96,7 +125,7 @@ def connect(url: str | None = None, *, autocommit: bool = False, vector_types: b
     """
     url = url or database_url()
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
     except psycopg.OperationalError as exc:
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {describe_url(url)}: {reason}") from exc
@@ -113,8 +142,10 @@ def create_engine(url: str | None = None, *, vector_types: bool = True, **kwargs
     """A SQLAlchemy engine on psycopg 3; ``vector_types`` registers pgvector on each connection.
 
     Registration is what lets ``ARRAY(Vector)`` columns read back; migrations that create the
-    extension pass ``vector_types=False``.
+    extension pass ``vector_types=False``. Pooled connections are pinged before use, so a
+    server restart costs the requests made while it is down and none after.
     """
+    kwargs.setdefault("pool_pre_ping", True)
     engine = sa.create_engine(sqlalchemy_url(url), connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, **kwargs)
     if vector_types:
 

@@ -13,6 +13,7 @@ __all__ = [
     "EncodingError",
     "IndexExists",
     "IndexNotFound",
+    "IndexNotReadyWarning",
     "SchemaError",
     "ServerStartError",
 ]
@@ -64,3 +65,7 @@ class DocumentNotFound(DocumentError, LookupError):
 
 class CollectionError(ColpgError, ValueError):
     """A collection file cannot be read or parsed (missing, not UTF-8, not JSON, no tab)."""
+
+
+class IndexNotReadyWarning(UserWarning):
+    """A search ran on an index whose build has not finished: its results cover part of the collection."""

@@ -1,6 +1,10 @@
 """Search filters: a SQLAlchemy expression over colpg.orm.Document (and the caller's own
 tables), or a SQL fragment over ``documents`` with its bound parameters. PostgreSQL applies
 them; search only ever sees the ids they let through.
+
+A fragment is trusted SQL: it runs as the connecting role, so it is for the application's
+own conditions and never for text from its users (values go in as bound parameters). It is
+parenthesised, so an ``OR`` in it stays within the index's own documents.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ def _clause(where: Where) -> sa.ColumnElement[bool] | sa.TextClause | None:
             unused = ", ".join(sorted(given - named))
             problem = f"it uses {missing} with no value given" if missing else f"values were given for {unused}, which it does not use"
             raise ConfigurationError(f"the filter {where[0]!r} does not match its parameters: {problem} (CLI: --param NAME=VALUE)")
-        return clause.bindparams(**dict(where[1]))
+        # Parenthesised (the newline ends a trailing -- comment), so "a OR b" cannot escape the index's own condition.
+        return sa.text(f"({where[0]}\n)").bindparams(**dict(where[1]))
     raise ConfigurationError(f"a filter must be a SQLAlchemy expression or a (sql_fragment, parameters) pair, got {type(where).__name__}")
 
 

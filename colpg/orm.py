@@ -145,8 +145,8 @@ class Document(Base):
         {"comment": "Documents of each index: the application's id, optional text and metadata."},
     )
 
-    # BY DEFAULT: bulk writes reserve ids from the sequence and COPY them in.
-    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=False), primary_key=True)
+    # ALWAYS: ids come from the sequence only; bulk writes reserve them by nextval and COPY them in.
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), primary_key=True)
     index_id: Mapped[int] = mapped_column(sa.ForeignKey(IndexEntry.id, ondelete="CASCADE", name="documents_index_id_fkey"), nullable=False)
     external_id: Mapped[str] = mapped_column(sa.Text, nullable=False)
     text: Mapped[str | None] = mapped_column(sa.Text)

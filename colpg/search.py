@@ -28,6 +28,7 @@ import dataclasses
 import heapq
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +41,14 @@ from colpg import db, store
 from colpg.codec import ResidualCodec
 from colpg.device import keep_freed_memory, release_freed_memory
 from colpg.encoder import Encoder
-from colpg.errors import ConfigurationError, IndexNotFound
+from colpg.errors import ConfigurationError, IndexNotFound, IndexNotReadyWarning
 from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
 from colpg.params import SearchParams, default_params
 from colpg.probe import centroid_scores, probe
 from colpg.resident import changed_rows, load_view
 from colpg.resources import query as sql
+from colpg.results import Hit, Ranked
 from colpg.rowcache import RowCache, cache_bytes_from_env
 from colpg.scoring import maxsim_tokens, owners
 from colpg.store import IndexRecord
@@ -58,30 +60,6 @@ __all__ = ["Hit", "IndexSearcher", "Ranked", "SearchParams", "TokenMatch", "Wher
 EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
 RERANK_TOKENS = 2048  # tokens scored at once in the rerank: their 3 MB of floats stay in cache (15% faster than 8,192)
 FILTER_WIDEN = 4  # candidates checked against a filter per document wanted, growing by this factor
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """One ranked document: its row, its exact MaxSim score, and its tokens at the precision that scored it."""
-
-    document_id: int
-    score: float
-    tokens: torch.Tensor
-    external_id: str = ""
-    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-    text: str | None = None
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result."""
-
-    external_id: str
-    score: float
-    rank: int
-    metadata: dict[str, Any]
-    text: str | None
-    explanation: list[TokenMatch] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +75,14 @@ class _Loaded:
 def _xmax(snapshot: str) -> int:
     """The first transaction a ``pg_snapshot`` ('xmin:xmax:xip,...') does not see yet."""
     return int(snapshot.split(":")[1])
+
+
+def not_ready_message(name: str, documents: int) -> str:
+    """Why the results of a search on an unfinished index are partial, and what finishes it."""
+    return (
+        f"index {name!r} is still being built ({documents} documents written so far): results cover only those;"
+        f" an interrupted build resumes when `colpg index create {name}` runs again with the same collection"
+    )
 
 
 class IndexSearcher:
@@ -343,6 +329,10 @@ class IndexSearcher:
             started = time.perf_counter()
             loaded = self._current(pg)
             self._add_time("sync", started)
+            self._local.status = loaded.record.status
+            self._local.warning = None if loaded.record.status == "ready" else not_ready_message(self.name, loaded.view.documents)
+            if self._local.warning:
+                warnings.warn(self._local.warning, IndexNotReadyWarning, stacklevel=4)
             ranked = self._rank(connection, pg, loaded, query, k, where, exact, params, among)
             started = time.perf_counter()
             ranked = self._with_rows(pg, ranked, text)
@@ -384,6 +374,18 @@ class IndexSearcher:
         ranked = self._rerank(pg, loaded, query, ids, k)
         self._add_time("rerank", started)
         return ranked
+
+    @property
+    def status(self) -> str:
+        """The index's status as this thread's last search saw it: ``ready``, or ``building`` while
+        its first build is unfinished (the results then cover only the documents written so far)."""
+        return str(getattr(self._local, "status", "ready"))
+
+    @property
+    def warning(self) -> str | None:
+        """Why this thread's last search may have missed documents (an unfinished index); None when it cannot have."""
+        warning: str | None = getattr(self._local, "warning", None)
+        return warning
 
     def stored_documents(self) -> tuple[list[str], list[str], list[torch.Tensor]]:
         """Every document's id, text and tokens at the rerank store's precision, for brute-force evaluation."""

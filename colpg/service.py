@@ -3,8 +3,8 @@
 One process holds each index it serves (model, resident tokens, row cache, connection pool), loaded
 on first use; FastAPI runs the handlers in its thread pool, the searcher is thread-safe, and
 the queries of concurrent requests are encoded together in one batch (:class:`QueryBatcher`).
-Errors are JSON ``{"detail": message}`` with 404 for an unknown index, 422 for bad input
-and 413 for an oversized request.
+Requests need an API key (colpg.auth); bodies and fields are size-limited (colpg.limits,
+colpg.service_models); errors are JSON ``{"detail": ...}`` (colpg.service_errors).
 """
 
 from __future__ import annotations
@@ -15,70 +15,41 @@ import time
 from concurrent.futures import Future
 from typing import Annotated, Any
 
+import psycopg
 import torch
-from fastapi import FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from colpg import db
+from colpg.auth import ApiKeys, requirement
 from colpg.constants import INDEX_NAME_PATTERN
 from colpg.encoder import Encoder
-from colpg.errors import ColpgError, ConfigurationError, DocumentError, DocumentNotFound, EncodingError, IndexNotFound
+from colpg.errors import ConfigurationError, SchemaError
 from colpg.index import Index
+from colpg.limits import BodyLimit, max_body_bytes_from_env
 from colpg.orm import Document
-from colpg.search import Hit
+from colpg.resources import query
+from colpg.service_errors import RETRY_AFTER_S, LastResort, install_error_handlers, unavailable_reason
+from colpg.service_models import (
+    Changed,
+    DocumentId,
+    DocumentsIn,
+    EncodeRequest,
+    EncodeResponse,
+    Health,
+    SearchRequest,
+    SearchResponse,
+)
 
 __all__ = ["create_app"]
 
-MAX_QUERY_CHARS = 10_000
-MAX_DOCUMENTS_PER_REQUEST = 1_000
-MAX_DOCUMENT_CHARS = 1_000_000
-MAX_QUERY_VECTORS = 512
+#: /health answers within about this many seconds when the database host does not answer.
+HEALTH_CONNECT_TIMEOUT_S = 2
 
 IndexName = Annotated[str, Path(pattern=INDEX_NAME_PATTERN, description="Index name.")]
-JsonValue = str | int | float | bool | None
-
-
-class TooLarge(ColpgError):
-    """A request beyond the service's size limits (HTTP 413)."""
-
-
-class SearchRequest(BaseModel):
-    """Text, or precomputed query vectors ([tokens][dim]), and what to return."""
-
-    query: str | None = Field(None, description="Query text; encoded by the index's model.")
-    vectors: list[list[float]] | None = Field(None, description="Precomputed query token vectors instead of text.")
-    k: int = Field(10, ge=1, le=1000)
-    filter: dict[str, JsonValue] | None = Field(
-        None, description="Metadata filter: every key must hold exactly this value (JSON containment, metadata @> filter)."
-    )
-    explain: bool = Field(False, description="Per query token, the document token that matched it best (text queries).")
-
-
-class SearchResponse(BaseModel):
-    hits: list[Hit]
-
-
-class EncodeRequest(BaseModel):
-    query: str = Field(..., description="Query text, encoded as search encodes it (cut to the model's query length).")
-
-
-class EncodeResponse(BaseModel):
-    vectors: list[list[float]] = Field(..., description="One vector per query token, for colpg's SQL functions (vector[]).")
-
-
-class DocumentIn(BaseModel):
-    id: str = Field(..., min_length=1)
-    text: str = Field(..., description="Must contain something to encode.")
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class DocumentsIn(BaseModel):
-    documents: list[DocumentIn] = Field(..., min_length=1)
-
-
-class Changed(BaseModel):
-    changed: int
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The database is unavailable; retry after the Retry-After header's seconds."}
+}
 
 
 class QueryBatcher:
@@ -121,11 +92,35 @@ class QueryBatcher:
                         future.set_exception(exc)
 
 
-def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> FastAPI:
-    """The service for the database at ``url`` (default: COLPG_DATABASE_URL or the embedded server);
-    each index keeps at most ``cache_bytes`` of rerank rows in memory (colpg.rowcache)."""
+def create_app(
+    url: str | None = None,
+    *,
+    cache_bytes: int | None = None,
+    keys: ApiKeys | None = None,
+    anonymous: bool = False,
+    max_body_bytes: int | None = None,
+) -> FastAPI:
+    """The service for the database at ``url`` (default: COLPG_DATABASE_URL or the embedded server).
+
+    Requests need one of ``keys`` (default: COLPG_API_KEYS); ``anonymous`` serves without keys,
+    and only it does: no keys and no ``anonymous`` is an error. Bodies above ``max_body_bytes``
+    (default: COLPG_MAX_BODY_BYTES, else 16 MiB) are refused unread; each index keeps at most
+    ``cache_bytes`` of rerank rows in memory (colpg.rowcache).
+    """
+    keys = None if anonymous else (keys if keys is not None else ApiKeys.from_env())
+    if keys is not None and not keys:
+        raise ConfigurationError(
+            "the service needs API keys: set COLPG_API_KEYS=read:KEY,write:KEY (keys of 16+ characters),"
+            " or serve without login on this machine only (colpg serve --no-auth)"
+        )
+    limit = max_body_bytes if max_body_bytes is not None else max_body_bytes_from_env()
     database_url = url or db.database_url()
     app = FastAPI(title="colpg", summary="ColBERT late-interaction retrieval inside PostgreSQL.")
+    app.add_middleware(BodyLimit, max_bytes=limit)
+    app.add_middleware(LastResort)
+    install_error_handlers(app)
+    read = [Depends(requirement(keys, "read"))]
+    write = [Depends(requirement(keys, "write"))]
     indexes: dict[str, Index] = {}
     batchers: dict[str, QueryBatcher] = {}
     lock = threading.Lock()
@@ -143,43 +138,35 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
                 batchers[name] = QueryBatcher(index.encoder)
             return batchers[name]
 
-    def fail(status: int, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"detail": str(exc)})
+    @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "A dependency is down."}})
+    def health() -> Health | JSONResponse:
+        """The database answers and colpg's schema is in place (no key needed: it reveals nothing else)."""
+        try:
+            with db.connect(database_url, connect_timeout=HEALTH_CONNECT_TIMEOUT_S) as conn:
+                conn.execute(query("health_check"))
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName, SchemaError) as exc:
+            reason = f"colpg's schema is missing, run `colpg db upgrade`: {str(exc).strip()}"
+        except Exception as exc:
+            unavailable = unavailable_reason(exc)
+            if unavailable is None:
+                raise
+            reason = unavailable
+        else:
+            return Health(status="ok", database="ok", indexes_loaded=sorted(indexes))
+        down = Health(status="unavailable", database=reason, indexes_loaded=sorted(indexes))
+        return JSONResponse(down.model_dump(), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
-    for missing in (IndexNotFound, DocumentNotFound):
-
-        @app.exception_handler(missing)
-        def not_found(_: Request, exc: Exception) -> JSONResponse:
-            return fail(404, exc)
-
-    @app.exception_handler(TooLarge)
-    def too_large(_: Request, exc: TooLarge) -> JSONResponse:
-        return fail(413, exc)
-
-    for error in (ConfigurationError, DocumentError, EncodingError):
-
-        @app.exception_handler(error)
-        def bad_input(_: Request, exc: Exception) -> JSONResponse:
-            return fail(422, exc)
-
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        """The database answers and colpg's schema is in place."""
-        with db.connect(database_url) as conn:
-            conn.execute("SELECT 1 FROM colpg.indexes LIMIT 1")
-        return {"status": "ok", "indexes_loaded": sorted(indexes)}
-
-    @app.get("/indexes/{name}")
+    @app.get("/indexes/{name}", dependencies=read, responses=UNAVAILABLE)
     def index_info(name: IndexName) -> dict[str, Any]:
         """Counts, bytes per token and table sizes of an index."""
         return index_named(name).info()
 
-    @app.post("/indexes/{name}/encode", response_model=EncodeResponse)
+    @app.post("/indexes/{name}/encode", response_model=EncodeResponse, dependencies=read, responses=UNAVAILABLE)
     def encode(name: IndexName, request: EncodeRequest) -> EncodeResponse:
         """A text query's token vectors by the index's model, for SQL (colpg.candidates, search_approx, maxsim)."""
-        return EncodeResponse(vectors=batcher(name).encode(_query_text(request.query)).tolist())
+        return EncodeResponse(vectors=batcher(name).encode(request.query).tolist())
 
-    @app.post("/indexes/{name}/search", response_model=SearchResponse)
+    @app.post("/indexes/{name}/search", response_model=SearchResponse, dependencies=read, responses=UNAVAILABLE)
     def search(name: IndexName, request: SearchRequest) -> SearchResponse:
         """The k best documents for a text query or for precomputed query vectors."""
         if (request.query is None) == (request.vectors is None):
@@ -187,53 +174,49 @@ def create_app(url: str | None = None, *, cache_bytes: int | None = None) -> Fas
         index = index_named(name)
         where = Document.metadata_.contains(request.filter) if request.filter else None
         if request.query is not None:
-            vectors = batcher(name).encode(_query_text(request.query))
+            vectors = batcher(name).encode(request.query)
         else:
-            vectors = _vectors(request.vectors or [], index.record.dim)
+            vectors = unit_rows(request.vectors or [], index.record.dim)
         searcher = index.searcher
         ranked = searcher.search_vectors(vectors, request.k, where=where)
-        return SearchResponse(hits=searcher.hits(request.query, vectors, ranked, request.explain and request.query is not None))
+        hits = searcher.hits(request.query, vectors, ranked, request.explain and request.query is not None)
+        return SearchResponse(hits=hits, index_status=searcher.status, warning=searcher.warning)
 
-    @app.post("/indexes/{name}/documents", response_model=Changed, status_code=201)
+    @app.post("/indexes/{name}/documents", response_model=Changed, status_code=201, dependencies=write, responses=UNAVAILABLE)
     def add_documents(name: IndexName, request: DocumentsIn) -> Changed:
-        """Add documents (encoded and indexed before the response); an id already present is an error."""
+        """Add documents (encoded and indexed before the response); an id already present is a 422, also when
+        another request adds it at the same time."""
         return Changed(changed=index_named(name).add(_documents(request)))
 
-    @app.put("/indexes/{name}/documents", response_model=Changed)
+    @app.put("/indexes/{name}/documents", response_model=Changed, dependencies=write, responses=UNAVAILABLE)
     def update_documents(name: IndexName, request: DocumentsIn) -> Changed:
-        """Replace documents (text, metadata and tokens); an id the index does not hold is an error."""
+        """Replace documents (text, metadata and tokens); an id the index does not hold is a 404."""
         return Changed(changed=index_named(name).update(_documents(request)))
 
-    @app.delete("/indexes/{name}/documents/{external_id}", response_model=Changed)
-    def delete_document(name: IndexName, external_id: str) -> Changed:
+    @app.delete("/indexes/{name}/documents/{external_id}", response_model=Changed, dependencies=write, responses=UNAVAILABLE)
+    def delete_document(name: IndexName, external_id: Annotated[DocumentId, Path()]) -> Changed:
         """Delete one document by its id."""
         return Changed(changed=index_named(name).delete([external_id]))
 
     return app
 
 
-def _query_text(query: str) -> str:
-    """A text query within the service's size limit."""
-    if len(query) > MAX_QUERY_CHARS:
-        raise TooLarge(f"query of {len(query)} characters; at most {MAX_QUERY_CHARS}")
-    return query
-
-
 def _documents(request: DocumentsIn) -> list[dict[str, Any]]:
-    """The request's documents as colpg.collection reads them, within the service's size limits."""
-    if len(request.documents) > MAX_DOCUMENTS_PER_REQUEST:
-        raise TooLarge(f"{len(request.documents)} documents in one request; at most {MAX_DOCUMENTS_PER_REQUEST}")
-    if any(len(d.text) > MAX_DOCUMENT_CHARS for d in request.documents):
-        raise TooLarge(f"a document is longer than {MAX_DOCUMENT_CHARS} characters")
+    """The request's documents as colpg.collection reads them."""
     return [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in request.documents]
 
 
-def _vectors(rows: list[list[float]], dim: int) -> torch.Tensor:
-    if not rows or any(len(row) != dim for row in rows):
-        raise ConfigurationError(f"vectors must be a non-empty list of {dim}-number rows")
-    if len(rows) > MAX_QUERY_VECTORS:
-        raise TooLarge(f"{len(rows)} query vectors; at most {MAX_QUERY_VECTORS}")
-    vectors = torch.tensor(rows, dtype=torch.float32)
-    if not torch.isfinite(vectors).all():
-        raise ConfigurationError("vectors must be finite numbers")
-    return vectors
+def unit_rows(rows: list[list[float]], dim: int) -> torch.Tensor:
+    """Query vectors as the encoder gives them, each row of unit length, so every score is a finite number.
+
+    Each row is first divided by its largest magnitude: squaring 3e38 overflows float32, 1e200 float64.
+    """
+    if any(len(row) != dim for row in rows):
+        raise ConfigurationError(f"vectors must be rows of {dim} numbers (the index's dim), got rows of {sorted({len(r) for r in rows})}")
+    vectors = torch.tensor(rows, dtype=torch.float64)
+    scale = vectors.abs().amax(dim=1, keepdim=True)
+    zero = (scale == 0).nonzero()
+    if len(zero):
+        raise ConfigurationError(f"vectors[{int(zero[0][0])}] is all zeros; a query vector needs a direction")
+    vectors = vectors / scale
+    return (vectors / vectors.norm(dim=1, keepdim=True)).to(torch.float32)

@@ -136,3 +136,24 @@ def test_serve_on_a_port_in_use_fails_before_starting() -> None:
         result = runner.invoke(app, ["serve", "--port", str(port)])
     assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
     assert "startup complete" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://alice@db.example/search?password=secret&sslmode=require", "postgresql://alice@db.example/search?password=%2A%2A%2A&sslmode=require"),
+        ("postgresql://alice:secret@db.example/search?sslpassword=secret", "postgresql://alice:***@db.example/search?sslpassword=%2A%2A%2A"),
+    ],
+)
+def test_url_hides_a_password_in_the_query_string(monkeypatch: pytest.MonkeyPatch, url: str, shown: str) -> None:
+    monkeypatch.setenv(db.DATABASE_URL_ENV, url)
+    result = runner.invoke(app, ["db", "url"])
+    assert result.exit_code == 0 and result.output.strip() == shown
+
+
+@pytest.mark.parametrize("url", ["alice:secret@db.example/search", "host=db.example password=secret dbname=search"])
+def test_a_url_that_is_not_one_is_refused_without_its_password(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv(db.DATABASE_URL_ENV, url)
+    result = runner.invoke(app, ["db", "url"])
+    assert result.exit_code == 1 and "must be a URL" in result.output
+    assert "secret" not in result.output

@@ -117,4 +117,75 @@ def test_writer_writes_documents_only(index: Index, migrated_url: str) -> None:
             conn.execute("DELETE FROM colpg.centroids")
         conn.execute("RESET ROLE")
         assert conn.execute("SELECT status FROM colpg.documents WHERE external_id = 'w'").fetchone() == ("queued",)
-        assert conn.execute("SELECT count(*) FROM colpg.document_tokens t JOIN colpg.documents d ON d.id = t.document_id WHERE d.external_id = 'd0'").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM colpg.document_tokens t JOIN colpg.documents d ON d.id = t.document_id WHERE d.external_id = 'd0'"
+        ).fetchone() == (0,)
+
+
+def test_search_functions_refuse_oversized_calls(index: Index, encoder: Encoder, migrated_url: str) -> None:
+    query = _vectors(encoder.encode_queries(["glaciers"])[0])
+    with db.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("SET ROLE colpg_reader")
+        assert conn.execute("SELECT count(*) FROM colpg.candidates('sqlapi', %s, 256)", (query,)).fetchone() == (24,)
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="ncells must be between 1 and 256, got 10000"):
+            conn.execute("SELECT * FROM colpg.candidates('sqlapi', %s, 10000)", (query,))
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="ncells must be between 1 and 256, got 0"):
+            conn.execute("SELECT * FROM colpg.search_approx('sqlapi', %s, 3, 0)", (query,))
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="between 1 and 512 token vectors, got 513"):
+            conn.execute("SELECT * FROM colpg.search_approx('sqlapi', %s, 3)", (query[:1] * 513,))
+
+
+def test_readers_cannot_probe_centroids_with_query_cells(index: Index, migrated_url: str) -> None:
+    """query_cells gave any vector's inner product with every centroid: one-hot queries rebuilt them all."""
+    one_hot = __import__("numpy").eye(index.record.dim, dtype="float32")[:1]
+    with db.connect(migrated_url, autocommit=True) as conn:
+        assert len(conn.execute("SELECT * FROM colpg.query_cells('sqlapi', %s, 256)", (list(one_hot),)).fetchall()) > 0  # the owner's
+        conn.execute("SET ROLE colpg_reader")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM colpg.query_cells('sqlapi', %s, 256)", (list(one_hot),))
+
+
+def test_security_definer_functions_ignore_objects_planted_in_public(index: Index, encoder: Encoder, migrated_url: str) -> None:
+    """A role that may create in public plants a better-matching unnest(vector[]): the functions
+    that run as their owner must not call it (qualified names, search_path pg_catalog, pg_temp)."""
+    query = _vectors(encoder.encode_queries(["glaciers"])[0])
+    with db.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("GRANT CREATE ON SCHEMA public TO colpg_reader")
+        conn.execute("SET ROLE colpg_reader")
+        conn.execute(
+            "CREATE FUNCTION public.unnest(vector[]) RETURNS SETOF vector LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'planted function ran as %', current_user; END $$"
+        )
+        assert len(conn.execute("SELECT * FROM colpg.search_approx('sqlapi', %s, 3)", (query,)).fetchall()) == 3
+        assert len(conn.execute("SELECT * FROM colpg.candidates('sqlapi', %s, 2)", (query,)).fetchall()) > 0
+        definers = conn.execute(
+            "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p WHERE p.pronamespace = 'colpg'::regnamespace AND p.prosecdef"
+        ).fetchall()
+    assert definers and all(config == ["search_path=pg_catalog, pg_temp"] for _, config in definers), definers
+
+
+def test_changed_text_is_not_found_by_its_old_tokens(index: Index, encoder: Encoder, migrated_url: str, small_texts: list[str]) -> None:
+    """An UPDATE of text drops the document's tokens at once: until the worker indexes the new text,
+    search finds it neither by its old words (showing the new text) nor at all."""
+    from colpg.worker import IngestWorker
+
+    old_words = small_texts[3][:80]
+    assert index.search(old_words, k=1)[0].external_id == "d3"
+    with db.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("SET ROLE colpg_writer")
+        conn.execute(
+            "UPDATE colpg.documents SET text = 'Penguins huddle through the Antarctic winter.' WHERE index_name = 'sqlapi' AND external_id = 'd3'"
+        )
+        conn.execute("RESET ROLE")
+        status = conn.execute("SELECT status FROM colpg.documents WHERE external_id = 'd3'").fetchone()
+        tokens = conn.execute(
+            "SELECT count(*) FROM colpg.document_tokens t JOIN colpg.documents d ON d.id = t.document_id WHERE d.external_id = 'd3'"
+        )
+        assert status == ("queued",) and tokens.fetchone() == (0,)
+    assert "d3" not in {hit.external_id for hit in index.search(old_words, k=24)}
+    assert "d3" not in {hit.external_id for hit in index.search("penguins in the Antarctic winter", k=24)}
+
+    assert IngestWorker(migrated_url).run_once() == 1
+    hit = index.search("penguins in the Antarctic winter", k=1)[0]
+    assert (hit.external_id, hit.text) == ("d3", "Penguins huddle through the Antarctic winter.")
+    assert index.search(old_words, k=1)[0].external_id != "d3"
