@@ -20,7 +20,7 @@ import psycopg
 from index import drop_database, fresh_database  # bench/index.py
 from psycopg.types.json import Jsonb
 
-from colpg import db
+from colpg import db, store
 from colpg.collection import read_collection
 from colpg.encoder import Encoder
 from colpg.index import IndexConfig, Indexer
@@ -33,7 +33,8 @@ def timed_workers(url: str, count: int, batch_size: int) -> tuple[float, list[in
     workers = [IngestWorker(url, batch_size=batch_size) for _ in range(count)]
     for worker in workers:  # load each worker's model before timing, as a long-running worker has
         with db.connect(url) as conn:
-            worker._index(conn, "ingest")
+            record = store.get_index(conn, "ingest")
+            worker._index(conn, "ingest", (record.id, record.updated_at))
     settled = [0] * count
 
     def run(i: int) -> None:
