@@ -57,7 +57,7 @@ from colpg import db
 from colpg.collection import CollectionDocument
 from colpg.encoder import Encoder
 from colpg.evaluate import quality
-from colpg.index import IndexConfig, Indexer
+from colpg.indexer import IndexConfig, Indexer
 from colpg.rowcache import DEFAULT_CACHE_BYTES
 from colpg.scoring import maxsim_flat, owners
 

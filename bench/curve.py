@@ -22,7 +22,7 @@ from index import drop_database, fresh_database  # bench/index.py
 from colpg.collection import read_collection
 from colpg.encoder import Encoder
 from colpg.evaluate import brute_force, read_queries
-from colpg.index import IndexConfig, Indexer
+from colpg.indexer import IndexConfig, Indexer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONFIGS = [(1, "none"), (2, "none"), (4, "none"), (2, "residual4"), (2, "int8"), (2, "fp16"), (1, "int8")]

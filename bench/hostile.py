@@ -33,7 +33,7 @@ from hypothesis.errors import Unsatisfiable
 
 from colpg import embedded, migrate
 from colpg.auth import ApiKeys
-from colpg.index import IndexConfig, Indexer
+from colpg.indexer import IndexConfig, Indexer
 from colpg.service import create_app
 
 KEY = "bench-write-key-0123456789"

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from colpg import db, migrate
 from colpg.collection import read_collection
 from colpg.encoder import Encoder
-from colpg.index import IndexConfig, Indexer
+from colpg.indexer import IndexConfig, Indexer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

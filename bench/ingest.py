@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from colpg import db, store
 from colpg.collection import read_collection
 from colpg.encoder import Encoder
-from colpg.index import IndexConfig, Indexer
+from colpg.indexer import IndexConfig, Indexer
 from colpg.worker import IngestWorker
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

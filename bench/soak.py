@@ -42,7 +42,8 @@ from sqlalchemy.engine import make_url
 from colpg import db, embedded, migrate
 from colpg.collection import CollectionDocument, read_collection
 from colpg.encoder import Encoder
-from colpg.index import Index, IndexConfig, Indexer
+from colpg.index import Index
+from colpg.indexer import IndexConfig, Indexer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 INDEX = "soak"

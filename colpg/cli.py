@@ -154,7 +154,7 @@ def index_create(
     overwrite: bool = typer.Option(False, help="Replace an index of the same name."),
 ) -> None:
     """Build an index of a collection (an interrupted build resumes when run again)."""
-    from colpg.index import IndexConfig, Indexer
+    from colpg.indexer import IndexConfig, Indexer
 
     with _reported_errors():
         indexer = Indexer(model, IndexConfig(nbits=nbits, precision=precision, doc_maxlen=doc_maxlen))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from colpg import index as colpg_index
+from colpg import indexer as colpg_indexer
 from colpg.encoder import DEFAULT_BATCH_SIZE, Encoder
 from colpg.errors import IndexExists
 
@@ -90,14 +91,14 @@ class Indexer:
         """Build ``name``; ``overwrite`` takes ColBERT's values: True, False, "reuse", "resume", "force_silent_overwrite"."""
         if isinstance(collection, str):
             collection = Path(collection)
-        config = colpg_index.IndexConfig(
+        config = colpg_indexer.IndexConfig(
             nbits=self.config.nbits,
             kmeans_niters=self.config.kmeans_niters,
             encode_batch_size=self.config.bsize,
             doc_maxlen=self.config.doc_maxlen,
             query_maxlen=self.config.query_maxlen,
         )
-        indexer = colpg_index.Indexer(self.checkpoint, config)
+        indexer = colpg_indexer.Indexer(self.checkpoint, config)
         try:
             indexer.index(name, collection, overwrite=overwrite in (True, "force_silent_overwrite"))
         except IndexExists:

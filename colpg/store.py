@@ -28,6 +28,7 @@ __all__ = [
     "IndexRecord",
     "create_index",
     "delete_documents",
+    "drop_index",
     "existing_ids",
     "get_index",
     "load_codec",
@@ -199,3 +200,11 @@ def delete_documents(conn: psycopg.Connection[Any], index_id: int, external_ids:
 def trim_changes(conn: psycopg.Connection[Any], index_id: int) -> None:
     """Keep the index's token-change log bounded (a no-op until it holds twice CHANGES_KEPT rows)."""
     conn.execute(query("token_changes_trim"), {"index_id": index_id, "keep": CHANGES_KEPT})
+
+
+def drop_index(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Drop index ``name`` (and its token-change log) in the caller's transaction; False if there was none."""
+    row = conn.execute(query("index_drop"), {"name": name}).fetchone()
+    if row is not None:
+        conn.execute(query("index_forget_changes"), {"index_id": row[0]})
+    return row is not None

@@ -20,7 +20,8 @@ from colpg.errors import (
     IndexExists,
     IndexNotFound,
 )
-from colpg.index import Index, IndexConfig, Indexer
+from colpg.index import Index
+from colpg.indexer import IndexConfig, Indexer
 from colpg.stores import Int8Store
 
 SMALL = IndexConfig(write_batch_size=5, kmeans_niters=2)

@@ -123,7 +123,7 @@ def test_residuals_skip_compression(engine: sa.Engine) -> None:
 
 def test_search_stmt_joins_the_applications_table(engine: sa.Engine, migrated_url: str, encoder: Encoder, small_texts: list[str]) -> None:
     """The README's example: an app's `articles` table, searched with a filter on its own column."""
-    from colpg.index import IndexConfig, Indexer
+    from colpg.indexer import IndexConfig, Indexer
     from colpg.orm import search, search_stmt
 
     class AppBase(DeclarativeBase):

@@ -20,7 +20,8 @@ from sqlalchemy.engine import make_url
 
 from colpg import db, embedded, migrate
 from colpg.encoder import Encoder
-from colpg.index import Index, IndexConfig, Indexer
+from colpg.index import Index
+from colpg.indexer import IndexConfig, Indexer
 
 ROLES = ("colpg_reader", "colpg_writer", "colpg_service", "colpg_worker")
 OK = None

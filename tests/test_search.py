@@ -12,7 +12,8 @@ from colpg import db
 from colpg.collection import CollectionDocument
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, EncodingError, IndexNotFound
-from colpg.index import Index, IndexConfig, Indexer
+from colpg.index import Index
+from colpg.indexer import IndexConfig, Indexer
 from colpg.orm import Document
 from colpg.params import SearchParams, default_params
 from colpg.scoring import maxsim_flat, owners

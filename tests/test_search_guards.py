@@ -11,7 +11,8 @@ from colpg import db
 from colpg.cli import app
 from colpg.encoder import Encoder
 from colpg.errors import IndexNotReadyWarning
-from colpg.index import Index, IndexConfig, Indexer
+from colpg.index import Index
+from colpg.indexer import IndexConfig, Indexer
 
 CONFIG = IndexConfig(kmeans_niters=2)
 runner = CliRunner()

@@ -21,7 +21,7 @@ from service_support import KEYS, READ_KEY, WRITE_KEY, bearer, fresh_database, r
 
 from colpg import embedded
 from colpg.encoder import Encoder
-from colpg.index import IndexConfig, Indexer
+from colpg.indexer import IndexConfig, Indexer
 from colpg.limits import MAX_DOCUMENT_CHARS, MAX_ID_CHARS, MAX_METADATA_BYTES, MAX_QUERY_CHARS, MAX_REQUEST_TEXT_CHARS
 from colpg.service import create_app
 

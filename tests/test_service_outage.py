@@ -15,7 +15,7 @@ from service_support import KEYS, READ_KEY, bearer, running
 
 from colpg import embedded, migrate
 from colpg.encoder import Encoder
-from colpg.index import IndexConfig, Indexer
+from colpg.indexer import IndexConfig, Indexer
 from colpg.service import create_app
 
 

@@ -8,7 +8,8 @@ import torch
 
 from colpg import db
 from colpg.encoder import Encoder
-from colpg.index import Index, IndexConfig, Indexer
+from colpg.index import Index
+from colpg.indexer import IndexConfig, Indexer
 from colpg.scoring import maxsim_flat, owners
 
 

@@ -22,7 +22,8 @@ from colpg.cli import app
 from colpg.encoder import Encoder
 from colpg.errors import DatabaseUnavailable
 from colpg.faults import Backoff
-from colpg.index import Index, IndexConfig, Indexer
+from colpg.index import Index
+from colpg.indexer import IndexConfig, Indexer
 from colpg.worker import IngestWorker
 
 
