@@ -77,6 +77,8 @@ def mask_url(url: str) -> str:
     'postgresql://app:***@db/colpg?password=%2A%2A%2A&sslmode=require'
     >>> mask_url("host=db password=s3cret dbname=colpg")
     'password=*** dbname=colpg host=db'
+    >>> mask_url("postgresql://postgres:@/postgres?host=/run/pg")
+    'postgresql://postgres:@/postgres?host=%2Frun%2Fpg'
     >>> mask_url("app:s3cret@db")
     '<not shown: neither a URL nor a keyword DSN>'
     """
@@ -89,7 +91,7 @@ def mask_url(url: str) -> str:
             return "<not shown: neither a URL nor a keyword DSN>"
         return make_conninfo("", **{key: MASK if key in SECRET_PARAMS else value for key, value in params.items()})
     query = {key: MASK if key in SECRET_PARAMS else value for key, value in parsed.query.items()}
-    return parsed.set(query=query).render_as_string(hide_password=True)
+    return parsed.set(query=query).render_as_string(hide_password=bool(parsed.password))  # an empty one stays empty
 
 
 def describe_url(url: str) -> str:
