@@ -166,6 +166,28 @@ def index_create(
         )
 
 
+@index_app.command("import-colbert")
+def index_import_colbert(
+    name: str = typer.Argument(..., help="Name of the new index."),
+    path: Path = typer.Argument(..., help="A Stanford ColBERT (PLAID) index folder (metadata.json, centroids.pt, ...)."),
+    collection: Path | None = typer.Option(
+        None, "--collection", "-c", dir_okay=False, help="The collection, in pid order (default: the one the index's metadata names)."
+    ),
+    model: str | None = typer.Option(None, "--model", "-m", help="Checkpoint folder for queries (default: the index's checkpoint)."),
+    precision: str = typer.Option(
+        "none", help="Rerank store: none (the imported residuals), int8 or fp16 (of PLAID's decompressed vectors)."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace an index of the same name."),
+) -> None:
+    """Import a ColBERT (PLAID) index without encoding it again (an interrupted import resumes when run again)."""
+    from colpg.colbert_import import import_colbert
+
+    with _reported_errors():
+        index = import_colbert(name, path, collection=collection, model=model, precision=precision, overwrite=overwrite)
+        info = index.info()
+        typer.echo(f"imported {info['documents']} documents ({info['tokens']} tokens, {info['centroids']} centroids) into {index.name!r}")
+
+
 @index_app.command("add")
 def index_add(
     name: str,

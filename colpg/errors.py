@@ -14,6 +14,7 @@ __all__ = [
     "IndexExists",
     "IndexNotFound",
     "IndexNotReadyWarning",
+    "PlaidIndexError",
     "SchemaError",
     "ServerStartError",
 ]
@@ -65,6 +66,10 @@ class DocumentNotFound(DocumentError, LookupError):
 
 class CollectionError(ColpgError, ValueError):
     """A collection file cannot be read or parsed (missing, not UTF-8, not JSON, no tab)."""
+
+
+class PlaidIndexError(ColpgError, ValueError):
+    """A Stanford ColBERT (PLAID) index folder is missing a file, or a file does not say what its metadata does."""
 
 
 class IndexNotReadyWarning(UserWarning):

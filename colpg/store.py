@@ -33,6 +33,7 @@ __all__ = [
     "get_index",
     "load_codec",
     "trim_changes",
+    "write_compressed_documents",
     "write_documents",
 ]
 
@@ -148,14 +149,41 @@ def write_documents(
 
     Shapes: vectors[i] is [tokens_i, dim] float32.
     """
+    if documents:
+        write_tokens(conn, index_id, _copy_documents(conn, index_id, documents), vectors, codec, rerank)
+
+
+def write_compressed_documents(
+    conn: psycopg.Connection[Any],
+    index_id: int,
+    documents: Sequence[CollectionDocument],
+    codes: Sequence[torch.Tensor],
+    packed: Sequence[torch.Tensor],
+    codec: ResidualCodec,
+    rerank: RerankStore,
+) -> None:
+    """COPY new documents whose tokens come compressed already (an imported ColBERT index), ready.
+
+    A rerank store that keeps rows gets the tokens as ``codec`` decompresses them.
+
+    Shapes: codes[i] [tokens_i] int; packed[i] [tokens_i, dim*nbits/8] uint8, in :func:`colpg.codec.pack_bits` order.
+    """
     if not documents:
         return
+    ids = _copy_documents(conn, index_id, documents)
+    _copy_tokens(conn, index_id, ids, codes, packed)
+    if rerank.keeps_rows:
+        _copy_rerank(conn, ids, [codec.decompress(c, p) for c, p in zip(codes, packed, strict=True)], codes, rerank)
+
+
+def _copy_documents(conn: psycopg.Connection[Any], index_id: int, documents: Sequence[CollectionDocument]) -> list[int]:
+    """COPY document rows, ready; their new ids, in order."""
     ids = [row[0] for row in conn.execute(query("documents_reserve_ids"), {"count": len(documents)}).fetchall()]
     with conn.cursor().copy(query("documents_copy_in")) as copy:
         copy.set_types(["int8", "int4", "text", "text", "jsonb", "text"])
         for doc_id, document in zip(ids, documents, strict=True):
             copy.write_row((doc_id, index_id, document.external_id, document.text, Jsonb(document.metadata), "ready"))
-    write_tokens(conn, index_id, ids, vectors, codec, rerank)
+    return ids
 
 
 def write_tokens(
@@ -170,24 +198,32 @@ def write_tokens(
 
     Shapes: vectors[i] is [tokens_i, dim] float32.
     """
-    device = codec.centroids.device
     lengths = [len(v) for v in vectors]
-    flat = torch.cat(list(vectors)).to(device)
-    codes, packed = codec.compress(flat)
+    codes, packed = codec.compress(torch.cat(list(vectors)).to(codec.centroids.device))
     per_doc_codes = torch.split(codes, lengths)
-    per_doc_packed = packed.cpu().numpy()
-    codes_cpu = [c.cpu().tolist() for c in per_doc_codes]
+    _copy_tokens(conn, index_id, ids, per_doc_codes, torch.split(packed.cpu(), lengths))  # one device transfer
+    if rerank.keeps_rows:
+        _copy_rerank(conn, ids, vectors, per_doc_codes, rerank)
+
+
+def _copy_tokens(
+    conn: psycopg.Connection[Any], index_id: int, ids: Sequence[int], codes: Sequence[torch.Tensor], packed: Sequence[torch.Tensor]
+) -> None:
+    """COPY each document's codes and packed residuals into document_tokens."""
     with conn.cursor().copy(query("document_tokens_copy_in")) as copy:
         copy.set_types(["int8", "int4", "int4", "int4[]", "bytea"])
-        start = 0
-        for doc_id, length, code_list in zip(ids, lengths, codes_cpu, strict=True):
-            copy.write_row((doc_id, index_id, length, code_list, per_doc_packed[start : start + length].tobytes()))
-            start += length
-    if not rerank.keeps_rows:
-        return
+        for doc_id, doc_codes, doc_packed in zip(ids, codes, packed, strict=True):
+            copy.write_row((doc_id, index_id, len(doc_codes), doc_codes.cpu().tolist(), doc_packed.cpu().numpy().tobytes()))
+
+
+def _copy_rerank(
+    conn: psycopg.Connection[Any], ids: Sequence[int], vectors: Sequence[torch.Tensor], codes: Sequence[torch.Tensor], rerank: RerankStore
+) -> None:
+    """COPY each document's rerank-store row. Shapes: vectors[i] [tokens_i, dim]; codes[i] [tokens_i]."""
+    device = codes[0].device if codes else torch.device("cpu")
     with conn.cursor().copy(query("rerank_vectors_copy_in")) as copy:
         copy.set_types(["int8", "bytea", "halfvec[]"])
-        for doc_id, doc_vectors, doc_codes in zip(ids, vectors, per_doc_codes, strict=True):
+        for doc_id, doc_vectors, doc_codes in zip(ids, vectors, codes, strict=True):
             copy.write_row((doc_id, *rerank.encode(doc_vectors.to(device), doc_codes)))
 
 
