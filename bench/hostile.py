@@ -77,6 +77,8 @@ def hostile_requests(dim: int) -> dict[str, st.SearchStrategy[tuple[str, str, An
     names = st.one_of(st.just("hostile"), strings.map(path_part))
     return {
         "POST /indexes/{name}/search": st.tuples(st.just("POST"), names.map(lambda n: f"/indexes/{n}/search"), search),
+        "POST /indexes/{name}/rerank": st.tuples(st.just("POST"), names.map(lambda n: f"/indexes/{n}/rerank"), st.fixed_dictionaries({"query": strings, "ids": st.lists(strings, max_size=4)}, optional={"k": numbers, "explain": scalars})),
+        "POST /rerank": st.tuples(st.just("POST"), st.just("/rerank"), st.fixed_dictionaries({"query": strings, "texts": st.lists(st.one_of(strings, st.just("long " * 210_000)), max_size=3), "index": names}, optional={"k": numbers, "model": strings})),
         "POST /indexes/{name}/encode": st.tuples(st.just("POST"), st.just("/indexes/hostile/encode"), st.fixed_dictionaries({"query": strings})),
         "POST /indexes/{name}/documents": st.tuples(st.just("POST"), st.just("/indexes/hostile/documents"), st.fixed_dictionaries({"documents": st.lists(documents, max_size=3)})),
         "PUT /indexes/{name}/documents": st.tuples(st.just("PUT"), st.just("/indexes/hostile/documents"), st.fixed_dictionaries({"documents": st.lists(documents, max_size=3)})),

@@ -11,7 +11,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import psycopg
 import sqlalchemy as sa
@@ -19,6 +19,9 @@ import typer
 
 from colpg import db, embedded
 from colpg.errors import ColpgError, ConfigurationError
+
+if TYPE_CHECKING:
+    from colpg.explain import TokenMatch
 
 __all__ = ["app"]
 
@@ -151,13 +154,16 @@ def index_create(
     nbits: int = typer.Option(2, help="Residual bits per dimension: 1, 2 or 4."),
     precision: str = typer.Option("int8", help="Rerank store: none, residual4, int8 or fp16."),
     doc_maxlen: int | None = typer.Option(None, help="Tokens kept per document (default: the checkpoint's)."),
+    language: str | None = typer.Option(
+        None, help="Text search configuration of the full-text column (any installed in PostgreSQL; default english)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an index of the same name."),
 ) -> None:
     """Build an index of a collection (an interrupted build resumes when run again)."""
     from colpg.indexer import IndexConfig, Indexer
 
     with _reported_errors():
-        indexer = Indexer(model, IndexConfig(nbits=nbits, precision=precision, doc_maxlen=doc_maxlen))
+        indexer = Indexer(model, IndexConfig(nbits=nbits, precision=precision, doc_maxlen=doc_maxlen, language=language))
         index = indexer.index(name, collection, overwrite=overwrite)
         stats = indexer.stats
         typer.echo(
@@ -326,26 +332,75 @@ def search(
     ncells: int | None = NCELLS,
     nrerank: int | None = NRERANK,
     margin: float | None = MARGIN,
+    fulltext: int = typer.Option(0, "--fulltext", min=0, help="Hybrid search: union colpg's candidates with this many full-text ones."),
+    fusion: str = typer.Option("maxsim", "--fusion", help="With --fulltext: rank the union by maxsim, or by rrf (reciprocal-rank fusion)."),
 ) -> None:
     """Search an index and print the hits."""
+    from colpg.hybrid import Hybrid
     from colpg.index import Index
 
     with _reported_errors():
         where_clause = _where_option(where, param)
-        hits = Index(name).search(query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin)
+        hybrid = Hybrid(fulltext=fulltext, fusion=fusion) if fulltext else None  # type: ignore[arg-type]  # checked by Hybrid
+        hits = Index(name).search(
+            query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin, hybrid=hybrid
+        )
         if not hits:
             typer.echo("no hits")
         for hit in hits:
-            text = " ".join((hit.text or "").split())
-            typer.echo(f"{hit.rank:>3}  {hit.score:8.3f}  {hit.external_id:<16} {text[:90]}")
-            if hit.explanation:
-                matches = [m for m in hit.explanation if m.query_token not in ("[MASK]", "[CLS]", "[SEP]", "[unused0]")]
-                shown = ", ".join(f"{m.query_token}->{m.document_token} {m.similarity:.2f}" for m in matches)
-                carried = sum(m.similarity for m in matches)
-                typer.echo(f"{'':>14}matches: {shown}")
-                typer.echo(
-                    f"{'':>14}({carried:.2f} of the score {hit.score:.2f} from these; the rest from [CLS], the [Q] marker and [MASK] padding)"
-                )
+            _print_hit(hit.rank, hit.score, hit.external_id, hit.text, hit.explanation)
+
+
+def _print_hit(rank: int, score: float, external_id: str, text: str | None, explanation: list[TokenMatch] | None) -> None:
+    """One hit on a line (rank, score, id, the text's start), then its token matches when explained."""
+    head = " ".join((text or "").split())
+    typer.echo(f"{rank:>3}  {score:8.3f}  {external_id:<16} {head[:90]}")
+    if explanation:
+        matches = [m for m in explanation if m.query_token not in ("[MASK]", "[CLS]", "[SEP]", "[unused0]")]
+        shown = ", ".join(f"{m.query_token}->{m.document_token} {m.similarity:.2f}" for m in matches)
+        carried = sum(m.similarity for m in matches)
+        typer.echo(f"{'':>14}matches: {shown}")
+        typer.echo(f"{'':>14}({carried:.2f} of the score {score:.2f} from these; the rest from [CLS], the [Q] marker and [MASK] padding)")
+
+
+@app.command("rerank")
+def rerank(
+    name: str = typer.Argument(..., help="Index holding the documents (with --texts: whose model encodes the texts)."),
+    query: str = typer.Argument(..., help="The query text."),
+    ids: list[str] | None = typer.Argument(None, help="Ids of the candidate documents (from any first stage)."),
+    texts: Path | None = typer.Option(
+        None, "--texts", exists=True, dir_okay=False, help="Rank these texts instead (corpus.jsonl, id<TAB>text .tsv, or one per line)."
+    ),
+    k: int | None = typer.Option(None, "-k", min=1, help="Number of hits (default: every candidate)."),
+    explain: bool = typer.Option(False, help="Show, per query token, the document token that matched it best."),
+) -> None:
+    """Rank candidate documents by exact MaxSim over their stored tokens (or, with --texts, texts in no index).
+
+    Ids the index does not hold, or holds without tokens, are listed on stderr; the exit status is 1 when none could be ranked.
+    """
+    from colpg.index import Index
+
+    with _reported_errors():
+        if bool(ids) == (texts is not None):
+            raise typer.BadParameter("give either candidate ids or --texts FILE")
+        index = Index(name)
+        if texts is not None:
+            from colpg.collection import read_collection
+            from colpg.rerank import rerank_texts
+
+            documents = read_collection(texts)
+            for found in rerank_texts(query, [d.text for d in documents], index.encoder, k, explain=explain):
+                document = documents[found.position]
+                _print_hit(found.rank, found.score, document.external_id, document.text, found.explanation)
+            return
+        reranked = index.rerank(query, ids or [], k, explain=explain)
+        for hit in reranked.hits:
+            _print_hit(hit.rank, hit.score, hit.external_id, hit.text, hit.explanation)
+        for label, missing in (("unknown (not in the index)", reranked.unknown), ("not indexed (no tokens yet)", reranked.not_indexed)):
+            if missing:
+                typer.secho(f"{label}: {' '.join(missing)}", fg=typer.colors.YELLOW, err=True)
+        if not reranked.hits:
+            raise ColpgError(f"none of the {len(set(ids or []))} ids could be ranked in {name!r}")
 
 
 @app.command("eval")

@@ -18,13 +18,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from colpg.errors import ConfigurationError
 from colpg.orm import Document
 
-__all__ = ["Where", "filtered_ids"]
+__all__ = ["Where", "filtered_ids", "where_clause"]
 
 #: A filter: a SQLAlchemy expression or ``(sql_fragment, parameters)``; None for none.
 Where = sa.ColumnElement[bool] | tuple[str, Mapping[str, Any]] | None
 
 
-def _clause(where: Where) -> sa.ColumnElement[bool] | sa.TextClause | None:
+def where_clause(where: Where) -> sa.ColumnElement[bool] | sa.TextClause | None:
+    """The filter as a condition to add to a statement over colpg.orm.Document (None for none)."""
     if where is None or isinstance(where, sa.ColumnElement):
         return where
     if isinstance(where, tuple) and len(where) == 2 and isinstance(where[0], str) and isinstance(where[1], Mapping):
@@ -46,7 +47,7 @@ def filtered_ids(
     """The ids of the index's documents that pass ``where`` (all of them without one), in id
     order; only ``among`` these when given, at most ``limit``."""
     stmt = sa.select(Document.id).where(Document.index_id == index_id).order_by(Document.id)
-    clause = _clause(where)
+    clause = where_clause(where)
     if clause is not None:
         stmt = stmt.where(clause)
     if among is not None:

@@ -17,7 +17,9 @@ from colpg.collection import CollectionDocument, documents_from
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, DocumentError, DocumentNotFound
 from colpg.filters import Where
+from colpg.hybrid import Hybrid, hybrid_search
 from colpg.params import default_params
+from colpg.rerank import Reranked, rerank_ids
 from colpg.resources import query
 from colpg.search import Hit, IndexSearcher
 
@@ -129,13 +131,22 @@ class Index:
         ncells: int | None = None,
         nrerank: int | None = None,
         margin: float | None = None,
+        hybrid: Hybrid | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query`` (fewer when the index or the filter holds fewer).
 
         ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
         ``explain`` adds, per query token, the document token that matched it best. ``ncells``,
         ``nrerank`` and ``margin`` (see :mod:`colpg.params`) default to :func:`colpg.params.default_params`.
+        ``hybrid`` unions colpg's candidates with full-text and single-vector ones (:mod:`colpg.hybrid`).
         """
+        if hybrid is not None:
+            if exact:
+                raise ConfigurationError("exact=True scores every document; hybrid ranks its sources' candidates: give one of them")
+            vectors = self.encoder.encode_queries([query])[0]
+            params = default_params(hybrid.colpg or 1).replace(ncells=ncells, nrerank=nrerank, margin=margin)
+            ranked = hybrid_search(self.searcher, query, vectors, k, hybrid, where=where, params=params)
+            return self.searcher.hits(query, vectors, ranked, explain)
         return self.search_batch([query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin)[0]
 
     def search_batch(
@@ -158,6 +169,11 @@ class Index:
             searcher.hits(text, vectors, searcher.search_vectors(vectors, k, where=where, exact=exact, params=params), explain)
             for text, vectors in zip(queries, encoded, strict=True)
         ]
+
+    def rerank(self, query: str, external_ids: Iterable[str], k: int | None = None, *, explain: bool = False) -> Reranked:
+        """The best ``k`` (all when None) of the documents ``external_ids``, by exact MaxSim over their
+        stored tokens; ids the index does not hold or has no tokens for are reported (:class:`colpg.rerank.Reranked`)."""
+        return rerank_ids(self, query, external_ids, k, explain=explain)
 
     def info(self) -> dict[str, Any]:
         """Counts, bytes per token (codes+residuals and rerank store apart), and table sizes."""

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import torch
 
-from colpg import db, store
+from colpg import db, fulltext, store
 from colpg.codec import (
     ResidualCodec,
     num_centroids_for,
@@ -70,6 +70,8 @@ class IndexConfig:
     sample_keep_bytes: int = 2 << 30
     doc_maxlen: int | None = None
     query_maxlen: int | None = None
+    #: Text search configuration of the full-text column (any installed in PostgreSQL); None: the schema's default.
+    language: str | None = None
 
     def __post_init__(self) -> None:
         if self.nbits not in NBITS:
@@ -178,6 +180,8 @@ class Indexer:
         fingerprint = _fingerprint(documents)
         url = self.url or db.database_url()
         with db.connect(url, autocommit=True) as conn:
+            if self.config.language is not None:
+                fulltext.check_language(conn, self.config.language)
             record = self._prepare(conn, name, fingerprint, overwrite)
             cache: dict[int, list[torch.Tensor]] = {}
             if record is None:
@@ -189,6 +193,8 @@ class Indexer:
                 }
                 with conn.transaction():
                     index_id = store.create_index(conn, name=name, model=self.encoder.name, config=config, codec=codec, rerank=rerank)
+                    if self.config.language is not None:
+                        fulltext.set_language(conn, index_id, self.config.language)
                 written: set[str] = set()
             else:
                 index_id = record.id

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "MAX_QUERY_VECTORS",
     "MAX_REQUEST_TEXT_CHARS",
+    "MAX_RERANK_IDS",
     "BodyLimit",
     "max_body_bytes_from_env",
 ]
@@ -33,6 +34,8 @@ DEFAULT_MAX_BODY_BYTES = 16 << 20
 MAX_QUERY_CHARS = 10_000
 MAX_QUERY_VECTORS = 512
 MAX_DOCUMENTS_PER_REQUEST = 1_000
+#: Candidate ids of one rerank request: their stored tokens are read and scored, nothing is encoded.
+MAX_RERANK_IDS = 10_000
 MAX_DOCUMENT_CHARS = 1_000_000
 #: All the texts of one request together: a few long documents or many short ones, not 1,000 long ones.
 MAX_REQUEST_TEXT_CHARS = 4_000_000

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL, REGCONFIG, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import UserDefinedType
 
 from colpg.constants import INDEX_NAME_PATTERN, NBITS
+from colpg.errors import ConfigurationError
 
 __all__ = [
     "SCHEMA",
@@ -26,6 +27,7 @@ __all__ = [
     "DocumentTokens",
     "IndexEntry",
     "RerankVectors",
+    "rerank",
     "search",
     "search_stmt",
     "token_changes",
@@ -103,6 +105,12 @@ class IndexEntry(Base):
         JSONB,
         comment="Parameters of the rerank-precision store (kind, int8 scales or 4-bit buckets); NULL for none.",
     )
+    text_search_config: Mapped[str] = mapped_column(
+        REGCONFIG,
+        nullable=False,
+        server_default=sa.text("'english'::regconfig"),
+        comment="Text search configuration of the index's full-text column (documents.fulltext); set when the index is built.",
+    )
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = _updated_at()
 
@@ -142,6 +150,7 @@ class Document(Base):
         sa.UniqueConstraint("id", "index_id", name="documents_id_index_id_key"),
         sa.CheckConstraint("status IN ('queued', 'ready', 'failed')", name="documents_status_check"),
         sa.Index("documents_queued_idx", "id", postgresql_where=sa.text("status = 'queued'")),
+        sa.Index("documents_fulltext_idx", "fulltext", postgresql_using="gin"),
         {"comment": "Documents of each index: the application's id, optional text and metadata."},
     )
 
@@ -166,6 +175,17 @@ class Document(Base):
         comment="queued until a worker has encoded the text, then ready; failed (with error) if it cannot be indexed.",
     )
     error: Mapped[str | None] = mapped_column(sa.Text, comment="Why indexing failed; NULL otherwise.")
+    text_search_config: Mapped[str] = mapped_column(
+        REGCONFIG,
+        nullable=False,
+        server_default=sa.FetchedValue(),  # the index's, copied by the documents_before_write trigger
+        comment="The index's text search configuration, copied by the documents_before_write trigger (so fulltext is immutable).",
+    )
+    fulltext: Mapped[str | None] = mapped_column(
+        TSVECTOR,
+        sa.Computed("to_tsvector(text_search_config, text)", persisted=True),
+        comment="The text's lexemes in the index's text search configuration (NULL without text).",
+    )
 
     index: Mapped[IndexEntry] = relationship(back_populates="documents")
     tokens: Mapped[DocumentTokens | None] = relationship(back_populates="document", cascade="all, delete-orphan", passive_deletes=True)
@@ -275,4 +295,25 @@ def search(session: Session, stmt: sa.Select[Any], index: Any, query: str, k: in
     versions = {row[0].id: row[1] for row in rows}  # once each, even if a join repeats a document
     vectors = index.encoder.encode_queries([query])[0]
     ranked = index.searcher.rank_candidates(vectors, list(versions), k)
+    return [(documents[r.document_id], r.score) for r in ranked]
+
+
+def rerank(session: Session, stmt: sa.Select[Any], index: Any, query: str, k: int | None = None) -> list[tuple[Document, float]]:
+    """Rank the documents an application's own select returns (its first column a :class:`Document`)
+    by exact MaxSim over their stored tokens: the best ``k`` (all when None), best first.
+
+    ``index`` is the :class:`colpg.index.Index` whose documents are reranked; the select's documents
+    of other indexes, and those without tokens (queued, failed), are not in the result.
+    """
+    from colpg.rerank import checked_k, rank_exactly  # colpg.rerank imports search, which imports this module
+
+    documents: dict[int, Document] = {}
+    for row in session.execute(stmt):
+        if not isinstance(row[0], Document):
+            raise ConfigurationError(f"the select's first column must be colpg.orm.Document, got {type(row[0]).__name__}")
+        if row[0].index_name == index.name:
+            documents[row[0].id] = row[0]
+    count = checked_k(k, len(documents))
+    vectors = index.encoder.encode_queries([query])[0]
+    ranked = rank_exactly(index.searcher, vectors, list(documents), count)
     return [(documents[r.document_id], r.score) for r in ranked]

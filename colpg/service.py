@@ -1,4 +1,4 @@
-"""The HTTP service (``colpg serve``): search, documents and stats of indexes over JSON.
+"""The HTTP service (``colpg serve``): search, rerank, documents and stats of indexes over JSON.
 
 One process holds each index it serves (model, resident tokens, row cache, connection pool), loaded
 on first use; FastAPI runs the handlers in its thread pool, the searcher is thread-safe, and
@@ -25,9 +25,11 @@ from colpg.auth import ApiKeys, requirement
 from colpg.constants import INDEX_NAME_PATTERN
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, SchemaError
+from colpg.hybrid import hybrid_search
 from colpg.index import Index
 from colpg.limits import BodyLimit, max_body_bytes_from_env
 from colpg.orm import Document
+from colpg.rerank import rerank_ids, rerank_texts
 from colpg.resources import query
 from colpg.service_errors import RETRY_AFTER_S, LastResort, install_error_handlers, unavailable_reason
 from colpg.service_models import (
@@ -37,8 +39,12 @@ from colpg.service_models import (
     EncodeRequest,
     EncodeResponse,
     Health,
+    RerankRequest,
+    RerankResponse,
     SearchRequest,
     SearchResponse,
+    TextRerankRequest,
+    TextRerankResponse,
 )
 
 __all__ = ["create_app"]
@@ -178,9 +184,27 @@ def create_app(
         else:
             vectors = unit_rows(request.vectors or [], index.record.dim)
         searcher = index.searcher
-        ranked = searcher.search_vectors(vectors, request.k, where=where)
+        if request.hybrid is not None:
+            ranked = hybrid_search(searcher, request.query, vectors, request.k, request.hybrid.options(), where=where)
+        else:
+            ranked = searcher.search_vectors(vectors, request.k, where=where)
         hits = searcher.hits(request.query, vectors, ranked, request.explain and request.query is not None)
         return SearchResponse(hits=hits, index_status=searcher.status, warning=searcher.warning)
+
+    @app.post("/indexes/{name}/rerank", response_model=RerankResponse, dependencies=read, responses=UNAVAILABLE)
+    def rerank(name: IndexName, request: RerankRequest) -> RerankResponse:
+        """Candidate documents of the index (from any first stage) ranked by exact MaxSim over their stored tokens;
+        ids the index does not hold, or holds without tokens, are listed apart."""
+        index = index_named(name)
+        vectors = batcher(name).encode(request.query) if request.ids else None
+        reranked = rerank_ids(index, request.query, request.ids, request.k, explain=request.explain, vectors=vectors)
+        return RerankResponse(hits=reranked.hits, unknown=reranked.unknown, not_indexed=reranked.not_indexed)
+
+    @app.post("/rerank", response_model=TextRerankResponse, dependencies=read, responses=UNAVAILABLE)
+    def rerank_text(request: TextRerankRequest) -> TextRerankResponse:
+        """Texts that are in no index ranked by MaxSim, encoded by the named index's model."""
+        encoder = index_named(request.index).encoder
+        return TextRerankResponse(hits=rerank_texts(request.query, request.texts, encoder, request.k, explain=request.explain))
 
     @app.post("/indexes/{name}/documents", response_model=Changed, status_code=201, dependencies=write, responses=UNAVAILABLE)
     def add_documents(name: IndexName, request: DocumentsIn) -> Changed:

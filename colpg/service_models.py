@@ -12,8 +12,10 @@ import json
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from colpg.constants import INDEX_NAME_PATTERN
+from colpg.hybrid import MAX_CANDIDATES, Fusion, Hybrid
 from colpg.limits import (
     MAX_DOCUMENT_CHARS,
     MAX_DOCUMENTS_PER_REQUEST,
@@ -22,7 +24,9 @@ from colpg.limits import (
     MAX_QUERY_CHARS,
     MAX_QUERY_VECTORS,
     MAX_REQUEST_TEXT_CHARS,
+    MAX_RERANK_IDS,
 )
+from colpg.rerank import TextHit
 from colpg.search import Hit
 
 __all__ = [
@@ -33,8 +37,13 @@ __all__ = [
     "EncodeRequest",
     "EncodeResponse",
     "Health",
+    "HybridRequest",
+    "RerankRequest",
+    "RerankResponse",
     "SearchRequest",
     "SearchResponse",
+    "TextRerankRequest",
+    "TextRerankResponse",
     "checked_text",
 ]
 
@@ -88,6 +97,20 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 JsonScalar = str | int | float | bool | None
 
 
+class HybridRequest(BaseModel):
+    """Hybrid search over HTTP: colpg's and full-text candidates (an application's single-vector
+    column is a first stage from Python and SQL only, colpg.hybrid.VectorSource)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fulltext: int = Field(100, ge=0, le=MAX_CANDIDATES, description="Full-text candidates (websearch_to_tsquery, ts_rank_cd); 0 for none.")
+    colpg: int = Field(100, ge=0, le=MAX_CANDIDATES, description="colpg's own candidates; 0 for none.")
+    fusion: Fusion = Field("maxsim", description="Rank the union by exact MaxSim, or by reciprocal-rank fusion (rrf) of the lists.")
+
+    def options(self) -> Hybrid:
+        return Hybrid(fulltext=self.fulltext, colpg=self.colpg, fusion=self.fusion)
+
+
 class SearchRequest(BaseModel):
     """Text, or precomputed query vectors ([tokens][dim]), and what to return."""
 
@@ -100,6 +123,7 @@ class SearchRequest(BaseModel):
         None, description="Metadata filter: every key must hold exactly this value (JSON containment, metadata @> filter)."
     )
     explain: bool = Field(False, description="Per query token, the document token that matched it best (text queries).")
+    hybrid: HybridRequest | None = Field(None, description="Union colpg's candidates with full-text ones (needs query text).")
 
 
 class SearchResponse(BaseModel):
@@ -114,6 +138,50 @@ class EncodeRequest(BaseModel):
 
 class EncodeResponse(BaseModel):
     vectors: list[list[float]] = Field(..., description="One vector per query token, for colpg's SQL functions (vector[]).")
+
+
+class RerankRequest(BaseModel):
+    """A query and the ids of candidate documents (from any first stage) to rank by MaxSim."""
+
+    query: QueryText = Field(..., description="Query text; encoded by the index's model.")
+    ids: list[DocumentId] = Field(
+        ..., max_length=MAX_RERANK_IDS, description="Candidate document ids; an id given twice counts once, none gives no hits."
+    )
+    k: int | None = Field(None, ge=1, le=MAX_RERANK_IDS, description="Hits returned (default: every candidate scored).")
+    explain: bool = Field(False, description="Per query token, the document token that matched it best.")
+
+
+class RerankResponse(BaseModel):
+    hits: list[Hit]
+    unknown: list[str] = Field(..., description="Ids the index does not hold.")
+    not_indexed: list[str] = Field(..., description="Documents without tokens: queued until a worker encodes their new text, or failed.")
+
+
+class TextRerankRequest(BaseModel):
+    """A query and texts that are in no index, encoded by the model of the index named (never a model the client names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: QueryText = Field(..., description="Query text.")
+    texts: list[Annotated[Text, Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)]] = Field(
+        ...,
+        max_length=MAX_DOCUMENTS_PER_REQUEST,
+        description=f"Texts to rank, each encoded up to the model's position limit; at most {MAX_REQUEST_TEXT_CHARS} characters in all.",
+    )
+    index: str = Field(..., pattern=INDEX_NAME_PATTERN, description="The index whose model encodes the query and the texts.")
+    k: int | None = Field(None, ge=1, le=MAX_DOCUMENTS_PER_REQUEST, description="Hits returned (default: every text).")
+    explain: bool = Field(False, description="Per query token, the text token that matched it best.")
+
+    @model_validator(mode="after")
+    def _total_text(self) -> TextRerankRequest:
+        total = sum(len(t) for t in self.texts)
+        if total > MAX_REQUEST_TEXT_CHARS:
+            raise ValueError(f"texts hold {total} characters in all; at most {MAX_REQUEST_TEXT_CHARS} per request")
+        return self
+
+
+class TextRerankResponse(BaseModel):
+    hits: list[TextHit] = Field(..., description="Best first; position is the text's place in the request's list, from 0.")
 
 
 class DocumentIn(BaseModel):

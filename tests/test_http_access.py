@@ -20,6 +20,8 @@ ENDPOINTS: list[tuple[str, str, Any, dict[str, int]]] = [
     ("GET", "/indexes/acl", None, {"anonymous": 401, "read": 200, "write": 200}),
     ("POST", "/indexes/acl/search", {"query": "who may write", "k": 2}, {"anonymous": 401, "read": 200, "write": 200}),
     ("POST", "/indexes/acl/encode", {"query": "who may write"}, {"anonymous": 401, "read": 200, "write": 200}),
+    ("POST", "/indexes/acl/rerank", {"query": "who may write", "ids": ["0", "1"]}, {"anonymous": 401, "read": 200, "write": 200}),
+    ("POST", "/rerank", {"query": "who may write", "texts": ["a text"], "index": "acl"}, {"anonymous": 401, "read": 200, "write": 200}),
     ("POST", "/indexes/acl/documents", DOCUMENT, {"anonymous": 401, "read": 403, "write": 201}),
     ("PUT", "/indexes/acl/documents", DOCUMENT, {"anonymous": 401, "read": 403, "write": 200}),
     ("DELETE", "/indexes/acl/documents/access", None, {"anonymous": 401, "read": 403, "write": 200}),

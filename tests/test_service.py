@@ -236,7 +236,7 @@ def test_no_server_errors(service_app: Any) -> None:
     """schemathesis generates requests from the OpenAPI schema, operation by operation: none may give a 5xx."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", service_app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 9
     for operation in operations:
 
         @given(case=operation.as_strategy())
