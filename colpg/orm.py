@@ -27,6 +27,7 @@ __all__ = [
     "DocumentTokens",
     "IndexEntry",
     "RerankVectors",
+    "fulltext_stmt",
     "rerank",
     "search",
     "search_stmt",
@@ -282,6 +283,25 @@ def search_stmt(index_name: str, query_vectors: Any, *, ncells: int = 8) -> sa.S
         .alias("candidates")
     )
     return sa.select(Document, candidates.c.version).join(candidates, Document.id == candidates.c.document_id)
+
+
+def fulltext_stmt(index_name: str, query: str, k: int = 100) -> sa.Select[tuple[Document, float]]:
+    """Full-text candidates as a statement: the index's ``k`` best documents for ``query`` by
+    ``colpg.fulltext_candidates`` (websearch_to_tsquery in the index's language, ts_rank_cd), best first.
+
+    Join and filter it like any Select, then rank it by MaxSim with :func:`rerank` (hybrid search
+    from the ORM: full-text first stage, ColBERT second).
+    """
+    candidates = (
+        sa.func.colpg.fulltext_candidates(index_name, query, k)
+        .table_valued(sa.column("document_id", sa.BigInteger), sa.column("rank", REAL))
+        .alias("fulltext")
+    )
+    return (
+        sa.select(Document, candidates.c.rank)
+        .join(candidates, Document.id == candidates.c.document_id)
+        .order_by(candidates.c.rank.desc(), Document.id)
+    )
 
 
 def search(session: Session, stmt: sa.Select[Any], index: Any, query: str, k: int = 10) -> list[tuple[Document, float]]:

@@ -184,3 +184,20 @@ def test_hybrid_over_http_and_cli(index: Index, migrated_url: str) -> None:
     assert "d17" in result.output.splitlines()[0]
     bad = CliRunner().invoke(app, ["search", "scifact", QUERY, "--fulltext", "10", "--fusion", "sum"])
     assert bad.exit_code != 0 and "fusion must be one of maxsim, rrf" in bad.output
+
+
+def test_fulltext_statement_from_the_orm_reranked_by_maxsim(index: Index) -> None:
+    """Hybrid from SQLAlchemy: the full-text stage as a Select the application narrows, then MaxSim."""
+    from sqlalchemy.orm import Session
+
+    from colpg.orm import fulltext_stmt, rerank
+
+    stmt = fulltext_stmt("scifact", "stem cells", k=20).where(Document.metadata_["even"].as_boolean())
+    with Session(db.create_engine(index.url)) as session:
+        found = session.execute(stmt).all()
+        assert found and all(row[0].metadata_["even"] for row in found)
+        assert [row[1] for row in found] == sorted((row[1] for row in found), reverse=True)
+        ranked = rerank(session, stmt, index, "stem cells", k=3)
+    exact = _exact_scores(index, "stem cells")
+    assert len(ranked) == min(3, len(found)) and {d.external_id for d, _ in ranked} <= {row[0].external_id for row in found}
+    assert [score for _, score in ranked] == pytest.approx([exact[d.external_id] for d, _ in ranked], abs=1e-4)
