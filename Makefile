@@ -29,7 +29,7 @@ run: install
 
 # The whole test suite: lint, strict types, then pytest on a real embedded PostgreSQL.
 test: install
-	$(BIN)/ruff check colpg
+	$(BIN)/ruff check colpg tests bench
 	$(BIN)/ruff format --check colpg
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -103,8 +103,8 @@ def main() -> None:
             work = batches(encoder, texts, args.batch_size)
             lengths = [int(mask.sum()) for _, m in work for mask in m]
             tokens = sum(lengths)
-            ours = timed(lambda: backbone_pass(encoder, work), args.repeat)
-            end_to_end = timed(lambda: encoder.encode_documents(texts, batch_size=args.batch_size, progress=False), args.repeat)
+            ours = timed(lambda encoder=encoder, work=work: backbone_pass(encoder, work), args.repeat)
+            end_to_end = timed(lambda encoder=encoder: encoder.encode_documents(texts, batch_size=args.batch_size, progress=False), args.repeat)
             if label.startswith("all-MiniLM"):
                 reference_label, reference = "transformers BertModel (same weights)", cases[0][2]
             else:
@@ -118,7 +118,7 @@ def main() -> None:
                     encoder.dtype,
                 )
             assert reference is not None
-            theirs = timed(lambda: [reference(i, m) for i, m in work], args.repeat)
+            theirs = timed(lambda reference=reference, work=work: [reference(i, m) for i, m in work], args.repeat)
             rows.append((label, encoder.dtype, tokens, lengths, ours, end_to_end, reference_label, theirs))
 
     print(f"device: {device} ({torch.get_num_threads()} threads), batch size {args.batch_size}, {len(texts)} SciFact documents")

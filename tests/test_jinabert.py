@@ -75,7 +75,7 @@ def small() -> tuple[JinaBertModel, dict[str, torch.Tensor], dict[str, int]]:
     config = jinabert_config(vocab_size=200, **SMALL)
     tensors = jinabert_tensors(config, dim=16, seed=1)
     model = JinaBertModel(JinaBertConfig.from_dict(config))
-    backbone = {k.removeprefix("bert."): v for k, v in tensors.items() if k.startswith("bert.encoder") or k.startswith("bert.emb")}
+    backbone = {k.removeprefix("bert."): v for k, v in tensors.items() if k.startswith(("bert.encoder", "bert.emb"))}
     model.load_state_dict(backbone)
     return model.eval(), tensors, config
 
