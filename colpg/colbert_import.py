@@ -38,6 +38,7 @@ from colpg.constants import NBITS
 from colpg.encoder import Encoder
 from colpg.errors import CheckpointError, ConfigurationError, IndexExists, PlaidIndexError
 from colpg.index import Index
+from colpg.indexer import unfinished_build
 from colpg.progress import bar as progress_bar
 from colpg.resources import query
 from colpg.settings import EncoderSettings
@@ -260,15 +261,9 @@ def _rerank_store(folder: PlaidFolder, precision: str) -> RerankStore:
 
 def _prepare(conn: psycopg.Connection[Any], name: str, source: dict[str, Any], overwrite: bool) -> store.IndexRecord | None:
     """The record of an import to resume, or None for a fresh one (after dropping the old index if asked)."""
-    record = store.find_index(conn, name)
+    record = unfinished_build(conn, name, overwrite)
     if record is None:
         return None
-    if overwrite:
-        with conn.transaction():
-            store.drop_index(conn, name)
-        return None
-    if record.status == "ready":
-        raise IndexExists(f"index {name!r} exists already; pass overwrite=True (or --overwrite) to replace it")
     if record.config.get("import") != source:
         raise IndexExists(f"an unfinished build of {name!r} came from elsewhere; pass overwrite=True (CLI: --overwrite) to start again")
     return record

@@ -39,7 +39,7 @@ from colpg.resources import query
 from colpg.store import IndexRecord
 from colpg.stores import KINDS, RerankStore, train_store
 
-__all__ = ["BuildStats", "IndexConfig", "Indexer"]
+__all__ = ["BuildStats", "IndexConfig", "Indexer", "unfinished_build"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,25 @@ def _fingerprint(documents: Sequence[CollectionDocument]) -> str:
 
 def _chunks(count: int, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def unfinished_build(conn: psycopg.Connection[Any], name: str, overwrite: bool) -> IndexRecord | None:
+    """The unfinished build of ``name`` (status building), or None when there is none to resume:
+    no index of that name, or one dropped because ``overwrite`` is set.
+
+    Raises:
+        IndexExists: ``name`` is a finished index and ``overwrite`` is False.
+    """
+    record = store.find_index(conn, name)
+    if record is None:
+        return None
+    if overwrite:
+        with conn.transaction():
+            store.drop_index(conn, name)
+        return None
+    if record.status == "ready":
+        raise IndexExists(f"index {name!r} exists already; pass overwrite=True (or --overwrite) to replace it")
+    return record
 
 
 class Indexer:
@@ -222,15 +241,9 @@ class Indexer:
 
     def _prepare(self, conn: psycopg.Connection[Any], name: str, fingerprint: str, overwrite: bool) -> IndexRecord | None:
         """The record of a build to resume, or None for a fresh build (after dropping the old one if asked)."""
-        record = store.find_index(conn, name)
+        record = unfinished_build(conn, name, overwrite)
         if record is None:
             return None
-        if overwrite:
-            with conn.transaction():
-                store.drop_index(conn, name)
-            return None
-        if record.status == "ready":
-            raise IndexExists(f"index {name!r} exists already; pass overwrite=True (or --overwrite) to rebuild it")
         build = record.config.get("build", {})
         if build.get("fingerprint") != fingerprint or record.model != self.encoder.name or record.nbits != self.config.nbits:
             raise IndexExists(

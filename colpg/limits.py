@@ -8,11 +8,10 @@ models (colpg.service_models) and so appear in the OpenAPI schema.
 
 from __future__ import annotations
 
-import os
-
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from colpg.env import byte_count
 from colpg.errors import ConfigurationError
 
 __all__ = [
@@ -47,16 +46,7 @@ MAX_METADATA_BYTES = 64 << 10
 
 def max_body_bytes_from_env() -> int:
     """``$COLPG_MAX_BODY_BYTES``, else 16 MiB."""
-    configured = os.environ.get(MAX_BODY_BYTES_ENV, "").strip()
-    if not configured:
-        return DEFAULT_MAX_BODY_BYTES
-    try:
-        value = int(configured)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigurationError(f"{MAX_BODY_BYTES_ENV} must be a positive number of bytes, got {configured!r}")
-    return value
+    return byte_count(MAX_BODY_BYTES_ENV, DEFAULT_MAX_BODY_BYTES, least=1)
 
 
 class BodyLimit:

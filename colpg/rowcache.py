@@ -9,13 +9,13 @@ only, never a database call.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 
+from colpg.env import byte_count
 from colpg.errors import ConfigurationError
 
 __all__ = ["CACHE_BYTES_ENV", "DEFAULT_CACHE_BYTES", "RowCache", "cache_bytes_from_env"]
@@ -26,16 +26,7 @@ DEFAULT_CACHE_BYTES = 1 << 30
 
 def cache_bytes_from_env() -> int:
     """``$COLPG_CACHE_BYTES`` (a byte count, 0 to cache nothing), else 1 GiB."""
-    value = os.environ.get(CACHE_BYTES_ENV, "").strip()
-    if not value:
-        return DEFAULT_CACHE_BYTES
-    try:
-        size = int(value)
-    except ValueError:
-        size = -1
-    if size < 0:
-        raise ConfigurationError(f"{CACHE_BYTES_ENV} must be a byte count (0 or more), got {value!r}")
-    return size
+    return byte_count(CACHE_BYTES_ENV, DEFAULT_CACHE_BYTES, least=0)
 
 
 class RowCache:
