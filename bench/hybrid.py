@@ -9,12 +9,14 @@ single vector: all-MiniLM-L6-v2 mean-pooled over its last hidden states and norm
 model's own sentence-embedding objective; 256 tokens), with a pgvector HNSW index (cosine,
 hnsw.ef_search 200 so that 100 rows come back). Pipelines, each giving its top 100:
 
-  full-text                  colpg.fulltext: websearch_to_tsquery, ts_rank_cd
+  full-text, all / any      colpg.fulltext, ts_rank_cd: every word (websearch_to_tsquery) / any word
   single-vector              HNSW nearest rows
   colpg                      Index.search at its defaults
-  full-text -> colpg         Hybrid(fulltext=100, colpg=0): the full-text top 100 ranked by MaxSim
-  single-vector -> colpg     Hybrid(fulltext=0, colpg=0, vector=...): the HNSW top 100 ranked by MaxSim
+  full-text -> colpg         Hybrid(fulltext=100, colpg=0, fusion="maxsim"): the full-text top 100 ranked by MaxSim
+  single-vector -> colpg     Hybrid(fulltext=0, colpg=0, vector=..., fusion="maxsim"): the HNSW top 100 ranked by MaxSim
   hybrid, MaxSim / RRF       Hybrid(fulltext=100, colpg=100, vector=...), fusion maxsim / rrf
+
+Each pipeline with a full-text stage runs with match="all" and match="any".
 
 nDCG@10 and R@100 on the qrels (colpg.evaluate.quality); p50 ms per query, one query at a time,
 query encoding excluded (token vectors from the cache; the single query vector computed before).
@@ -29,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import tokenizers
 import torch
@@ -40,6 +42,7 @@ from search import percentile  # bench/search.py
 
 from colpg import db
 from colpg.collection import CollectionDocument, read_collection
+from colpg.constants import Match
 from colpg.encoder import Encoder
 from colpg.evaluate import quality, read_queries
 from colpg.fulltext import fulltext_ids
@@ -124,9 +127,12 @@ def run_dataset(base_url: str, encoder: Encoder, folder: Path, dataset: Path, li
         index_id = index.record.id
         engine = searcher.engine
 
-        def fulltext(i: int) -> list[str]:
-            with engine.connect() as connection:
-                return [e for _, e in fulltext_ids(connection, index_id, query_texts[qids[i]], DEPTH)]
+        def fulltext(match: Match) -> Callable[[int], list[str]]:
+            def pipeline(i: int) -> list[str]:
+                with engine.connect() as connection:
+                    return [e for _, e in fulltext_ids(connection, index_id, query_texts[qids[i]], DEPTH, match=match)]
+
+            return pipeline
 
         def single(i: int) -> list[str]:
             with engine.connect() as connection:
@@ -140,14 +146,23 @@ def run_dataset(base_url: str, encoder: Encoder, folder: Path, dataset: Path, li
             return lambda i: [r.external_id for r in hybrid_search(searcher, query_texts[qids[i]], v.queries[i], DEPTH, options(i))]
 
         pipelines: dict[str, Callable[[int], list[str]]] = {
-            "full-text (ts_rank_cd) alone": fulltext,
             "single-vector MiniLM (mean-pooled) in pgvector HNSW alone": single,
             "colpg search alone (defaults)": lambda i: [r.external_id for r in searcher.search_vectors(v.queries[i], DEPTH, text=False)],
-            "full-text top 100 -> colpg rerank": hybrid(lambda i: Hybrid(fulltext=DEPTH, colpg=0)),
-            "single-vector top 100 -> colpg rerank": hybrid(lambda i: Hybrid(fulltext=0, colpg=0, vector=source(i))),
-            "hybrid union (colpg + full-text + single-vector, 100 each) -> MaxSim": hybrid(lambda i: Hybrid(DEPTH, source(i), DEPTH)),
-            "hybrid union -> RRF": hybrid(lambda i: Hybrid(DEPTH, source(i), DEPTH, fusion="rrf")),
+            "single-vector top 100 -> colpg rerank": hybrid(lambda i: Hybrid(fulltext=0, colpg=0, vector=source(i), fusion="maxsim")),
         }
+        for match in get_args(Match):
+            pipelines |= {
+                f"full-text (ts_rank_cd, {match} words) alone": fulltext(match),
+                f"full-text ({match}) top 100 -> colpg rerank": hybrid(
+                    lambda i, m=match: Hybrid(fulltext=DEPTH, colpg=0, fusion="maxsim", match=m)
+                ),
+                f"hybrid union (colpg + full-text {match} + single-vector, 100 each) -> MaxSim": hybrid(
+                    lambda i, m=match: Hybrid(DEPTH, source(i), DEPTH, fusion="maxsim", match=m)
+                ),
+                f"hybrid union (full-text {match}) -> RRF": hybrid(
+                    lambda i, m=match: Hybrid(DEPTH, source(i), DEPTH, fusion="rrf", match=m)
+                ),
+            }
         rows = []
         for label, pipeline in pipelines.items():
             pipeline(0)  # warm: first connections, caches

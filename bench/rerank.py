@@ -30,7 +30,7 @@ from colpg.encoder import Encoder
 from colpg.evaluate import read_queries
 from colpg.index import Index
 from colpg.indexer import IndexConfig, Indexer
-from colpg.rerank import rerank_texts
+from colpg.reranking import rerank_texts
 
 
 def timed(calls: list[Callable[[], object]]) -> list[float]:

@@ -2,25 +2,28 @@
 documents for a query by PostgreSQL's own ranking.
 
 Documents carry a stored ``tsvector`` (``colpg.documents.fulltext``, migration 0006) in their
-index's text search configuration, with a GIN index. A query is parsed by
-``websearch_to_tsquery`` (quotes for phrases, ``or``, ``-`` to exclude: what users type into a
-search box, never a syntax error) and ranked by ``ts_rank_cd``, as ``colpg.fulltext_candidates``
-does in SQL; here a search's ``where`` filter runs in the same statement.
+index's text search configuration, with a GIN index. A query becomes a tsquery in SQL
+(``colpg.fulltext_query``, migration 0007): ``match="all"`` is ``websearch_to_tsquery`` (every
+word; quotes for phrases, ``or``, ``-`` to exclude: what users type into a search box, never a
+syntax error), ``match="any"`` an OR of the query's lexemes, which suits natural-language
+queries. Documents are ranked by ``ts_rank_cd``, as ``colpg.fulltext_candidates`` does in SQL;
+here a search's ``where`` filter runs in the same statement.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import psycopg
 import sqlalchemy as sa
 
+from colpg.constants import DEFAULT_MATCH, Match
 from colpg.errors import ConfigurationError
 from colpg.filters import Where, where_clause
 from colpg.orm import Document, IndexEntry
 from colpg.resources import query
 
-__all__ = ["check_language", "fulltext_ids", "set_language"]
+__all__ = ["check_language", "check_match", "fulltext_ids", "set_language"]
 
 
 def check_language(conn: psycopg.Connection[Any], language: str) -> None:
@@ -38,11 +41,21 @@ def set_language(conn: psycopg.Connection[Any], index_id: int, language: str) ->
     conn.execute(query("index_set_language"), {"index_id": index_id, "language": language})
 
 
-def fulltext_ids(connection: sa.Connection, index_id: int, text: str, k: int, where: Where = None) -> list[tuple[int, str]]:
+def check_match(match: object) -> None:
+    """Refuse a match mode colpg.fulltext_query does not know, before a query is encoded or sent."""
+    if match not in get_args(Match):
+        raise ConfigurationError(f"match must be one of {', '.join(get_args(Match))}, got {match!r}")
+
+
+def fulltext_ids(
+    connection: sa.Connection, index_id: int, text: str, k: int, where: Where = None, match: Match = DEFAULT_MATCH
+) -> list[tuple[int, str]]:
     """The (document id, external id) of the index's ``k`` best documents for ``text`` that pass
-    ``where``, best first (ts_rank_cd, ties by id); none when the query has no searchable word."""
+    ``where``, best first (ts_rank_cd, ties by id), with ``match`` "any" or "all" of its words;
+    none when the query has no searchable word."""
+    check_match(match)
     config = sa.select(IndexEntry.text_search_config).where(IndexEntry.id == index_id).scalar_subquery()
-    parsed = sa.func.websearch_to_tsquery(config, text)
+    parsed = sa.func.colpg.fulltext_query(config, text, match)
     rank = sa.func.ts_rank_cd(Document.fulltext, parsed)
     stmt = (
         sa.select(Document.id, Document.external_id)

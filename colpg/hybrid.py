@@ -5,16 +5,18 @@ Two stages, each in its own transaction:
 
 1. **candidates** — up to three lists of documents, best first, named by external id:
    colpg's own search (its top ``colpg``, already exact MaxSim), the full-text top ``fulltext``
-   (colpg.fulltext: ``websearch_to_tsquery`` in the index's configuration, ``ts_rank_cd``), and
+   (colpg.fulltext: any or all of the query's words in the index's configuration, ts_rank_cd), and
    the nearest ``k`` rows of a pgvector column (``VectorSource``: any table, column and id
    column, named by the caller and quoted as identifiers; the query's single vector is the
    caller's, since colpg's model makes token vectors). A ``where`` filter runs in the first two.
 2. **rank** — the external ids are resolved to the documents the index holds now, the filter
-   is applied to the union, and the union is ranked by exact MaxSim over the stored tokens
-   (``fusion="maxsim"``), or by reciprocal-rank fusion of the lists (``fusion="rrf"``, k=60 as
-   in Cormack et al., 2009), whose hits carry the RRF score. A document updated between the
-   stages is ranked at its current tokens; one without tokens yet (queued for the worker) is
-   not ranked.
+   is applied to the union, and the union is ranked by reciprocal-rank fusion of the lists
+   (``fusion="rrf"``, k=60 as in Cormack et al., 2009; the hits carry the RRF score) or by exact
+   MaxSim over the stored tokens (``fusion="maxsim"``). RRF is the default: ranked by MaxSim, the
+   union returns colpg's own ranking, since the other lists' documents score below its top; a
+   single list keeps its own order under RRF, so reranking one source is ``fusion="maxsim"``.
+   A document updated between the stages is ranked at its current tokens; one without tokens
+   yet (queued for the worker) is not ranked.
 """
 
 from __future__ import annotations
@@ -29,17 +31,17 @@ import psycopg
 import torch
 from psycopg import sql
 
+from colpg.constants import DEFAULT_FUSION, DEFAULT_MATCH, Fusion, Match
 from colpg.errors import ConfigurationError
 from colpg.filters import Where, filtered_ids
-from colpg.fulltext import fulltext_ids
+from colpg.fulltext import check_match, fulltext_ids
 from colpg.params import SearchParams
 from colpg.resources import query as sql_query
 from colpg.results import Ranked
 from colpg.search import IndexSearcher
 
-__all__ = ["MAX_CANDIDATES", "RRF_K", "Fusion", "Hybrid", "VectorSource", "hybrid_candidates", "hybrid_rank", "hybrid_search"]
+__all__ = ["MAX_CANDIDATES", "RRF_K", "Fusion", "Hybrid", "Match", "VectorSource", "hybrid_candidates", "hybrid_rank", "hybrid_search"]
 
-Fusion = Literal["maxsim", "rrf"]
 Distance = Literal["cosine", "l2", "inner_product"]
 #: pgvector's operator for each distance; the column's HNSW index must use the same one to serve the query.
 OPERATORS: dict[str, str] = {"cosine": "<=>", "l2": "<->", "inner_product": "<#>"}
@@ -92,16 +94,19 @@ class VectorSource:
 
 @dataclass(frozen=True)
 class Hybrid:
-    """What a hybrid search unions (each count 0 for none) and how it ranks the union."""
+    """What a hybrid search unions (each count 0 for none), which full-text documents match
+    (``match``: any or all of the query's words), and how it ranks the union."""
 
     fulltext: int = 100
     vector: VectorSource | None = None
     colpg: int = 100
-    fusion: Fusion = "maxsim"
+    fusion: Fusion = DEFAULT_FUSION
+    match: Match = DEFAULT_MATCH
 
     def __post_init__(self) -> None:
         _count("fulltext", self.fulltext, 0)
         _count("colpg", self.colpg, 0)
+        check_match(self.match)
         if self.fusion not in get_args(Fusion):
             raise ConfigurationError(f"fusion must be one of {', '.join(get_args(Fusion))}, got {self.fusion!r}")
         if not self.fulltext and not self.colpg and self.vector is None:
@@ -152,14 +157,21 @@ def hybrid_candidates(
             if options.fulltext:
                 if not text:
                     raise ConfigurationError("the full-text stage of a hybrid search needs the query's text, not only its vectors")
-                lists["fulltext"] = [external for _, external in fulltext_ids(connection, index_id, text, options.fulltext, where)]
+                found = fulltext_ids(connection, index_id, text, options.fulltext, where, options.match)
+                lists["fulltext"] = [external for _, external in found]
             if options.vector is not None:
                 lists["vector"] = _vector_ids(_pg(connection), index_id, options.vector)
     return lists
 
 
 def hybrid_rank(
-    searcher: IndexSearcher, vectors: torch.Tensor, lists: dict[str, list[str]], k: int, *, where: Where = None, fusion: Fusion = "maxsim"
+    searcher: IndexSearcher,
+    vectors: torch.Tensor,
+    lists: dict[str, list[str]],
+    k: int,
+    *,
+    where: Where = None,
+    fusion: Fusion = DEFAULT_FUSION,
 ) -> list[Ranked]:
     """Stage 2: the ``k`` best of the union of ``lists`` that the index holds now and that pass
     ``where``, by exact MaxSim or by reciprocal-rank fusion."""

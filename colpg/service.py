@@ -29,7 +29,7 @@ from colpg.hybrid import hybrid_search
 from colpg.index import Index
 from colpg.limits import BodyLimit, max_body_bytes_from_env
 from colpg.orm import Document
-from colpg.rerank import rerank_ids, rerank_texts
+from colpg.reranking import rerank_ids, rerank_texts
 from colpg.resources import query
 from colpg.service_errors import RETRY_AFTER_S, LastResort, install_error_handlers, unavailable_reason
 from colpg.service_models import (

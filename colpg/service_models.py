@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from colpg.constants import INDEX_NAME_PATTERN
-from colpg.hybrid import MAX_CANDIDATES, Fusion, Hybrid
+from colpg.constants import DEFAULT_FUSION, DEFAULT_MATCH, INDEX_NAME_PATTERN, Fusion, Match
+from colpg.hybrid import MAX_CANDIDATES, Hybrid
 from colpg.limits import (
     MAX_DOCUMENT_CHARS,
     MAX_DOCUMENTS_PER_REQUEST,
@@ -26,7 +26,7 @@ from colpg.limits import (
     MAX_REQUEST_TEXT_CHARS,
     MAX_RERANK_IDS,
 )
-from colpg.rerank import TextHit
+from colpg.reranking import TextHit
 from colpg.search import Hit
 
 __all__ = [
@@ -103,12 +103,16 @@ class HybridRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    fulltext: int = Field(100, ge=0, le=MAX_CANDIDATES, description="Full-text candidates (websearch_to_tsquery, ts_rank_cd); 0 for none.")
+    fulltext: int = Field(100, ge=0, le=MAX_CANDIDATES, description="Full-text candidates (ranked by ts_rank_cd); 0 for none.")
     colpg: int = Field(100, ge=0, le=MAX_CANDIDATES, description="colpg's own candidates; 0 for none.")
-    fusion: Fusion = Field("maxsim", description="Rank the union by exact MaxSim, or by reciprocal-rank fusion (rrf) of the lists.")
+    fusion: Fusion = Field(DEFAULT_FUSION, description="Rank the union by reciprocal-rank fusion (rrf) of the lists, or by exact MaxSim.")
+    match: Match = Field(
+        DEFAULT_MATCH,
+        description="Full-text documents with any of the query's words, or all of them (websearch syntax: quotes, or, -word).",
+    )
 
     def options(self) -> Hybrid:
-        return Hybrid(fulltext=self.fulltext, colpg=self.colpg, fusion=self.fusion)
+        return Hybrid(fulltext=self.fulltext, colpg=self.colpg, fusion=self.fusion, match=self.match)
 
 
 class SearchRequest(BaseModel):

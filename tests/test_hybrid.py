@@ -3,19 +3,23 @@ candidates unioned with full-text and single-vector ones, ranked by MaxSim or RR
 
 from __future__ import annotations
 
+from typing import Any, get_args
+
 import psycopg
 import pytest
 import torch
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from colpg import db
 from colpg.cli import app
+from colpg.constants import DEFAULT_MATCH, Match
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError
 from colpg.hybrid import RRF_K, Hybrid, VectorSource, hybrid_candidates, hybrid_rank
 from colpg.index import Index
 from colpg.indexer import IndexConfig, Indexer
-from colpg.orm import Document
+from colpg.orm import Document, fulltext_stmt
 
 CONFIG = IndexConfig(kmeans_niters=2)
 QUERY = "1990"  # a number: d17's ("... reference curves for the UK, 1990") and no other's
@@ -46,6 +50,79 @@ def test_fulltext_candidates_in_sql_respect_the_index(index: Index, encoder: Enc
             conn.execute("SELECT * FROM colpg.fulltext_candidates('scifact', 'x', 0)")
 
 
+def _sql_fulltext(conn: psycopg.Connection[Any], query: str, match: str) -> list[str]:
+    rows = conn.execute("SELECT external_id FROM colpg.fulltext_candidates('scifact', %s, 10, %s)", (query, match)).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_any_word_finds_what_every_word_misses(index: Index, migrated_url: str) -> None:
+    query = f"{RARE} zebra"  # d18's rare word and a word of no document
+    with db.connect(migrated_url) as conn:
+        conn.execute("SET ROLE colpg_reader")
+        assert _sql_fulltext(conn, query, "all") == []
+        assert _sql_fulltext(conn, query, "any") == ["d18"]
+        assert [r[0] for r in conn.execute("SELECT external_id FROM colpg.fulltext_candidates('scifact', %s)", (query,))] == (
+            ["d18"] if DEFAULT_MATCH == "any" else []
+        )
+        assert conn.execute("SELECT colpg.fulltext_query('english', 'The Stem cells!', 'any')::text").fetchone() == ("'cell' | 'stem'",)
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="match must be any or all, got 'some'"):
+            conn.execute("SELECT * FROM colpg.fulltext_candidates('scifact', 'x', 5, 'some')")
+    assert [h.external_id for h in index.search(query, k=3, hybrid=Hybrid(fulltext=10, colpg=0, match="any"))] == ["d18"]
+    assert index.search(query, k=3, hybrid=Hybrid(fulltext=10, colpg=0, match="all")) == []
+    with Session(db.create_engine(index.url)) as session:
+        assert [d.external_id for d, _ in session.execute(fulltext_stmt("scifact", query, 10, match="any"))] == ["d18"]
+        assert session.execute(fulltext_stmt("scifact", query, 10, match="all")).all() == []
+    with pytest.raises(ConfigurationError, match="match must be one of all, any, got 'some'"):
+        Hybrid(match="some")  # type: ignore[arg-type]
+
+
+def test_every_word_keeps_phrases_and_exclusions(index: Index, migrated_url: str) -> None:
+    with db.connect(migrated_url) as conn:
+        assert _sql_fulltext(conn, f"{RARE} -zebra", "all") == ["d18"]
+        assert _sql_fulltext(conn, f"{RARE} -suture", "all") == []  # d18 has "suture": excluded
+        assert "d18" in _sql_fulltext(conn, '"mesenchymal stem cells"', "all")
+        assert "d18" not in _sql_fulltext(conn, '"cells stem mesenchymal"', "all")  # the words, not the phrase
+
+
+HOSTILE = [
+    "",
+    "   ",
+    "the of and a",  # English stop words only
+    "'",
+    "''",
+    '"',
+    '"unclosed phrase',
+    "&|!():*",
+    "!!! ((( ))) <-> <2> :* & | -",
+    "stem & | cells ! : *",
+    "'; DROP TABLE colpg.documents; --",
+    "\\' \\ stem\\cells '' \\\\",
+    "o'neil's cells",
+    "-",
+    "- - -stem",
+    "or or or",
+]
+
+
+def test_hostile_queries_give_no_error_in_either_mode(index: Index, migrated_url: str) -> None:
+    with db.connect(migrated_url) as conn:
+        for query in HOSTILE:
+            for match in get_args(Match):
+                assert isinstance(_sql_fulltext(conn, query, match), list), (query, match)
+        assert _sql_fulltext(conn, "the of and a", "any") == _sql_fulltext(conn, "", "any") == []
+        assert conn.execute("SELECT count(*) FROM colpg.documents").fetchone() == (24,)
+    vectors = index.encoder.encode_queries(["stem cells"])[0]
+    for query in filter(None, HOSTILE):  # an empty text is refused before the full-text stage
+        for match in get_args(Match):
+            hybrid_candidates(index.searcher, query, vectors, Hybrid(fulltext=5, colpg=0, match=match))
+
+
+def test_sql_default_match_is_the_python_default(migrated_url: str) -> None:
+    with db.connect(migrated_url) as conn:
+        row = conn.execute("SELECT pg_get_function_arguments('colpg.fulltext_candidates'::regproc)").fetchone()
+    assert row is not None and f"match text DEFAULT '{DEFAULT_MATCH}'::text" in row[0]
+
+
 def test_language_is_any_installed_configuration_and_documents_copy_it(migrated_url: str, encoder: Encoder) -> None:
     with pytest.raises(ConfigurationError, match="installed in PostgreSQL .*simple.*got 'klingon'"):
         Indexer(encoder, IndexConfig(kmeans_niters=2, language="klingon")).index("k", [{"id": "a", "text": "The cat."}])
@@ -64,7 +141,7 @@ def test_language_is_any_installed_configuration_and_documents_copy_it(migrated_
 
 
 def test_hybrid_finds_what_only_full_text_finds_ranked_by_maxsim(index: Index) -> None:
-    options = Hybrid(fulltext=10, colpg=2)
+    options = Hybrid(fulltext=10, colpg=2, fusion="maxsim")
     vectors = index.encoder.encode_queries([QUERY])[0]
     lists = hybrid_candidates(index.searcher, QUERY, vectors, options)
     assert lists["fulltext"] == ["d17"] and "d17" not in lists["colpg"]
@@ -121,7 +198,7 @@ def test_single_vector_source_of_an_application_table(index: Index, migrated_url
     source = VectorSource("app_docs", "embedding", "doc", single, k=4)
     lists = hybrid_candidates(index.searcher, query, vectors, Hybrid(fulltext=0, colpg=0, vector=source))
     assert lists == {"vector": nearest}
-    hits = index.search(query, k=4, hybrid=Hybrid(fulltext=0, colpg=0, vector=source))
+    hits = index.search(query, k=4, hybrid=Hybrid(fulltext=0, colpg=0, vector=source, fusion="maxsim"))
     exact = _exact_scores(index, query)
     assert sorted(h.external_id for h in hits) == sorted(nearest)
     assert [h.score for h in hits] == pytest.approx(sorted((exact[i] for i in nearest), reverse=True), abs=1e-4)
@@ -157,7 +234,7 @@ def test_a_document_updated_between_stages_is_ranked_at_its_current_tokens(index
     lists = hybrid_candidates(index.searcher, query, vectors, Hybrid(fulltext=5, colpg=5))
     assert "d18" in lists["fulltext"]
     index.update([{"id": "d18", "text": "Volcanic eruptions and magma chambers.", "metadata": {"n": 18, "even": True}}])
-    ranked = {r.external_id: r.score for r in hybrid_rank(index.searcher, vectors, lists, 24)}
+    ranked = {r.external_id: r.score for r in hybrid_rank(index.searcher, vectors, lists, 24, fusion="maxsim")}
     assert ranked["d18"] == pytest.approx(_exact_scores(index, query)["d18"], abs=1e-4)
     index.delete(["d17"])
     assert "d17" not in {r.external_id for r in hybrid_rank(index.searcher, vectors, {"fulltext": ["d17", "d18"]}, 5)}
@@ -177,6 +254,10 @@ def test_hybrid_over_http_and_cli(index: Index, migrated_url: str) -> None:
         assert rrf["hits"][0]["external_id"] == "d17" and rrf["hits"][0]["score"] == pytest.approx(1 / (RRF_K + 1))
         refused = http.post("/indexes/scifact/search", json=body | {"hybrid": {"fusion": "sum"}})
         assert refused.status_code == 422
+        for match, expected in (("any", ["d18"]), ("all", [])):
+            found = http.post("/indexes/scifact/search", json={"query": f"{RARE} zebra", "hybrid": {"colpg": 0, "match": match}})
+            assert [h["external_id"] for h in found.json()["hits"]] == expected
+        assert http.post("/indexes/scifact/search", json=body | {"hybrid": {"match": "some"}}).status_code == 422
         vectors_only = http.post("/indexes/scifact/search", json={"vectors": [[1.0] * 384], "hybrid": {"fulltext": 5}})
         assert vectors_only.status_code == 422 and "query's text" in vectors_only.text
     result = CliRunner().invoke(app, ["search", "scifact", QUERY, "-k", "3", "--fulltext", "10", "--fusion", "rrf"])
@@ -184,13 +265,20 @@ def test_hybrid_over_http_and_cli(index: Index, migrated_url: str) -> None:
     assert "d17" in result.output.splitlines()[0]
     bad = CliRunner().invoke(app, ["search", "scifact", QUERY, "--fulltext", "10", "--fusion", "sum"])
     assert bad.exit_code != 0 and "fusion must be one of maxsim, rrf" in bad.output
+    # d18 is among colpg's candidates either way; with any word it is also the full-text list's first, so RRF adds 1/(RRF_K+1).
+    top = {
+        m: CliRunner().invoke(app, ["search", "scifact", f"{RARE} zebra", "-k", "1", "--fulltext", "10", "--match", m])
+        for m in ("any", "all")
+    }
+    assert all(r.exit_code == 0 and "d18" in r.output for r in top.values()), top
+    assert float(top["any"].output.split()[1]) - float(top["all"].output.split()[1]) == pytest.approx(1 / (RRF_K + 1), abs=1e-3)
+    refused_match = CliRunner().invoke(app, ["search", "scifact", QUERY, "--fulltext", "10", "--match", "some"])
+    assert refused_match.exit_code != 0 and "match must be one of all, any" in refused_match.output
 
 
 def test_fulltext_statement_from_the_orm_reranked_by_maxsim(index: Index) -> None:
     """Hybrid from SQLAlchemy: the full-text stage as a Select the application narrows, then MaxSim."""
-    from sqlalchemy.orm import Session
-
-    from colpg.orm import fulltext_stmt, rerank
+    from colpg.orm import rerank
 
     stmt = fulltext_stmt("scifact", "stem cells", k=20).where(Document.metadata_["even"].as_boolean())
     with Session(db.create_engine(index.url)) as session:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from colpg.errors import ConfigurationError
 from colpg.index import Index
 from colpg.indexer import IndexConfig, Indexer
 from colpg.orm import Document, rerank
-from colpg.rerank import full_length, rerank_texts
+from colpg.reranking import full_length, rerank_texts
 from colpg.scoring import maxsim_flat, owners
 from colpg.service import create_app
 
@@ -91,6 +93,20 @@ def test_rerank_texts_is_maxsim_of_the_encoders_vectors(encoder: Encoder, small_
     assert [h.rank for h in hits] == list(range(1, 7)) and all(h.explanation for h in hits)
     assert [h.position for h in rerank_texts(QUERY, texts, encoder, k=2)] == [p for p, _ in expected[:2]]
     assert rerank_texts(QUERY, [], encoder) == []
+
+
+def test_colpg_rerank_is_the_text_reranker_loaded_on_first_use(encoder: Encoder, small_texts: list[str]) -> None:
+    """``colpg.rerank(query, texts, model=...)`` as the issue names it; ``import colpg`` alone loads no torch."""
+    import colpg
+    from colpg import rerank as from_import
+
+    assert colpg.rerank is from_import is rerank_texts and "rerank" in colpg.__all__
+    texts = small_texts[:3]
+    assert colpg.rerank(QUERY, texts, model=encoder, k=2) == rerank_texts(QUERY, texts, encoder, k=2)
+    with pytest.raises(AttributeError, match="no attribute 'reranker'"):
+        colpg.reranker  # noqa: B018  # the module's __getattr__ knows only rerank
+    probe = "import sys, colpg; assert 'torch' not in sys.modules; from colpg import rerank; assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", probe], check=True)
 
 
 def test_orm_rerank_of_an_applications_select(index: Index) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from colpg.constants import DEFAULT_FUSION, DEFAULT_MATCH
 from colpg.errors import ColpgError
 
 if TYPE_CHECKING:
@@ -58,7 +59,12 @@ def search(
     nrerank: int | None = NRERANK,
     margin: float | None = MARGIN,
     fulltext: int = typer.Option(0, "--fulltext", min=0, help="Hybrid search: union colpg's candidates with this many full-text ones."),
-    fusion: str = typer.Option("maxsim", "--fusion", help="With --fulltext: rank the union by maxsim, or by rrf (reciprocal-rank fusion)."),
+    fusion: str = typer.Option(
+        DEFAULT_FUSION, "--fusion", help="With --fulltext: rank the union by rrf (reciprocal-rank fusion) or maxsim."
+    ),
+    match: str = typer.Option(
+        DEFAULT_MATCH, "--match", help="With --fulltext: documents with any of the query's words, or all (quotes, or, -word)."
+    ),
 ) -> None:
     """Search an index and print the hits."""
     from colpg.hybrid import Hybrid
@@ -66,7 +72,7 @@ def search(
 
     with reported_errors():
         where_clause = _where_option(where, param)
-        hybrid = Hybrid(fulltext=fulltext, fusion=fusion) if fulltext else None  # type: ignore[arg-type]  # checked by Hybrid
+        hybrid = Hybrid(fulltext=fulltext, fusion=fusion, match=match) if fulltext else None  # type: ignore[arg-type]  # checked by Hybrid
         hits = Index(name).search(
             query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin, hybrid=hybrid
         )
@@ -111,7 +117,7 @@ def rerank(
         index = Index(name)
         if texts is not None:
             from colpg.collection import read_collection
-            from colpg.rerank import rerank_texts
+            from colpg.reranking import rerank_texts
 
             documents = read_collection(texts)
             for found in rerank_texts(query, [d.text for d in documents], index.encoder, k, explain=explain):

@@ -2,8 +2,8 @@
 single-vector column, the application's own query) chose.
 
 Two forms: :func:`rerank_ids` scores documents of an index by their stored tokens, at the rerank
-store's precision (no encoding but the query's); :func:`rerank_texts` scores texts that are in no
-index, encoding them whole, up to the model's own position limit rather than an index's doc_maxlen.
+store's precision (no encoding but the query's); :func:`rerank_texts` (``colpg.rerank``) scores texts that are
+in no index, encoding them whole, up to the model's own position limit rather than an index's doc_maxlen.
 """
 
 from __future__ import annotations
