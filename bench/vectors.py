@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from colpg.collection import read_collection
@@ -99,15 +100,33 @@ def assemble(pool: list[Vectors], documents: int, seed: int = 0) -> Vectors:
             total += size
         doclens.append(total)
     first = pool[0]
-    return Vectors(
-        f"assembled-{documents}", [f"a{i}" for i in range(documents)], torch.cat(parts), doclens, first.qids, first.queries, {}
-    )
+    return Vectors(f"assembled-{documents}", [f"a{i}" for i in range(documents)], torch.cat(parts), doclens, first.qids, first.queries, {})
 
 
 def subset(vectors: Vectors, documents: int) -> Vectors:
     """The first ``documents`` documents, with all the queries and qrels."""
     end = sum(vectors.doclens[:documents])
     return Vectors(
-        vectors.name, vectors.ids[:documents], vectors.tokens[:end], vectors.doclens[:documents],
-        vectors.qids, vectors.queries, vectors.qrels,
+        vectors.name,
+        vectors.ids[:documents],
+        vectors.tokens[:end],
+        vectors.doclens[:documents],
+        vectors.qids,
+        vectors.queries,
+        vectors.qrels,
     )
+
+
+def export(vectors: Vectors, folder: Path, shard_documents: int = 100_000) -> list[str]:
+    """Write ``vectors`` as float16 shards of ``shard_documents`` documents (colpg.vector_shards' format); their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    for first in range(0, len(vectors.doclens), shard_documents):
+        last = min(first + shard_documents, len(vectors.doclens))
+        name = f"{len(names):05d}"
+        start, end = vectors.offsets[first], vectors.offsets[last - 1] + vectors.doclens[last - 1]
+        np.save(folder / f"{name}.tokens.npy", vectors.tokens[start:end].to(torch.float16).numpy())
+        np.save(folder / f"{name}.doclens.npy", np.array(vectors.doclens[first:last], dtype=np.int32))
+        (folder / f"{name}.ids.txt").write_text("".join(f"{i}\n" for i in vectors.ids[first:last]))
+        names.append(name)
+    return names

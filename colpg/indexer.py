@@ -39,7 +39,7 @@ from colpg.resources import query
 from colpg.store import IndexRecord
 from colpg.stores import KINDS, RerankStore, train_store
 
-__all__ = ["BuildStats", "IndexConfig", "Indexer", "unfinished_build"]
+__all__ = ["BuildStats", "IndexConfig", "Indexer", "resumable_build", "unfinished_build"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,25 @@ def unfinished_build(conn: psycopg.Connection[Any], name: str, overwrite: bool) 
         return None
     if record.status == "ready":
         raise IndexExists(f"index {name!r} exists already; pass overwrite=True (or --overwrite) to replace it")
+    return record
+
+
+def resumable_build(
+    conn: psycopg.Connection[Any], name: str, *, fingerprint: str, model: str, nbits: int, overwrite: bool
+) -> IndexRecord | None:
+    """The unfinished build of ``name`` to resume, or None for a fresh build (after dropping the old one if asked).
+
+    Raises:
+        IndexExists: ``name`` is built already, or its unfinished build had another source (``fingerprint``),
+            model or nbits, and ``overwrite`` is False.
+    """
+    record = unfinished_build(conn, name, overwrite)
+    if record is None:
+        return None
+    if record.config.get("build", {}).get("fingerprint") != fingerprint or record.model != model or record.nbits != nbits:
+        raise IndexExists(
+            f"an interrupted build of {name!r} used another collection or settings; pass overwrite=True (CLI: --overwrite) to start again"
+        )
     return record
 
 
@@ -201,7 +220,9 @@ class Indexer:
         with db.connect(url, autocommit=True) as conn:
             if self.config.language is not None:
                 fulltext.check_language(conn, self.config.language)
-            record = self._prepare(conn, name, fingerprint, overwrite)
+            record = resumable_build(
+                conn, name, fingerprint=fingerprint, model=self.encoder.name, nbits=self.config.nbits, overwrite=overwrite
+            )
             cache: dict[int, list[torch.Tensor]] = {}
             if record is None:
                 codec, rerank, cache = self._train(documents, chunks)
@@ -238,15 +259,3 @@ class Indexer:
                 conn.execute(query("index_mark_ready"), {"index_id": index_id})
                 store.trim_changes(conn, index_id)
         return Index(name, url=url, encoder=self.encoder)
-
-    def _prepare(self, conn: psycopg.Connection[Any], name: str, fingerprint: str, overwrite: bool) -> IndexRecord | None:
-        """The record of a build to resume, or None for a fresh build (after dropping the old one if asked)."""
-        record = unfinished_build(conn, name, overwrite)
-        if record is None:
-            return None
-        build = record.config.get("build", {})
-        if build.get("fingerprint") != fingerprint or record.model != self.encoder.name or record.nbits != self.config.nbits:
-            raise IndexExists(
-                f"an interrupted build of {name!r} used another collection or settings; pass overwrite=True (CLI: --overwrite) to start again"
-            )
-        return record

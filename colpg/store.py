@@ -144,13 +144,17 @@ def write_documents(
     vectors: Sequence[torch.Tensor],
     codec: ResidualCodec,
     rerank: RerankStore,
+    *,
+    with_text: bool = True,
 ) -> None:
     """COPY a batch of new documents, ready, with their tokens (rows in documents, document_tokens, rerank_vectors).
+
+    ``with_text`` False stores NULL texts (documents built from precomputed vectors have none).
 
     Shapes: vectors[i] is [tokens_i, dim] float32.
     """
     if documents:
-        write_tokens(conn, index_id, _copy_documents(conn, index_id, documents), vectors, codec, rerank)
+        write_tokens(conn, index_id, _copy_documents(conn, index_id, documents, with_text=with_text), vectors, codec, rerank)
 
 
 def write_compressed_documents(
@@ -176,13 +180,16 @@ def write_compressed_documents(
         _copy_rerank(conn, ids, [codec.decompress(c, p) for c, p in zip(codes, packed, strict=True)], codes, rerank)
 
 
-def _copy_documents(conn: psycopg.Connection[Any], index_id: int, documents: Sequence[CollectionDocument]) -> list[int]:
-    """COPY document rows, ready; their new ids, in order."""
+def _copy_documents(
+    conn: psycopg.Connection[Any], index_id: int, documents: Sequence[CollectionDocument], *, with_text: bool = True
+) -> list[int]:
+    """COPY document rows, ready (texts NULL unless ``with_text``); their new ids, in order."""
     ids = [row[0] for row in conn.execute(query("documents_reserve_ids"), {"count": len(documents)}).fetchall()]
     with conn.cursor().copy(query("documents_copy_in")) as copy:
         copy.set_types(["int8", "int4", "text", "text", "jsonb", "text"])
         for doc_id, document in zip(ids, documents, strict=True):
-            copy.write_row((doc_id, index_id, document.external_id, document.text, Jsonb(document.metadata), "ready"))
+            text = document.text if with_text else None
+            copy.write_row((doc_id, index_id, document.external_id, text, Jsonb(document.metadata), "ready"))
     return ids
 
 

@@ -16,9 +16,16 @@ def _mib(count: float) -> str:
 @index_app.command("create")
 def index_create(
     name: str = typer.Argument(..., help="Name of the new index."),
-    model: str = typer.Option(..., "--model", "-m", help="Checkpoint folder (or a cached hub id)."),
-    collection: Path = typer.Option(
-        ..., "--collection", "-c", exists=True, dir_okay=False, help="corpus.jsonl, id<TAB>text .tsv, or one document per line."
+    model: str = typer.Option(..., "--model", "-m", help="Checkpoint folder (or a cached hub id); with --vectors, it encodes queries."),
+    collection: Path | None = typer.Option(
+        None, "--collection", "-c", exists=True, dir_okay=False, help="corpus.jsonl, id<TAB>text .tsv, or one document per line."
+    ),
+    vectors: Path | None = typer.Option(
+        None,
+        "--vectors",
+        exists=True,
+        file_okay=False,
+        help="A folder of precomputed token vectors (NAME.tokens.npy, NAME.doclens.npy, NAME.ids.txt per shard) instead of a collection.",
     ),
     nbits: int = typer.Option(2, help="Residual bits per dimension: 1, 2 or 4."),
     precision: str = typer.Option("int8", help="Rerank store: none, residual4, int8 or fp16."),
@@ -26,13 +33,35 @@ def index_create(
     language: str | None = typer.Option(
         None, help="Text search configuration of the full-text column (any installed in PostgreSQL; default english)."
     ),
+    max_sample_tokens: int | None = typer.Option(
+        None, help="With --vectors: most tokens in the k-means sample (default: MAX_SAMPLE_TOKENS in colpg/vector_build.py)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an index of the same name."),
 ) -> None:
-    """Build an index of a collection (an interrupted build resumes when run again)."""
+    """Build an index of a collection, or of precomputed vectors (an interrupted build resumes when run again)."""
+    from colpg.errors import ConfigurationError
     from colpg.indexer import IndexConfig, Indexer
 
     with reported_errors():
-        indexer = Indexer(model, IndexConfig(nbits=nbits, precision=precision, doc_maxlen=doc_maxlen, language=language))
+        if (collection is None) == (vectors is None):
+            found = "both" if collection is not None else "neither"
+            raise ConfigurationError(f"give --collection FILE or --vectors FOLDER, exactly one; found {found}")
+        config = IndexConfig(nbits=nbits, precision=precision, doc_maxlen=doc_maxlen, language=language)
+        if vectors is not None:
+            from colpg.vector_build import MAX_SAMPLE_TOKENS, VectorIndexer
+
+            builder = VectorIndexer(model, config, max_sample_tokens=max_sample_tokens or MAX_SAMPLE_TOKENS)
+            index = builder.index(name, vectors, overwrite=overwrite)
+            stats = builder.stats
+            typer.echo(
+                f"indexed {stats.documents} documents ({stats.tokens} tokens) into {index.name!r}:"
+                f" k-means {stats.train_s:.1f} s, writing {stats.write_s:.1f} s"
+            )
+            return
+        if max_sample_tokens is not None:
+            raise ConfigurationError("--max-sample-tokens applies to --vectors builds only")
+        assert collection is not None  # exactly one of the two
+        indexer = Indexer(model, config)
         index = indexer.index(name, collection, overwrite=overwrite)
         stats = indexer.stats
         typer.echo(
