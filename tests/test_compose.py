@@ -33,6 +33,31 @@ def test_dockerfile_installs_what_the_package_needs(repo_root: Path) -> None:
     assert 'ENTRYPOINT ["colpg"]' in dockerfile
 
 
+def test_citus_profile_has_a_coordinator_and_two_workers_with_pgvector_and_registers_them(repo_root: Path) -> None:
+    compose = yaml.safe_load((repo_root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    nodes = ["citus-coordinator", "citus-worker-1", "citus-worker-2"]
+    assert all("profiles" not in services[name] for name in ("postgres", "colpg"))  # `docker compose up` stays as it was
+    for name in [*nodes, "citus-register"]:
+        assert services[name]["profiles"] == ["citus"]
+        assert services[name]["build"]["dockerfile"] == "Dockerfile.citus"
+    for name in nodes:
+        assert "pg_isready" in " ".join(services[name]["healthcheck"]["test"])
+        assert services[name]["volumes"][0].split(":")[0] in compose["volumes"]
+        assert services[name]["environment"]["PGPASSWORD"] == services[name]["environment"]["POSTGRES_PASSWORD"]
+
+    register = services["citus-register"]
+    assert {name: dependency["condition"] for name, dependency in register["depends_on"].items()} == dict.fromkeys(nodes, "service_healthy")
+    statements = " ".join(register["command"])
+    assert "citus_set_coordinator_host('citus-coordinator', 5432)" in statements
+    assert "citus_add_node" in statements and "'citus-worker-1', 'citus-worker-2'" in statements
+
+    dockerfile = (repo_root / "Dockerfile.citus").read_text()
+    assert "FROM ${CITUS_IMAGE}" in dockerfile and "ARG CITUS_IMAGE=citusdata/citus:" in dockerfile
+    assert "postgresql-${PG_MAJOR}-pgvector" in dockerfile
+    assert "CREATE EXTENSION IF NOT EXISTS vector" in dockerfile
+
+
 def _compose_command() -> list[str] | None:
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
@@ -41,9 +66,10 @@ def _compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-def test_docker_compose_config_validates(repo_root: Path) -> None:
+@pytest.mark.parametrize("profile", [[], ["--profile", "citus"]], ids=["default", "citus"])
+def test_docker_compose_config_validates(repo_root: Path, profile: list[str]) -> None:
     command = _compose_command()
     if command is None:
         pytest.skip("no Docker Compose client on this machine")
-    result = subprocess.run([*command, "config", "--quiet"], cwd=repo_root, capture_output=True, text=True, check=False)
+    result = subprocess.run([*command, *profile, "config", "--quiet"], cwd=repo_root, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ with a one-paragraph message on stderr and exit status 1. Each module registers 
 on the apps of colpg.cli.apps, in the order ``colpg --help`` lists them.
 """
 
-from colpg.cli import db_commands, index_commands, search_commands, service_commands  # noqa: F401  (registration)
+from colpg.cli import cluster_commands, db_commands, index_commands, search_commands, service_commands  # noqa: F401  (registration)
 from colpg.cli.apps import app
 
 __all__ = ["app"]
