@@ -14,12 +14,13 @@ import psycopg
 
 from colpg import db, store
 from colpg.collection import CollectionDocument, documents_from
+from colpg.distribute import lock_index
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, DocumentError, DocumentNotFound
 from colpg.filters import Where
 from colpg.hybrid import Hybrid, hybrid_search
 from colpg.params import default_params
-from colpg.rerank import Reranked, rerank_ids
+from colpg.reranking import Reranked, rerank_ids
 from colpg.resources import query
 from colpg.search import Hit, IndexSearcher
 
@@ -73,6 +74,7 @@ class Index:
         """Add new documents; an id the index holds already is an error and nothing is written."""
         documents = documents_from(collection)
         with db.connect(self.url, autocommit=True) as conn, conn.transaction():
+            lock_index(conn, self.record.id)  # the check and the insert cannot interleave with another writer's
             present = store.existing_ids(conn, self.record.id, [d.external_id for d in documents])
             if present:
                 raise DocumentError(f"index {self.name!r} already holds {_few(present)}; {REPLACE_HINT}")
@@ -84,6 +86,7 @@ class Index:
         documents = documents_from(collection)
         ids = [d.external_id for d in documents]
         with db.connect(self.url, autocommit=True) as conn, conn.transaction():
+            lock_index(conn, self.record.id)
             missing = set(ids) - store.existing_ids(conn, self.record.id, ids)
             if missing:
                 raise DocumentNotFound(f"index {self.name!r} does not hold {_few(missing)}; {ADD_HINT}")
@@ -172,17 +175,19 @@ class Index:
 
     def rerank(self, query: str, external_ids: Iterable[str], k: int | None = None, *, explain: bool = False) -> Reranked:
         """The best ``k`` (all when None) of the documents ``external_ids``, by exact MaxSim over their
-        stored tokens; ids the index does not hold or has no tokens for are reported (:class:`colpg.rerank.Reranked`)."""
+        stored tokens; ids the index does not hold or has no tokens for are reported (:class:`colpg.reranking.Reranked`)."""
         return rerank_ids(self, query, external_ids, k, explain=explain)
 
     def info(self) -> dict[str, Any]:
         """Counts, bytes per token (codes+residuals and rerank store apart), and table sizes."""
         with db.connect(self.url) as conn:
             row = conn.execute(query("index_stats"), {"index_id": self.record.id}).fetchone()
+            centroids_row = conn.execute(query("index_centroids"), {"index_id": self.record.id}).fetchone()
             tables = conn.execute(query("table_sizes")).fetchall()
             inverted = conn.execute(query("inverted_list_size")).fetchone()
-        assert row is not None and inverted is not None
-        documents, tokens, centroids, codes_bytes, residual_bytes, rerank_bytes, text_bytes = (int(v) for v in row)
+        assert row is not None and inverted is not None and centroids_row is not None
+        documents, tokens, codes_bytes, residual_bytes, rerank_bytes, text_bytes = (int(v) for v in row)
+        centroids = int(centroids_row[0])
         sizes = {t[0]: {"heap": t[1], "toast": t[2], "indexes": t[3], "total": t[4]} for t in tables}
         per_token = (lambda b: b / tokens) if tokens else (lambda b: 0.0)
         compressed = self.record.dim * self.record.nbits / 8 + 4  # a token's residual bytes and its int4 code

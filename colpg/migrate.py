@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from colpg import db
 from colpg.errors import SchemaError
 from colpg.orm import SCHEMA
-from colpg.resources import data_path, read_sql
+from colpg.resources import data_path, query, read_sql, statements
 
 __all__ = [
     "VERSION_TABLE",
@@ -90,8 +90,7 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 def execute_sql_file(filename: str) -> None:
     """Run ``sql/<filename>`` inside the current migration.
 
-    Online, the file goes to psycopg whole (several statements, ``$$`` bodies and ``%``
-    are fine); offline (``alembic upgrade --sql``) it is written to the script.
+    Online, its statements go to psycopg one by one (``$$`` bodies and ``%`` are fine); offline (``alembic upgrade --sql``) it is written to the script.
     """
     sql = read_sql(filename)
     if context.is_offline_mode():
@@ -99,4 +98,9 @@ def execute_sql_file(filename: str) -> None:
         return
     driver_connection = op.get_bind().connection.driver_connection
     assert isinstance(driver_connection, psycopg.Connection)  # env.py connects through psycopg
-    driver_connection.execute(sql.encode())  # bytes: a file is not a LiteralString, and is sent as is
+    installed, _ = driver_connection.execute(query("citus_state")).fetchone() or (False, False)
+    if installed:
+        for setting in statements(read_sql("queries/citus_migration_settings.sql")):
+            driver_connection.execute(setting.encode())
+    for statement in statements(sql):  # one at a time: Citus forwards some DDL to its workers as given
+        driver_connection.execute(statement.encode())  # bytes: a file is not a LiteralString, and is sent as is

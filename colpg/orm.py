@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, REAL, REGCONFIG,
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import UserDefinedType
 
-from colpg.constants import INDEX_NAME_PATTERN, NBITS
+from colpg.constants import DEFAULT_MATCH, INDEX_NAME_PATTERN, NBITS, Match
 from colpg.errors import ConfigurationError
 
 __all__ = [
@@ -265,6 +265,13 @@ token_changes_trimmed = sa.Table(
     Base.metadata,
     sa.Column("index_id", sa.Integer, primary_key=True),
     sa.Column("horizon", Xid8(), nullable=False),
+    sa.Column(
+        "trims",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="How many times the index's log was trimmed (searchers on a Citus cluster reload after a trim).",
+    ),
     comment="Per index, the newest transaction whose token_changes rows were trimmed.",
 )
 
@@ -285,15 +292,16 @@ def search_stmt(index_name: str, query_vectors: Any, *, ncells: int = 8) -> sa.S
     return sa.select(Document, candidates.c.version).join(candidates, Document.id == candidates.c.document_id)
 
 
-def fulltext_stmt(index_name: str, query: str, k: int = 100) -> sa.Select[tuple[Document, float]]:
+def fulltext_stmt(index_name: str, query: str, k: int = 100, match: Match = DEFAULT_MATCH) -> sa.Select[tuple[Document, float]]:
     """Full-text candidates as a statement: the index's ``k`` best documents for ``query`` by
-    ``colpg.fulltext_candidates`` (websearch_to_tsquery in the index's language, ts_rank_cd), best first.
+    ``colpg.fulltext_candidates`` (``match`` "any" or "all" of its words in the index's language,
+    ts_rank_cd), best first.
 
     Join and filter it like any Select, then rank it by MaxSim with :func:`rerank` (hybrid search
     from the ORM: full-text first stage, ColBERT second).
     """
     candidates = (
-        sa.func.colpg.fulltext_candidates(index_name, query, k)
+        sa.func.colpg.fulltext_candidates(index_name, query, k, match)
         .table_valued(sa.column("document_id", sa.BigInteger), sa.column("rank", REAL))
         .alias("fulltext")
     )
@@ -325,7 +333,7 @@ def rerank(session: Session, stmt: sa.Select[Any], index: Any, query: str, k: in
     ``index`` is the :class:`colpg.index.Index` whose documents are reranked; the select's documents
     of other indexes, and those without tokens (queued, failed), are not in the result.
     """
-    from colpg.rerank import checked_k, rank_exactly  # colpg.rerank imports search, which imports this module
+    from colpg.reranking import checked_k, rank_exactly  # colpg.reranking imports search, which imports this module
 
     documents: dict[int, Document] = {}
     for row in session.execute(stmt):

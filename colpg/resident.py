@@ -15,12 +15,13 @@ import numpy as np
 import psycopg
 import torch
 
+from colpg.distribute import WATERMARK_PREFIX, distributed_sync
 from colpg.progress import bar as progress_bar
 from colpg.resources import query
 from colpg.stores import codes_from_array_send
 from colpg.view import DocumentRows, IndexView
 
-__all__ = ["changed_rows", "load_view"]
+__all__ = ["changed_rows", "load_view", "newer", "sync"]
 
 LOAD_BATCH = 2048  # token rows per round trip when loading a view
 
@@ -70,3 +71,36 @@ def changed_rows(conn: psycopg.Connection[Any], ids: Sequence[int], residual_byt
     """The current token rows of ``ids``; a deleted document has none."""
     records = conn.execute(query("search_tokens"), {"ids": list(ids)}).fetchall()
     return _rows(records, residual_bytes)
+
+
+SyncRow = tuple[int, Any, str, bool, list[int]]
+
+
+def sync(conn: psycopg.Connection[Any], name: str, view: IndexView | None, *, distributed: bool) -> SyncRow | None:
+    """``(index id, updated_at, watermark, reload, changed document ids)`` of index ``name`` for a
+    view synced to ``view.watermark`` (None: no view yet), or None when there is no such index.
+
+    On one server the watermark is the search's snapshot and the changes are the token-log rows
+    the view's snapshot could not see (``search_sync.sql``); on a Citus cluster, log counts and
+    row versions (colpg.distribute).
+    """
+    if distributed:
+        synced = distributed_sync(
+            conn,
+            name,
+            view.watermark if view is not None else None,
+            view.versions_of if view is not None else lambda ids: [None] * len(ids),
+        )
+        return None if synced is None else (synced.index_id, synced.updated_at, synced.watermark, synced.reload, synced.changed)
+    row = conn.execute(query("search_sync"), {"name": name, "since": view.watermark if view is not None else None}).fetchone()
+    return None if row is None else (row[0], row[1], row[2], row[3], list(row[4]))
+
+
+def newer(watermark: str, held: str) -> bool:
+    """Whether a search's ``watermark`` is ahead of the view's (``held``): a snapshot whose xmax
+    is later (one server), or another log count (a cluster's, which only a sync can tell apart)."""
+    if watermark == held:
+        return False
+    if watermark.startswith(WATERMARK_PREFIX):
+        return True
+    return int(watermark.split(":")[1]) >= int(held.split(":")[1])

@@ -7,9 +7,13 @@ them as ``colpg/_data/sql`` and ``colpg/_data/migrations`` (see pyproject.toml).
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
-__all__ = ["data_path", "query", "read_sql"]
+__all__ = ["data_path", "query", "read_sql", "statements"]
+
+# What a statement splitter must step over whole: quoted strings and names, dollar-quoted bodies, comments.
+_SKIPPED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(\$[A-Za-z_]*\$).*?\1|--[^\n]*|/\*.*?\*/|;", re.DOTALL)
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -34,3 +38,23 @@ def read_sql(filename: str) -> str:
 def query(name: str) -> bytes:
     """The statement in ``sql/queries/<name>.sql``, ready for psycopg (values go as bound parameters)."""
     return read_sql(f"queries/{name}.sql").encode()
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a SQL script, one by one (Citus forwards some DDL to its workers as the
+    text it was given, which must then hold one statement).
+
+    >>> statements("SELECT ';'; CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$; -- done;")
+    ["SELECT ';'", 'CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$']
+    """
+    parts, start = [], 0
+    for match in _SKIPPED.finditer(script):
+        if match.group(0) == ";":
+            parts.append(script[start : match.start()])
+            start = match.end()
+    parts.append(script[start:])
+    return [text for part in parts if (text := part.strip()) and not _only_comments(text)]
+
+
+def _only_comments(text: str) -> bool:
+    return not _SKIPPED.sub(lambda m: "" if m.group(0).startswith(("--", "/*")) else m.group(0), text).strip()

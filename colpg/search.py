@@ -40,13 +40,14 @@ import torch
 from colpg import db, store
 from colpg.codec import ResidualCodec
 from colpg.device import keep_freed_memory, release_freed_memory
+from colpg.distribute import is_distributed
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, IndexNotFound, IndexNotReadyWarning
 from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
 from colpg.params import SearchParams, default_params
 from colpg.probe import centroid_scores, probe
-from colpg.resident import changed_rows, load_view
+from colpg.resident import changed_rows, load_view, newer, sync
 from colpg.resources import query as sql
 from colpg.results import Hit, Ranked
 from colpg.rowcache import RowCache, cache_bytes_from_env
@@ -70,11 +71,6 @@ class _Loaded:
     codec: ResidualCodec
     store: RerankStore
     view: IndexView
-
-
-def _xmax(snapshot: str) -> int:
-    """The first transaction a ``pg_snapshot`` ('xmin:xmax:xip,...') does not see yet."""
-    return int(snapshot.split(":")[1])
 
 
 def not_ready_message(name: str, documents: int) -> str:
@@ -103,6 +99,7 @@ class IndexSearcher:
         #: Counts of the last search: ``tokens_scored``, the (query token, token) similarities its probe computed.
         self.stats: dict[str, int] = {}
         self._local = threading.local()  # the running search's timings and counts, per thread
+        self._distributed: bool | None = None  # on a Citus cluster (known at the first search)
 
     # -- the snapshot and the resident view --------------------------------------------------
 
@@ -119,15 +116,16 @@ class IndexSearcher:
     def _current(self, pg: psycopg.Connection[Any], progress: bool | None = False) -> _Loaded:
         """The index as this snapshot sees it: the resident view synced, or loaded (again, after a rebuild)."""
         loaded = self._loaded
-        since = loaded.view.watermark if loaded is not None else None
-        row = pg.execute(sql("search_sync"), {"name": self.name, "since": since}).fetchone()
+        if self._distributed is None:
+            self._distributed = is_distributed(pg)
+        row = sync(pg, self.name, loaded.view if loaded is not None else None, distributed=self._distributed)
         if row is None:
             raise IndexNotFound(f"no index named {self.name!r}; `colpg index list` shows the indexes")
         index_id, updated_at, snapshot, trimmed, changed = row
         if loaded is None or trimmed or (loaded.record.id, loaded.record.updated_at) != (index_id, updated_at):
             return self._load(pg, snapshot, loaded, progress)
-        if _xmax(snapshot) < _xmax(loaded.view.watermark):
-            return loaded  # another search synced to a newer snapshot already
+        if not newer(snapshot, loaded.view.watermark):
+            return loaded  # nothing changed, or another search synced to a newer snapshot already
         view = loaded.view.apply(changed, changed_rows(pg, changed, loaded.codec.residual_bytes), snapshot)
         current = dataclasses.replace(loaded, view=view)
         with self._swap_lock:

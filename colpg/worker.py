@@ -32,6 +32,7 @@ import torch
 
 from colpg import db, store
 from colpg.codec import ResidualCodec
+from colpg.distribute import claim_queued, is_distributed
 from colpg.encoder import Encoder
 from colpg.errors import ColpgError, DatabaseUnavailable
 from colpg.faults import Backoff, transient_reason
@@ -81,6 +82,7 @@ class IngestWorker:
         self._indexes: dict[str, _Loaded] = {}
         self._stopping = threading.Event()
         self._failures = 0
+        self._distributed: bool | None = None  # on a Citus cluster (known at the first batch)
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return (within one poll period), from another thread or a signal handler."""
@@ -160,7 +162,12 @@ class IngestWorker:
     def _batch(self, conn: psycopg.Connection[Any]) -> int:
         """One transaction: claim, encode, write, mark. Returns the rows settled (0: queue empty)."""
         with conn.transaction():
-            rows = conn.execute(query("ingest_claim"), {"limit": self.batch_size, "index_name": self.index_name}).fetchall()
+            if self._distributed is None:
+                self._distributed = is_distributed(conn)
+            if self._distributed:
+                rows = claim_queued(conn, self.batch_size, self.index_name)
+            else:
+                rows = conn.execute(query("ingest_claim"), {"limit": self.batch_size, "index_name": self.index_name}).fetchall()
             if not rows:
                 return 0
             by_index: dict[str, list[tuple[int, str | None]]] = {}

@@ -81,3 +81,18 @@ def db_stop() -> None:
         folder = embedded.data_dir()
         stopped = embedded.stop_server(folder)
         typer.echo(f"embedded PostgreSQL in {folder} {'stopped' if stopped else 'was not running'}")
+
+
+@db_app.command("distribute")
+def db_distribute() -> None:
+    """Distribute colpg's tables across a Citus cluster (run on the coordinator, after `colpg db upgrade`)."""
+    from colpg.distribute import distribute
+
+    with reported_errors():
+        url = db.database_url()
+        with db.connect(url, autocommit=True, vector_types=False) as conn:
+            changed = distribute(conn)
+        state = "distributed" if changed else "already distributed"
+        typer.echo(
+            f"colpg's tables {state} on {db.describe_url(url)}: documents and their tokens by document id, indexes and centroids as reference tables"
+        )

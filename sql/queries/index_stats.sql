@@ -1,7 +1,6 @@
 -- Per-index counts and the stored bytes of each column (after TOAST compression, before page overhead).
 SELECT count(d.id)                                   AS documents,
        coalesce(sum(t.ntokens), 0)                   AS tokens,
-       (SELECT count(*) FROM colpg.centroids c WHERE c.index_id = %(index_id)s) AS centroids,
        coalesce(sum(pg_column_size(t.codes)), 0)     AS codes_bytes,
        coalesce(sum(pg_column_size(t.residuals)), 0) AS residuals_bytes,
        coalesce(sum(pg_column_size(r.payload)), 0) + coalesce(sum(pg_column_size(r.vectors)), 0) AS rerank_bytes,

@@ -1,0 +1,133 @@
+"""colpg on a Citus cluster: distributing its tables, and what changes for readers and writers.
+
+``colpg db distribute`` (:func:`distribute`) turns a migrated schema on a Citus coordinator into
+distributed tables (sql/queries/citus_distribute.sql says which and why). Everything else goes
+on through the coordinator's URL, with three differences, each handled here:
+
+- **No cluster-wide snapshot, and transaction ids per node.** On one server a searcher asks for
+  the token-log rows its last snapshot could not see (``search_sync.sql``). On a cluster the
+  log's ``xid`` values come from the workers and mean nothing against the coordinator's
+  snapshot, so :func:`distributed_sync` compares counts instead: the log of an index only
+  grows between trims, and each trim bumps ``token_changes_trimmed.trims``. When the count
+  moved, the versions (``xmin``, unique per document's row on its node) of the documents the
+  log names are compared with the resident view's, and only the documents whose version
+  differs are read again. A change committed after the count was read moves it again, so the
+  next search reads it: no change is missed, none is applied twice.
+- **Uniqueness of external ids** is not a constraint on a cluster (Citus enforces only unique
+  keys that hold the distribution column): colpg's writers take :func:`lock_index` and check
+  the ids in the same transaction. Plain SQL inserts must check for themselves.
+- **Claims by the ingest worker**: Citus locks rows (``FOR UPDATE SKIP LOCKED``) only in
+  statements that reach one shard, so the worker lists queued ids first and then claims each
+  one by its id (:func:`claim_queued`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from colpg.errors import SchemaError
+from colpg.resources import query, read_sql, statements
+
+__all__ = ["DistributedSync", "claim_queued", "distribute", "distributed_sync", "is_distributed", "lock_index"]
+
+#: Marks a resident view's watermark as a cluster's ("citus:<log rows>:<trims>"), not a snapshot.
+WATERMARK_PREFIX = "citus:"
+
+
+def is_distributed(conn: psycopg.Connection[Any]) -> bool:
+    """Whether colpg's tables are distributed (Citus installed and ``colpg db distribute`` run)."""
+    installed, migrated = conn.execute(query("citus_state")).fetchone() or (False, False)
+    if not (installed and migrated):
+        return False
+    row = conn.execute(query("citus_distributed")).fetchone()
+    return bool(row and row[0])
+
+
+def distribute(conn: psycopg.Connection[Any]) -> bool:
+    """Distribute colpg's tables on this Citus coordinator, in one transaction; False when they were already.
+
+    Raises:
+        SchemaError: the database has no citus extension, or colpg's schema is not migrated.
+    """
+    installed, migrated = conn.execute(query("citus_state")).fetchone() or (False, False)
+    if not installed:
+        raise SchemaError(
+            "the database has no citus extension: run `CREATE EXTENSION citus` on a Citus coordinator"
+            " (`colpg db cluster up` starts a local one) before `colpg db distribute`"
+        )
+    if not migrated:
+        raise SchemaError("colpg's tables are not there yet: run `colpg db upgrade` first, then `colpg db distribute`")
+    if is_distributed(conn):
+        return False
+    with conn.transaction():
+        for statement in statements(read_sql("queries/citus_distribute.sql")):
+            conn.execute(statement.encode())  # one at a time, as Citus forwards DDL to the workers
+    return True
+
+
+def lock_index(conn: psycopg.Connection[Any], index_id: int) -> None:
+    """Serialise writers of one index's documents until the transaction ends, so that checking
+    an external id and inserting it cannot interleave (the constraint that does this on one
+    server cannot exist on a cluster; the lock is taken on the coordinator)."""
+    conn.execute(query("documents_lock_index"), {"index_id": index_id})
+
+
+@dataclass(frozen=True)
+class DistributedSync:
+    """What one search learns about an index on a cluster (as ``search_sync.sql``'s row on one server)."""
+
+    index_id: int
+    updated_at: Any
+    watermark: str
+    reload: bool
+    changed: list[int]
+
+
+def _watermark(log_rows: int, trims: int) -> str:
+    return f"{WATERMARK_PREFIX}{log_rows}:{trims}"
+
+
+def _trims(watermark: str | None) -> int | None:
+    if watermark is None or not watermark.startswith(WATERMARK_PREFIX):
+        return None
+    return int(watermark.rsplit(":", 1)[1])
+
+
+def distributed_sync(conn: psycopg.Connection[Any], name: str, watermark: str | None, versions_of: Any) -> DistributedSync | None:
+    """The index's row and the documents whose token rows changed since ``watermark`` (None: none
+    yet), for a resident view on a cluster; None when there is no index ``name``.
+
+    ``versions_of(ids)`` gives the view's version of each id (None where it holds none).
+    ``reload`` is set when the log was trimmed since (the view is loaded again instead).
+    """
+    row = conn.execute(query("sync_index_row"), {"name": name}).fetchone()
+    if row is None:
+        return None
+    index_id, updated_at, trims = row
+    log_rows = int(conn.execute(query("sync_log_rows"), {"index_id": index_id}).fetchone()[0])  # type: ignore[index]
+    current = _watermark(log_rows, trims)
+    if watermark is None or _trims(watermark) != trims:
+        return DistributedSync(index_id, updated_at, current, True, [])
+    if watermark == current:
+        return DistributedSync(index_id, updated_at, current, False, [])
+    logged = [r[0] for r in conn.execute(query("sync_logged_documents"), {"index_id": index_id}).fetchall()]
+    now = dict(conn.execute(query("sync_versions"), {"ids": logged}).fetchall())
+    held = versions_of(logged)
+    changed = [doc_id for doc_id, version in zip(logged, held, strict=True) if now.get(doc_id) != version]
+    return DistributedSync(index_id, updated_at, current, False, changed)
+
+
+def claim_queued(conn: psycopg.Connection[Any], limit: int, index_name: str | None) -> Sequence[tuple[Any, ...]]:
+    """Up to ``limit`` queued documents of ready indexes, each locked by a statement that reaches its shard only
+    (rows another worker holds are skipped); the same columns as ``ingest_claim.sql``."""
+    ids = [r[0] for r in conn.execute(query("ingest_queued_ids"), {"limit": limit, "index_name": index_name}).fetchall()]
+    claimed = []
+    for doc_id in ids:
+        row = conn.execute(query("ingest_claim_one"), {"id": doc_id}).fetchone()
+        if row is not None:
+            claimed.append(row)
+    return claimed
