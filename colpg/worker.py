@@ -60,6 +60,10 @@ class _Loaded:
     version: tuple[int, dt.datetime]  # the index's id and updated_at
 
 
+#: Seconds between queue checks at most on a Citus cluster, where inserts send no NOTIFY.
+CLUSTER_POLL_S = 2.0
+
+
 class IngestWorker:
     """Claims queued documents in batches and indexes them with their index's model and codec."""
 
@@ -117,7 +121,9 @@ class IngestWorker:
                 self._healthy()
                 if settled:
                     logger.info("indexed %d queued documents", settled)
-                for _ in listener.notifies(timeout=poll_seconds, stop_after=1):
+                # On a Citus cluster no NOTIFY comes (colpg.distribute): look at the queue often instead.
+                wait = min(poll_seconds, CLUSTER_POLL_S) if self._distributed else poll_seconds
+                for _ in listener.notifies(timeout=wait, stop_after=1):
                     pass
 
     def _failed(self, reason: str, exc: Exception) -> None:

@@ -4,6 +4,8 @@ and the candidate query pushed down to the shards."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -143,3 +145,24 @@ def test_candidate_query_runs_on_every_shard(cluster_index: Index, single_index:
         assert fulltext and fulltext == conn.execute("SELECT external_id, rank FROM colpg.fulltext_candidates('cit', 'gene expression cancer', 5)").fetchall()
     assert [r[0] for r in on_cluster] == [r[0] for r in alone] and [r[1] for r in on_cluster] == pytest.approx([r[1] for r in alone])
     assert (len(candidates),) == count
+
+
+def test_a_running_worker_finds_sql_inserts_without_notify(cluster_index: Index, citus_url: str) -> None:
+    worker = IngestWorker(citus_url)
+    thread = threading.Thread(target=worker.run_forever, kwargs={"poll_seconds": 30.0}, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)  # the worker has drained the queue and waits
+        with db.connect(citus_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO colpg.documents (index_name, external_id, text) VALUES ('cit', 'w3', 'Owls hunt at night.')")
+            deadline = time.monotonic() + 20  # well within the 30 s poll: the cluster's own interval applies
+            while time.monotonic() < deadline:
+                if conn.execute("SELECT status FROM colpg.documents WHERE external_id = 'w3'").fetchone() == ("ready",):
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("the worker did not index a row inserted on the cluster within 20 s")
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+    cluster_index.delete(["w3"])
