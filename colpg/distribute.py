@@ -32,7 +32,7 @@ import psycopg
 from colpg.errors import SchemaError
 from colpg.resources import query, read_sql, statements
 
-__all__ = ["DistributedSync", "claim_queued", "distribute", "distributed_sync", "is_distributed", "lock_index"]
+__all__ = ["DistributedSync", "claim_queued", "describe", "distribute", "distributed_sync", "is_distributed", "lock_index"]
 
 #: Marks a resident view's watermark as a cluster's ("citus:<log rows>:<trims>"), not a snapshot.
 WATERMARK_PREFIX = "citus:"
@@ -45,6 +45,17 @@ def is_distributed(conn: psycopg.Connection[Any]) -> bool:
         return False
     row = conn.execute(query("citus_distributed")).fetchone()
     return bool(row and row[0])
+
+
+def describe(conn: psycopg.Connection[Any]) -> str:
+    """One line for ``colpg db status``: whether Citus is there and colpg's tables are distributed."""
+    installed, migrated = conn.execute(query("citus_state")).fetchone() or (False, False)
+    if not installed:
+        return "not installed (one server)"
+    workers = len(conn.execute(query("cluster_active_workers")).fetchall())
+    if not (migrated and is_distributed(conn)):
+        return f"installed, {workers} active workers; colpg's tables are not distributed (`colpg db distribute`)"
+    return f"colpg's tables distributed over {workers} active workers"
 
 
 def distribute(conn: psycopg.Connection[Any]) -> bool:

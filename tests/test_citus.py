@@ -80,6 +80,10 @@ def test_tables_are_distributed_and_colocated(cluster_index: Index, citus_url: s
         distribute(conn)
     done = CliRunner().invoke(app, ["db", "distribute"], env={db.DATABASE_URL_ENV: citus_url})
     assert done.exit_code == 0 and "already distributed" in done.output
+    status = CliRunner().invoke(app, ["db", "status"], env={db.DATABASE_URL_ENV: citus_url})
+    assert "citus     colpg's tables distributed over 2 active workers" in status.output
+    alone = CliRunner().invoke(app, ["db", "status"], env={db.DATABASE_URL_ENV: migrated_url})
+    assert "citus     not installed (one server)" in alone.output
 
 
 def test_catalogue_counts_and_sizes(cluster_index: Index, citus_url: str) -> None:

@@ -49,11 +49,14 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision; 'bas
 
 @db_app.command("status")
 def db_status() -> None:
-    """Show the server, its PostgreSQL and pgvector versions, and colpg's schema revision."""
+    """Show the server, its PostgreSQL and pgvector versions, colpg's schema revision, and Citus."""
+    from colpg.distribute import describe
+
     with reported_errors():
         url = db.database_url()
         with db.connect(url, vector_types=False) as conn:
             info = db.server_info(conn)
+            citus = describe(conn)
         pgvector = info.pgvector_installed and f"{info.pgvector_installed} installed"
         pgvector = pgvector or (info.pgvector_available and f"not installed ({info.pgvector_available} available)")
         rows = [
@@ -61,6 +64,7 @@ def db_status() -> None:
             ("embedded", f"yes, data folder {info.embedded_data_dir}" if info.embedded_data_dir else "no (COLPG_DATABASE_URL)"),
             ("pgvector", pgvector or "not available on this server"),
             ("schema", f"colpg revision {_revision_line(url)}"),
+            ("citus", citus),
         ]
         for label, value in rows:
             typer.echo(f"{label:<10}{value}")
