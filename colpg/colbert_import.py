@@ -40,7 +40,6 @@ from colpg.errors import CheckpointError, ConfigurationError, IndexExists, Plaid
 from colpg.index import Index
 from colpg.indexer import unfinished_build
 from colpg.progress import bar as progress_bar
-from colpg.resources import query
 from colpg.settings import EncoderSettings
 from colpg.stores import KINDS, RerankStore, train_store
 
@@ -344,7 +343,5 @@ def import_colbert(
                         )
                     bar.update(len(batch))
                 offset += len(chunk.doclens)
-            with conn.transaction():
-                conn.execute(query("index_mark_ready"), {"index_id": index_id})
-                store.trim_changes(conn, index_id)
+            store.finish_build(conn, index_id)
     return Index(name, url=url, encoder=encoder)

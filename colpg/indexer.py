@@ -35,11 +35,10 @@ from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, DocumentError, IndexExists
 from colpg.index import Index
 from colpg.progress import bar as progress_bar
-from colpg.resources import query
 from colpg.store import IndexRecord
 from colpg.stores import KINDS, RerankStore, train_store
 
-__all__ = ["BuildStats", "IndexConfig", "Indexer", "resumable_build", "unfinished_build"]
+__all__ = ["BuildStats", "IndexConfig", "Indexer", "create_build", "resumable_build", "train_codec", "unfinished_build"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +135,40 @@ def resumable_build(
     return record
 
 
+def train_codec(sample: torch.Tensor, config: IndexConfig, num_centroids: int) -> tuple[ResidualCodec, RerankStore]:
+    """The codec (k-means with ``num_centroids``, residual buckets) and the rerank store, trained on ``sample`` as every build trains them.
+
+    Shapes: sample [tokens, dim] float32.
+    """
+    with progress_bar(total=1, desc=f"k-means, {num_centroids} centroids", unit=" codec") as bar:  # minutes, without steps to show
+        codec = train_residual_codec(sample, nbits=config.nbits, num_centroids=num_centroids, niters=config.kmeans_niters, seed=config.seed)
+        bar.update(1)
+    return codec, train_store(config.precision, sample, codec)
+
+
+def create_build(
+    conn: psycopg.Connection[Any],
+    name: str,
+    encoder: Encoder,
+    config: IndexConfig,
+    codec: ResidualCodec,
+    rerank: RerankStore,
+    build: dict[str, Any],
+) -> int:
+    """The new index's row, codec and language, committed before any document (so that an
+    interrupted build can resume); ``build`` adds to the recorded settings (the source's fingerprint). Its id."""
+    settings = {
+        "precision": config.precision,
+        "encoder": dataclasses.asdict(encoder.settings),
+        "build": dataclasses.asdict(config) | build,
+    }
+    with conn.transaction():
+        index_id = store.create_index(conn, name=name, model=encoder.name, config=settings, codec=codec, rerank=rerank)
+        if config.language is not None:
+            fulltext.set_language(conn, index_id, config.language)
+    return index_id
+
+
 class Indexer:
     """Builds an index of a collection with one checkpoint."""
 
@@ -186,12 +219,7 @@ class Indexer:
         k = self.config.num_centroids or num_centroids_for(estimated_tokens)
         logger.info("k-means: %d centroids from %d sample tokens (%d documents)", k, len(tokens), len(sample))
         started = time.perf_counter()
-        with progress_bar(total=1, desc=f"k-means, {k} centroids", unit=" codec") as bar:  # minutes, without steps to show
-            codec = train_residual_codec(
-                tokens, nbits=self.config.nbits, num_centroids=k, niters=self.config.kmeans_niters, seed=self.config.seed
-            )
-            bar.update(1)
-        rerank = train_store(self.config.precision, tokens, codec)
+        codec, rerank = train_codec(tokens, self.config, k)
         self.stats.train_s += time.perf_counter() - started
         return codec, rerank, cache
 
@@ -226,15 +254,8 @@ class Indexer:
             cache: dict[int, list[torch.Tensor]] = {}
             if record is None:
                 codec, rerank, cache = self._train(documents, chunks)
-                config = {
-                    "precision": self.config.precision,
-                    "encoder": dataclasses.asdict(self.encoder.settings),
-                    "build": dataclasses.asdict(self.config) | {"documents": len(documents), "fingerprint": fingerprint},
-                }
-                with conn.transaction():
-                    index_id = store.create_index(conn, name=name, model=self.encoder.name, config=config, codec=codec, rerank=rerank)
-                    if self.config.language is not None:
-                        fulltext.set_language(conn, index_id, self.config.language)
+                build = {"documents": len(documents), "fingerprint": fingerprint}
+                index_id = create_build(conn, name, self.encoder, self.config, codec, rerank, build)
                 written: set[str] = set()
             else:
                 index_id = record.id
@@ -255,7 +276,5 @@ class Indexer:
                     self.stats.write_s += time.perf_counter() - started
                     self.stats.tokens += sum(len(v) for v in vectors)
                     bar.update(len(batch))
-            with conn.transaction():
-                conn.execute(query("index_mark_ready"), {"index_id": index_id})
-                store.trim_changes(conn, index_id)
+            store.finish_build(conn, index_id)
         return Index(name, url=url, encoder=self.encoder)

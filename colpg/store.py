@@ -30,6 +30,7 @@ __all__ = [
     "delete_documents",
     "drop_index",
     "existing_ids",
+    "finish_build",
     "get_index",
     "load_codec",
     "trim_changes",
@@ -238,6 +239,13 @@ def delete_documents(conn: psycopg.Connection[Any], index_id: int, external_ids:
     """Delete documents by external id; return the ids that were there."""
     rows = conn.execute(query("documents_delete"), {"index_id": index_id, "external_ids": list(external_ids)}).fetchall()
     return {row[0] for row in rows}
+
+
+def finish_build(conn: psycopg.Connection[Any], index_id: int) -> None:
+    """A build's or an import's last transaction: the index ready, its token-change log trimmed."""
+    with conn.transaction():
+        conn.execute(query("index_mark_ready"), {"index_id": index_id})
+        trim_changes(conn, index_id)
 
 
 def trim_changes(conn: psycopg.Connection[Any], index_id: int) -> None:

@@ -22,7 +22,6 @@ The default ``max_sample_tokens`` (1M) keeps the float32 sample at 1.5 GB at dim
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -33,15 +32,14 @@ import psycopg
 import torch
 
 from colpg import db, fulltext, store
-from colpg.codec import ResidualCodec, num_centroids_for, sample_size, train_residual_codec
+from colpg.codec import ResidualCodec, num_centroids_for, sample_size
 from colpg.collection import CollectionDocument
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError
 from colpg.index import Index
-from colpg.indexer import BuildStats, IndexConfig, resumable_build
+from colpg.indexer import BuildStats, IndexConfig, create_build, resumable_build, train_codec
 from colpg.progress import bar as progress_bar
-from colpg.resources import query
-from colpg.stores import RerankStore, train_store
+from colpg.stores import RerankStore
 from colpg.vector_shards import Shard, VectorFolder, read_folder
 
 __all__ = ["MAX_SAMPLE_TOKENS", "VectorIndexer", "sample_documents"]
@@ -98,12 +96,7 @@ class VectorIndexer:
         k = self.config.num_centroids or num_centroids_for(folder.tokens)
         logger.info("k-means: %d centroids from %d sample tokens (%d documents)", k, len(sample), len(picked))
         started = time.perf_counter()
-        with progress_bar(total=1, desc=f"k-means, {k} centroids", unit=" codec") as bar:
-            codec = train_residual_codec(
-                sample, nbits=self.config.nbits, num_centroids=k, niters=self.config.kmeans_niters, seed=self.config.seed
-            )
-            bar.update(1)
-        rerank = train_store(self.config.precision, sample, codec)
+        codec, rerank = train_codec(sample, self.config, k)
         self.stats.train_s += time.perf_counter() - started
         return codec, rerank
 
@@ -131,25 +124,19 @@ class VectorIndexer:
             )
             if record is None:
                 codec, rerank = self._train(shards)
-                build = dataclasses.asdict(self.config) | {
+                build = {
                     "documents": shards.documents,
                     "fingerprint": shards.fingerprint,
                     "vectors": str(shards.path),
                     "max_sample_tokens": self.max_sample_tokens,
                 }
-                config = {"precision": self.config.precision, "encoder": dataclasses.asdict(self.encoder.settings), "build": build}
-                with conn.transaction():
-                    index_id = store.create_index(conn, name=name, model=self.encoder.name, config=config, codec=codec, rerank=rerank)
-                    if self.config.language is not None:
-                        fulltext.set_language(conn, index_id, self.config.language)
+                index_id = create_build(conn, name, self.encoder, self.config, codec, rerank, build)
             else:
                 index_id = record.id
                 codec, rerank = store.load_codec(conn, record, self.encoder.device)
                 logger.info("resuming the build of %s from %s", name, shards.path)
             self._write(conn, name, index_id, shards, codec.to(self.encoder.device), rerank)
-            with conn.transaction():
-                conn.execute(query("index_mark_ready"), {"index_id": index_id})
-                store.trim_changes(conn, index_id)
+            store.finish_build(conn, index_id)
         return Index(name, url=url, encoder=self.encoder)
 
     def _write(
