@@ -24,36 +24,47 @@ on through the coordinator's URL, with three differences, each handled here:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from colpg.errors import SchemaError
 from colpg.resources import query, read_sql, statements
 
-__all__ = ["DistributedSync", "claim_queued", "describe", "distribute", "distributed_sync", "is_distributed", "lock_index"]
+if TYPE_CHECKING:
+    from colpg.view import IndexView
+
+__all__ = ["SyncRow", "citus_state", "claim_queued", "describe", "distribute", "distributed_sync", "is_distributed", "lock_index"]
 
 #: Marks a resident view's watermark as a cluster's ("citus:<log rows>:<trims>"), not a snapshot.
 WATERMARK_PREFIX = "citus:"
 
 
-def is_distributed(conn: psycopg.Connection[Any]) -> bool:
-    """Whether colpg's tables are distributed (Citus installed and ``colpg db distribute`` run)."""
-    installed, migrated = conn.execute(query("citus_state")).fetchone() or (False, False)
-    if not (installed and migrated):
-        return False
+def citus_state(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
+    """Whether the database has the citus extension, and whether colpg's tables exist (migrated)."""
+    row = conn.execute(query("citus_state")).fetchone()
+    return (bool(row[0]), bool(row[1])) if row is not None else (False, False)
+
+
+def _tables_distributed(conn: psycopg.Connection[Any]) -> bool:
+    """Whether colpg.documents is a Citus table (only asked where Citus is installed and colpg migrated)."""
     row = conn.execute(query("citus_distributed")).fetchone()
     return bool(row and row[0])
 
 
+def is_distributed(conn: psycopg.Connection[Any]) -> bool:
+    """Whether colpg's tables are distributed (Citus installed and ``colpg db distribute`` run)."""
+    installed, migrated = citus_state(conn)
+    return installed and migrated and _tables_distributed(conn)
+
+
 def describe(conn: psycopg.Connection[Any]) -> str:
     """One line for ``colpg db status``: whether Citus is there and colpg's tables are distributed."""
-    installed, migrated = conn.execute(query("citus_state")).fetchone() or (False, False)
+    installed, migrated = citus_state(conn)
     if not installed:
         return "not installed (one server)"
     workers = len(conn.execute(query("cluster_active_workers")).fetchall())
-    if not (migrated and is_distributed(conn)):
+    if not (migrated and _tables_distributed(conn)):
         return f"installed, {workers} active workers; colpg's tables are not distributed (`colpg db distribute`)"
     return f"colpg's tables distributed over {workers} active workers"
 
@@ -64,7 +75,7 @@ def distribute(conn: psycopg.Connection[Any]) -> bool:
     Raises:
         SchemaError: the database has no citus extension, or colpg's schema is not migrated.
     """
-    installed, migrated = conn.execute(query("citus_state")).fetchone() or (False, False)
+    installed, migrated = citus_state(conn)
     if not installed:
         raise SchemaError(
             "the database has no citus extension: run `CREATE EXTENSION citus` on a Citus coordinator"
@@ -72,7 +83,7 @@ def distribute(conn: psycopg.Connection[Any]) -> bool:
         )
     if not migrated:
         raise SchemaError("colpg's tables are not there yet: run `colpg db upgrade` first, then `colpg db distribute`")
-    if is_distributed(conn):
+    if _tables_distributed(conn):
         return False
     with conn.transaction():
         for statement in statements(read_sql("queries/citus_distribute.sql")):
@@ -87,49 +98,37 @@ def lock_index(conn: psycopg.Connection[Any], index_id: int) -> None:
     conn.execute(query("documents_lock_index"), {"index_id": index_id})
 
 
-@dataclass(frozen=True)
-class DistributedSync:
-    """What one search learns about an index on a cluster (as ``search_sync.sql``'s row on one server)."""
-
-    index_id: int
-    updated_at: Any
-    watermark: str
-    reload: bool
-    changed: list[int]
+#: What a search learns about an index: its id and updated_at, the watermark to sync the view to,
+#: whether to load the view again instead, and the documents whose token rows changed.
+SyncRow = tuple[int, Any, str, bool, list[int]]
 
 
 def _watermark(log_rows: int, trims: int) -> str:
     return f"{WATERMARK_PREFIX}{log_rows}:{trims}"
 
 
-def _trims(watermark: str | None) -> int | None:
-    if watermark is None or not watermark.startswith(WATERMARK_PREFIX):
-        return None
-    return int(watermark.rsplit(":", 1)[1])
+def _trims(watermark: str) -> int | None:
+    return int(watermark.rsplit(":", 1)[1]) if watermark.startswith(WATERMARK_PREFIX) else None
 
 
-def distributed_sync(conn: psycopg.Connection[Any], name: str, watermark: str | None, versions_of: Any) -> DistributedSync | None:
-    """The index's row and the documents whose token rows changed since ``watermark`` (None: none
-    yet), for a resident view on a cluster; None when there is no index ``name``.
-
-    ``versions_of(ids)`` gives the view's version of each id (None where it holds none).
-    ``reload`` is set when the log was trimmed since (the view is loaded again instead).
-    """
+def distributed_sync(conn: psycopg.Connection[Any], name: str, view: IndexView | None) -> SyncRow | None:
+    """The sync of a resident view (None: none yet) on a cluster, as ``search_sync.sql``'s row on
+    one server; None when there is no index ``name``. The view is loaded again when the log was
+    trimmed since its watermark."""
     row = conn.execute(query("sync_index_row"), {"name": name}).fetchone()
     if row is None:
         return None
     index_id, updated_at, trims = row
     log_rows = int(conn.execute(query("sync_log_rows"), {"index_id": index_id}).fetchone()[0])  # type: ignore[index]
     current = _watermark(log_rows, trims)
-    if watermark is None or _trims(watermark) != trims:
-        return DistributedSync(index_id, updated_at, current, True, [])
-    if watermark == current:
-        return DistributedSync(index_id, updated_at, current, False, [])
+    if view is None or _trims(view.watermark) != trims:
+        return index_id, updated_at, current, True, []
+    if view.watermark == current:
+        return index_id, updated_at, current, False, []
     logged = [r[0] for r in conn.execute(query("sync_logged_documents"), {"index_id": index_id}).fetchall()]
     now = dict(conn.execute(query("sync_versions"), {"ids": logged}).fetchall())
-    held = versions_of(logged)
-    changed = [doc_id for doc_id, version in zip(logged, held, strict=True) if now.get(doc_id) != version]
-    return DistributedSync(index_id, updated_at, current, False, changed)
+    changed = [doc_id for doc_id, held in zip(logged, view.versions_of(logged), strict=True) if now.get(doc_id) != held]
+    return index_id, updated_at, current, False, changed
 
 
 def claim_queued(conn: psycopg.Connection[Any], limit: int, index_name: str | None) -> Sequence[tuple[Any, ...]]:

@@ -16,9 +16,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from colpg import db
+from colpg.distribute import citus_state
 from colpg.errors import SchemaError
 from colpg.orm import SCHEMA
-from colpg.resources import data_path, query, read_sql, statements
+from colpg.resources import data_path, read_sql, statements
 
 __all__ = [
     "VERSION_TABLE",
@@ -98,7 +99,7 @@ def execute_sql_file(filename: str) -> None:
         return
     driver_connection = op.get_bind().connection.driver_connection
     assert isinstance(driver_connection, psycopg.Connection)  # env.py connects through psycopg
-    installed, _ = driver_connection.execute(query("citus_state")).fetchone() or (False, False)
+    installed, _ = citus_state(driver_connection)
     if installed:
         for setting in statements(read_sql("queries/citus_migration_settings.sql")):
             driver_connection.execute(setting.encode())

@@ -15,7 +15,7 @@ import numpy as np
 import psycopg
 import torch
 
-from colpg.distribute import WATERMARK_PREFIX, distributed_sync
+from colpg.distribute import WATERMARK_PREFIX, SyncRow, distributed_sync
 from colpg.progress import bar as progress_bar
 from colpg.resources import query
 from colpg.stores import codes_from_array_send
@@ -73,9 +73,6 @@ def changed_rows(conn: psycopg.Connection[Any], ids: Sequence[int], residual_byt
     return _rows(records, residual_bytes)
 
 
-SyncRow = tuple[int, Any, str, bool, list[int]]
-
-
 def sync(conn: psycopg.Connection[Any], name: str, view: IndexView | None, *, distributed: bool) -> SyncRow | None:
     """``(index id, updated_at, watermark, reload, changed document ids)`` of index ``name`` for a
     view synced to ``view.watermark`` (None: no view yet), or None when there is no such index.
@@ -85,13 +82,7 @@ def sync(conn: psycopg.Connection[Any], name: str, view: IndexView | None, *, di
     row versions (colpg.distribute).
     """
     if distributed:
-        synced = distributed_sync(
-            conn,
-            name,
-            view.watermark if view is not None else None,
-            view.versions_of if view is not None else lambda ids: [None] * len(ids),
-        )
-        return None if synced is None else (synced.index_id, synced.updated_at, synced.watermark, synced.reload, synced.changed)
+        return distributed_sync(conn, name, view)
     row = conn.execute(query("search_sync"), {"name": name, "since": view.watermark if view is not None else None}).fetchone()
     return None if row is None else (row[0], row[1], row[2], row[3], list(row[4]))
 
