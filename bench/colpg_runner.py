@@ -50,7 +50,9 @@ def main() -> None:
     k = params["k"]
     runs = []
     for setting in params["settings"]:
-        search_params = default_params(k).replace(ncells=setting.get("ncells"), nrerank=setting.get("nrerank"), margin=setting.get("margin"))
+        search_params = default_params(k).replace(
+            ncells=setting.get("ncells"), nrerank=setting.get("nrerank"), margin=setting.get("margin"), slack=setting.get("slack")
+        )
 
         def one(vectors: torch.Tensor, search_params: object = search_params) -> list[str]:
             return [r.external_id for r in searcher.search_vectors(vectors, k, params=search_params, text=False)]

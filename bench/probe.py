@@ -35,8 +35,8 @@ from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
 from colpg.layout import ranges
 from colpg.probe import Probe, centroid_scores, floored_sum, probe
+from colpg.rerank_stage import RERANK_TOKENS
 from colpg.scoring import maxsim_flat, maxsim_tokens, owners
-from colpg.search import RERANK_TOKENS
 from colpg.stores import Int8Store
 from colpg.view import DocumentRows, IndexView
 

@@ -134,23 +134,26 @@ class Index:
         ncells: int | None = None,
         nrerank: int | None = None,
         margin: float | None = None,
+        slack: float | None = None,
         hybrid: Hybrid | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query`` (fewer when the index or the filter holds fewer).
 
         ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
         ``explain`` adds, per query token, the document token that matched it best. ``ncells``,
-        ``nrerank`` and ``margin`` (see :mod:`colpg.params`) default to :func:`colpg.params.default_params`.
+        ``nrerank``, ``margin`` and ``slack`` (see :mod:`colpg.params`) default to :func:`colpg.params.default_params`.
         ``hybrid`` unions colpg's candidates with full-text and single-vector ones (:mod:`colpg.hybrid`).
         """
         if hybrid is not None:
             if exact:
                 raise ConfigurationError("exact=True scores every document; hybrid ranks its sources' candidates: give one of them")
             vectors = self.encoder.encode_queries([query])[0]
-            params = default_params(hybrid.colpg or 1).replace(ncells=ncells, nrerank=nrerank, margin=margin)
+            params = default_params(hybrid.colpg or 1).replace(ncells=ncells, nrerank=nrerank, margin=margin, slack=slack)
             ranked = hybrid_search(self.searcher, query, vectors, k, hybrid, where=where, params=params)
             return self.searcher.hits(query, vectors, ranked, explain)
-        return self.search_batch([query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin)[0]
+        return self.search_batch(
+            [query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin, slack=slack
+        )[0]
 
     def search_batch(
         self,
@@ -163,10 +166,11 @@ class Index:
         ncells: int | None = None,
         nrerank: int | None = None,
         margin: float | None = None,
+        slack: float | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for each query, with the queries encoded together."""
         searcher = self.searcher
-        params = default_params(k).replace(ncells=ncells, nrerank=nrerank, margin=margin)
+        params = default_params(k).replace(ncells=ncells, nrerank=nrerank, margin=margin, slack=slack)
         encoded = self.encoder.encode_queries(list(queries))
         return [
             searcher.hits(text, vectors, searcher.search_vectors(vectors, k, where=where, exact=exact, params=params), explain)

@@ -13,9 +13,11 @@ Every search runs in one read-only REPEATABLE READ transaction:
 3. **filter** — a ``where`` clause runs in SQL: when it passes at most ``nrerank`` documents
    they are all scored exactly; otherwise the probe's best candidates are checked against it,
    in growing batches, until ``nrerank`` pass.
-4. **rerank** — the ``nrerank`` best are scored by exact MaxSim at the rerank store's precision
-   (colpg.stores), their rows taken from the byte-capped row cache (colpg.rowcache) or read
-   from PostgreSQL at the version this snapshot holds; then the k results' rows are read.
+4. **rerank** — the ``nrerank`` best (or, with a ``margin``, those near the k-th) are scored
+   by exact MaxSim at the rerank store's precision (colpg.stores), their rows taken from the
+   byte-capped row cache (colpg.rowcache) or read from PostgreSQL at the version this
+   snapshot holds; with a ``slack`` it stops once the rest cannot reach the top k
+   (colpg.rerank_stage). Then the k results' rows are read.
 
 No lock is held across SQL: views are immutable and swapped in whole; only a full load (the
 first search, or after a rebuild) makes other searches of the index wait for it.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import heapq
+import math
 import threading
 import time
 import warnings
@@ -47,19 +49,17 @@ from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
 from colpg.params import SearchParams, default_params
 from colpg.probe import centroid_scores, probe
+from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
 from colpg.resources import query as sql
 from colpg.results import Hit, Ranked
 from colpg.rowcache import RowCache, cache_bytes_from_env
-from colpg.scoring import maxsim_tokens, owners
 from colpg.store import IndexRecord
 from colpg.stores import RerankStore
 from colpg.view import IndexView
 
 __all__ = ["Hit", "IndexSearcher", "Ranked", "SearchParams", "TokenMatch", "Where", "default_params"]
 
-EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
-RERANK_TOKENS = 2048  # tokens scored at once in the rerank: their 3 MB of floats stay in cache (15% faster than 8,192)
 FILTER_WIDEN = 4  # candidates checked against a filter per document wanted, growing by this factor
 
 
@@ -91,12 +91,14 @@ class IndexSearcher:
         self.engine = db.create_engine(url, pool_size=4, max_overflow=4)
         keep_freed_memory()
         self.cache = RowCache(cache_bytes_from_env() if cache_bytes is None else cache_bytes)
+        self.reranker = Reranker(self.cache, self.device)
         self._loaded: _Loaded | None = None
         self._swap_lock = threading.Lock()  # held for pointer swaps only
         self._load_lock = threading.Lock()  # one full load at a time
         #: Seconds per stage of the last search (sync, probe, filter, rerank, rows), for benchmarks.
         self.timings: dict[str, float] = {}
-        #: Counts of the last search: ``tokens_scored``, the (query token, token) similarities its probe computed.
+        #: Counts of the last search: ``tokens_scored``, the (query token, token) similarities its probe
+        #: computed, and ``reranked``, the documents scored exactly.
         self.stats: dict[str, int] = {}
         self._local = threading.local()  # the running search's timings and counts, per thread
         self._distributed: bool | None = None  # on a Citus cluster (known at the first search)
@@ -168,7 +170,7 @@ class IndexSearcher:
                 for start in range(0, len(ids), EXACT_BATCH):
                     if self.cache.bytes >= self.cache.max_bytes:
                         break
-                    self._tokens(pg, loaded, ids[start : start + EXACT_BATCH])
+                    self.reranker.rows(pg, loaded.view, loaded.store, ids[start : start + EXACT_BATCH])
                 release_freed_memory()  # the rows read, now held as tensors in the cache
         return loaded.view.documents
 
@@ -182,54 +184,6 @@ class IndexSearcher:
 
     # -- stages ------------------------------------------------------------------------------
 
-    def _tokens(self, pg: psycopg.Connection[Any], loaded: _Loaded, ids: Sequence[int]) -> list[tuple[int, torch.Tensor]]:
-        """The stored tokens (as bytes) of ``ids`` that exist in this snapshot: from the row cache
-        at the version the view holds, else read from PostgreSQL (and cached at the version read)."""
-        versions = dict(zip(ids, loaded.view.versions_of(list(ids)), strict=True))
-        found: dict[int, torch.Tensor] = {}
-        for doc_id, version in versions.items():
-            raw = self.cache.get(doc_id, version) if version is not None else None
-            if raw is not None:
-                found[doc_id] = raw
-        missing = [i for i in ids if i not in found]
-        if missing:
-            params = {"ids": missing, **loaded.store.wanted()}
-            for row in pg.execute(sql("search_rerank_rows"), params).fetchall():
-                record = dict(zip(("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors"), row, strict=True))
-                raw = loaded.store.raw(record)
-                self.cache.put(record["document_id"], record["version"], raw)
-                found[record["document_id"]] = raw
-        return [(i, found[i]) for i in ids if i in found]
-
-    def _rerank(self, pg: psycopg.Connection[Any], loaded: _Loaded, query: torch.Tensor, ids: Sequence[int], k: int) -> list[Ranked]:
-        """The best ``k`` of ``ids`` by exact MaxSim at the rerank store's precision.
-
-        Rows are read EXACT_BATCH documents at a time and only the best k kept between batches,
-        so an exact search over every document holds no more than a batch's rows.
-        """
-        best: list[tuple[float, int, torch.Tensor]] = []
-        for start in range(0, len(ids), EXACT_BATCH):
-            stored = self._tokens(pg, loaded, ids[start : start + EXACT_BATCH])
-            scores = self._maxsim(loaded.store, query, [raw for _, raw in stored])
-            scored = [(score, doc_id, raw) for score, (doc_id, raw) in zip(scores, stored, strict=True)]
-            best = heapq.nlargest(k, best + scored, key=lambda b: b[0])
-        return [Ranked(doc_id, score, loaded.store.decode(raw.to(self.device))) for score, doc_id, raw in best]
-
-    def _maxsim(self, store: RerankStore, query: torch.Tensor, rows: list[torch.Tensor]) -> list[float]:
-        """MaxSim of each document's stored rows, scored in blocks of about RERANK_TOKENS tokens so
-        that the conversion to float and the product stay within the CPU's caches (colpg.device)."""
-        scores: list[float] = []
-        block: list[torch.Tensor] = []
-        tokens = 0
-        for n, raw in enumerate(rows, start=1):
-            block.append(raw)
-            tokens += raw.shape[0]
-            if n == len(rows) or tokens + rows[n].shape[0] > RERANK_TOKENS:
-                sims = store.similarities(query, torch.cat(block).to(self.device))
-                scores += maxsim_tokens(sims, owners([r.shape[0] for r in block], self.device), len(block)).tolist()
-                block, tokens = [], 0
-        return scores
-
     def _candidates(
         self,
         connection: sa.Connection,
@@ -239,9 +193,9 @@ class IndexSearcher:
         params: SearchParams,
         where: Where,
         allowed: torch.Tensor | None,
-    ) -> list[int]:
-        """Document ids to rerank: the best by probed-token scores (that pass ``where``), those
-        within ``margin`` per query token of the k-th best, at most ``nrerank``."""
+    ) -> list[tuple[int, float]]:
+        """Documents to rerank with their first-stage scores, best first: the best by probed-token
+        scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
         scores = centroid_scores(query, loaded.codec.centroids)
@@ -267,9 +221,9 @@ class IndexSearcher:
             checked, limit = len(ranked), limit * FILTER_WIDEN
         passing = passing[: params.nrerank]
         if len(passing) <= k:
-            return [doc_id for doc_id, _ in passing]
+            return passing
         cut = passing[k - 1][1] - params.margin * query.shape[0]
-        return [doc_id for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut]
+        return [(doc_id, score) for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut]
 
     def _add_time(self, stage: str, started: float) -> None:
         timings: dict[str, float] = self._local.timings
@@ -322,7 +276,7 @@ class IndexSearcher:
         if k < 1:
             raise ConfigurationError(f"k must be positive, got {k}")
         query = query.to(self.device, torch.float32)
-        self._local.timings, self._local.stats = {}, {"tokens_scored": 0}
+        self._local.timings, self._local.stats = {}, {"tokens_scored": 0, "reranked": 0}
         with self._snapshot() as (connection, pg):
             started = time.perf_counter()
             loaded = self._current(pg)
@@ -362,14 +316,26 @@ class IndexSearcher:
         if among is not None:
             allowed = torch.zeros_like(loaded.view.alive)
             allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
-        ranked = self._timed_rerank(pg, loaded, query, self._candidates(connection, loaded, query, k, params, where, allowed), k)
+        candidates = self._candidates(connection, loaded, query, k, params, where, allowed)
+        ids, first = [doc_id for doc_id, _ in candidates], [score for _, score in candidates]
+        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, params.slack)
         if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
             ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
         return ranked
 
-    def _timed_rerank(self, pg: psycopg.Connection[Any], loaded: _Loaded, query: torch.Tensor, ids: Sequence[int], k: int) -> list[Ranked]:
+    def _timed_rerank(
+        self,
+        pg: psycopg.Connection[Any],
+        loaded: _Loaded,
+        query: torch.Tensor,
+        ids: Sequence[int],
+        k: int,
+        first: Sequence[float] | None = None,
+        slack: float = math.inf,
+    ) -> list[Ranked]:
         started = time.perf_counter()
-        ranked = self._rerank(pg, loaded, query, ids, k)
+        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, ids, k, first, slack)
+        self._local.stats["reranked"] += scored
         self._add_time("rerank", started)
         return ranked
 
@@ -394,7 +360,7 @@ class IndexSearcher:
             loaded = self._current(pg)
             document_ids = filtered_ids(connection, loaded.record.id, None)
             for start in range(0, len(document_ids), EXACT_BATCH):
-                stored = self._tokens(pg, loaded, document_ids[start : start + EXACT_BATCH])
+                stored = self.reranker.rows(pg, loaded.view, loaded.store, document_ids[start : start + EXACT_BATCH])
                 rows = {r[0]: r for r in pg.execute(sql("search_results"), {"ids": [i for i, _ in stored], "want_text": True})}
                 for doc_id, raw in stored:
                     ids.append(rows[doc_id][1])

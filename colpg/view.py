@@ -112,23 +112,28 @@ class IndexView:
         return self.main.nbytes + self.delta.nbytes + per_slot + delta_rows
 
     def slots_of(self, ids: list[int]) -> list[int | None]:
-        """The live slot of each document id, or None where the view does not hold it."""
+        """The live slot of each document id, or None where the view does not hold it (vectorized:
+        a search of ``among`` thousands of documents looks them all up)."""
         if not ids:
             return []
         wanted = torch.tensor(ids, dtype=torch.long)
-        found = torch.searchsorted(self.main_ids, wanted).clamp(max=max(len(self.main_ids) - 1, 0))
-        out: list[int | None] = []
-        for doc_id, slot in zip(ids, found.tolist(), strict=True):
-            if len(self.main_ids) and int(self.main_ids[slot]) == doc_id and bool(self.alive[slot]):
-                out.append(slot)
-            else:
-                delta = self.delta_slots.get(doc_id)
-                out.append(delta if delta is not None and bool(self.alive[delta]) else None)
+        alive = self.alive.cpu()
+        slots = torch.full_like(wanted, -1)
+        if len(self.main_ids):
+            found = torch.searchsorted(self.main_ids, wanted).clamp(max=len(self.main_ids) - 1)
+            slots = torch.where((self.main_ids[found] == wanted) & alive[found], found, slots)
+        out: list[int | None] = [None if slot < 0 else slot for slot in slots.tolist()]
+        if self.delta_slots:
+            for n, slot in enumerate(out):
+                if slot is None and (delta := self.delta_slots.get(ids[n])) is not None and bool(alive[delta]):
+                    out[n] = delta
         return out
 
     def versions_of(self, ids: list[int]) -> list[int | None]:
         """The version the view holds of each document id, or None."""
-        return [None if slot is None else int(self.versions[slot]) for slot in self.slots_of(ids)]
+        slots = self.slots_of(ids)
+        held = iter(self.versions[[slot for slot in slots if slot is not None]].tolist())
+        return [None if slot is None else next(held) for slot in slots]
 
     def apply(self, changed: list[int], rows: DocumentRows, watermark: str) -> IndexView:
         """The view after documents ``changed``: each one's current ``rows`` (absent: deleted).

@@ -118,11 +118,61 @@ def test_bad_queries_are_clear(index: Index, migrated_url: str) -> None:
 def test_default_params_by_k() -> None:
     assert all(default_params(k).nrerank >= k for k in (1, 10, 100, 1000))
     defaults = default_params(10)
-    assert defaults.replace(nrerank=7) == SearchParams(defaults.ncells, 7, defaults.margin)
+    assert defaults.replace(nrerank=7) == SearchParams(defaults.ncells, 7, defaults.margin, defaults.slack)
+    assert defaults.replace(slack=0.5).slack == 0.5 and defaults.slack == float("inf")
     with pytest.raises(ConfigurationError, match="ncells must be a positive integer"):
         SearchParams(0, 10)
     with pytest.raises(ConfigurationError, match="margin must be a number of 0 or more"):
         SearchParams(8, 10, -1.0)
+    with pytest.raises(ConfigurationError, match="slack must be a number of 0 or more"):
+        SearchParams(8, 10, slack=float("nan"))
+
+
+class _Unchanged:
+    """A rerank store whose raw rows are the tokens themselves (for Reranker without PostgreSQL)."""
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw
+
+
+def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """First-stage scores 10, 9, ..., 1 and exact scores 0.5 above them, two documents a step, k=2,
+    one query token: after the first step the 2nd best exact score is 9.5 and the next candidate can
+    reach at most 8 + 0.5 (largest gap) + slack, so slack 0 stops at 2 documents, slack 1 at 4."""
+    from colpg import rerank_stage
+    from colpg.rowcache import RowCache
+
+    monkeypatch.setattr(rerank_stage, "EARLY_STEP", 2)
+    first = [10.0 - i for i in range(10)]
+    reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
+    monkeypatch.setattr(reranker, "rows", lambda pg, view, store, ids: [(i, torch.full((1, 1), float(i))) for i in ids])
+    monkeypatch.setattr(reranker, "maxsim", lambda store, query, rows: [first[int(r[0, 0])] + 0.5 for r in rows])
+    query = torch.zeros(1, 1)
+
+    def best(slack: float) -> tuple[list[tuple[int, float]], int]:
+        ranked, scored = reranker.best(None, None, _Unchanged(), query, list(range(10)), 2, first, slack)  # type: ignore[arg-type]
+        return [(r.document_id, r.score) for r in ranked], scored
+
+    assert best(0.0) == ([(0, 10.5), (1, 9.5)], 2)
+    assert best(1.0) == ([(0, 10.5), (1, 9.5)], 4)
+    assert best(float("inf"))[1] == 10
+
+
+def test_slack_reranks_fewer_documents(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the real index, an early-stopped rerank scores at most what the full one does and finds its best hit."""
+    from colpg import rerank_stage
+
+    monkeypatch.setattr(rerank_stage, "EARLY_STEP", 4)
+    searcher = index.searcher
+    vectors = index.encoder.encode_queries(["white matter development in the newborn brain"])[0]
+    full = searcher.search_vectors(vectors, 3, params=SearchParams(64, 24))
+    assert searcher.stats["reranked"] == 24
+    early = searcher.search_vectors(vectors, 3, params=SearchParams(64, 24, slack=0.0))
+    assert searcher.stats["reranked"] <= 24 and searcher.stats["reranked"] % 4 == 0
+    assert early[0].external_id == full[0].external_id
+    assert [h.external_id for h in index.search("white matter development in the newborn brain", k=3, nrerank=24, slack=0.0)][:1] == [
+        full[0].external_id
+    ]
 
 
 @pytest.mark.parametrize("precision", ["none", "int8"])

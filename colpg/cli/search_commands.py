@@ -38,6 +38,12 @@ NRERANK = typer.Option(None, "--nrerank", min=1, help="Most documents reranked a
 MARGIN = typer.Option(
     None, "--margin", min=0.0, help="Rerank only documents within this much per query token of the k-th best first-stage score."
 )
+SLACK = typer.Option(
+    None,
+    "--slack",
+    min=0.0,
+    help="Stop the rerank once the rest cannot reach the top k by this much per query token (off by default; see colpg.params).",
+)
 
 
 @app.command("search")
@@ -58,6 +64,7 @@ def search(
     ncells: int | None = NCELLS,
     nrerank: int | None = NRERANK,
     margin: float | None = MARGIN,
+    slack: float | None = SLACK,
     fulltext: int = typer.Option(0, "--fulltext", min=0, help="Hybrid search: union colpg's candidates with this many full-text ones."),
     fusion: str = typer.Option(
         DEFAULT_FUSION, "--fusion", help="With --fulltext: rank the union by rrf (reciprocal-rank fusion) or maxsim."
@@ -74,7 +81,16 @@ def search(
         where_clause = _where_option(where, param)
         hybrid = Hybrid(fulltext=fulltext, fusion=fusion, match=match) if fulltext else None  # type: ignore[arg-type]  # checked by Hybrid
         hits = Index(name).search(
-            query, k, where=where_clause, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin, hybrid=hybrid
+            query,
+            k,
+            where=where_clause,
+            explain=explain,
+            exact=exact,
+            ncells=ncells,
+            nrerank=nrerank,
+            margin=margin,
+            slack=slack,
+            hybrid=hybrid,
         )
         if not hits:
             typer.echo("no hits")
@@ -144,13 +160,16 @@ def evaluate_index(
     ncells: int | None = NCELLS,
     nrerank: int | None = NRERANK,
     margin: float | None = MARGIN,
+    slack: float | None = SLACK,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset; with --vs-exact, recall@k against exact search."""
     from colpg.evaluate import evaluate
     from colpg.index import Index
 
     with reported_errors():
-        report = evaluate(Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank, margin=margin)
+        report = evaluate(
+            Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank, margin=margin, slack=slack
+        )
         typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
         if (warning := report.coverage_warning()) is not None:
             typer.echo(warning, err=True)
