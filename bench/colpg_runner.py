@@ -58,19 +58,20 @@ def main() -> None:
             return [r.external_id for r in searcher.search_vectors(vectors, k, params=search_params, text=False)]
 
         one(queries[0])  # warm-up: connection pool, first allocations
-        found, times, stages = [], [], []
+        found, times, stages, reranked = [], [], [], []
         for vectors in queries:
             begun = time.perf_counter()
             found.append(one(vectors))
             times.append(time.perf_counter() - begun)
             stages.append(dict(searcher.timings))
+            reranked.append(searcher.stats["reranked"])
         count = min(len(queries), params["qps_queries"])
         begun = time.perf_counter()
         with ThreadPoolExecutor(params["clients"]) as pool:
             list(pool.map(one, queries[:count]))
         qps = count / (time.perf_counter() - begun)
         runs.append({"label": setting["label"], "params": str(search_params), "found": found,
-                     "times": times, "stages": stages, "qps": qps})
+                     "times": times, "stages": stages, "reranked": reranked, "qps": qps})
     memory["searched"] = rss_bytes()
     result |= {"runs": runs, "memory": memory, "cache_bytes": searcher.cache.bytes}
     (workdir / "result.json").write_text(json.dumps(result))
