@@ -42,7 +42,7 @@ SLACK = typer.Option(
     None,
     "--slack",
     min=0.0,
-    help="Stop the rerank once the rest cannot reach the top k by this much per query token (off by default; see colpg.params).",
+    help="Stop the rerank once the rest cannot reach the top k, with this much slack per query token (default 0.05; inf: never).",
 )
 
 
