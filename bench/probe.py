@@ -17,7 +17,9 @@ against exact MaxSim over the original float vectors. Printed, per collection:
 3. recall@10 and p50 latency of ``ncells`` x ``nrerank`` with the int8 rerank, and where the
    time goes (centroid scores, probed-token scores with the reduction, rerank);
 4. the same when the rerank takes only the candidates within a margin of the k-th best
-   first-stage score (at most ``--cap``), so easy queries rerank fewer documents.
+   first-stage score (at most ``--cap``), so easy queries rerank fewer documents;
+5. (``--slacks``) the rerank stopped early once the rest cannot reach the top 10 (colpg.rerank_stage);
+6. (``--arithmetic``) the int8 rerank in float against integer arithmetic: recall, agreement, time.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
 from colpg.layout import ranges
 from colpg.probe import Probe, centroid_scores, floored_sum, probe
-from colpg.rerank_stage import RERANK_TOKENS
+from colpg.rerank_stage import RERANK_TOKENS, near_top
 from colpg.scoring import maxsim_flat, maxsim_tokens, owners
-from colpg.stores import Int8Store
+from colpg.stores import COARSE_ERROR, Int8Store
 from colpg.view import DocumentRows, IndexView
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -89,13 +91,15 @@ class Collection:
         self.starts = torch.cumsum(lengths, 0) - lengths
         self.lengths = lengths
 
-    def scores(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-        """MaxSim of each of ``docs`` over their int8 tokens, in blocks as colpg.search scores them."""
+    def scores(self, query: torch.Tensor, docs: torch.Tensor, parts: int | None = None) -> torch.Tensor:
+        """MaxSim of each of ``docs`` over their int8 tokens, in blocks as colpg.search scores them
+        (``parts``: the query's int8 parts, 0 for float arithmetic; None: as search does on this device)."""
         scores = [torch.zeros(0)]
+        scorer = self.store.scorer(query, parts)
         for block in torch.split(docs, max(1, RERANK_TOKENS // 256)):
             lengths = self.lengths[block]
             positions = ranges(self.starts[block], lengths)
-            sims = self.store.similarities(query, self.raw[positions])
+            sims = scorer([self.raw[positions]])
             scores.append(maxsim_tokens(sims, owners(lengths.tolist()), len(block)))
         return torch.cat(scores)
 
@@ -234,6 +238,43 @@ def early_stop(c: Collection, ncells_grid: list[int], slacks: list[float], chunk
                   f" | {ordered[int(0.95 * (len(ordered) - 1))]} | {1000 * statistics.median(totals):.1f} |", flush=True)
 
 
+def arithmetic(c: Collection, ncells: int, cap: int) -> None:
+    """The int8 rerank in float arithmetic (int8 values converted, float product) against integer
+    arithmetic (colpg.scoring.Int8Query) with the query in two int8 parts or the first alone, and
+    search's rule: the first part for all, both for those within 2 x COARSE_ERROR per query token
+    of the k-th (colpg.rerank_stage.near_top), over the first stage's best ``cap`` of each query."""
+    print(f"\n### int8 rerank arithmetic: the first stage's best {cap} at ncells {ncells}, all scored\n")
+    print("| arithmetic | recall@10 | top 10 as float's | largest score difference per query token | documents scored again, mean |"
+          " p50 ms per query |\n|---|---|---|---|---|---|")
+    labels = {0: "float", 2: "integer, query in 2 int8 parts", 1: "integer, query in 1 int8 part", -1: "1 part, then 2 for the near top"}
+    found: dict[int, list[torch.Tensor]] = {parts: [] for parts in labels}
+    difference: dict[int, float] = dict.fromkeys(labels, 0.0)
+    again: list[int] = []
+    times: dict[int, list[float]] = {parts: [] for parts in labels}
+    for q in c.queries:
+        slots = probe(q, centroid_scores(q, c.codec.centroids), c.codec, c.view.segments, ncells, c.view.alive, cap).slots
+        scores = {}
+        for parts in (0, 2, 1):
+            started = time.perf_counter()
+            scores[parts] = c.scores(q, slots, parts)
+            times[parts].append(time.perf_counter() - started)
+            found[parts].append(slots[scores[parts].topk(min(c.k, len(slots))).indices])
+            difference[parts] = max(difference[parts], float((scores[parts] - scores[0]).abs().max()) / q.shape[0])
+        started = time.perf_counter()
+        near = near_top(list(zip(c.scores(q, slots, 1).tolist(), slots.tolist(), slots.tolist(), strict=True)), c.k, 2 * COARSE_ERROR * q.shape[0])
+        near_slots = torch.tensor([slot for _, slot, _ in near])
+        refined = c.scores(q, near_slots, 2)
+        times[-1].append(time.perf_counter() - started)
+        found[-1].append(near_slots[refined.topk(min(c.k, len(near_slots))).indices])
+        again.append(len(near))
+    for parts, label in labels.items():
+        recall = statistics.mean(c.recall(i, top) for i, top in enumerate(found[parts]))
+        same = statistics.mean(len(set(a.tolist()) & set(b.tolist())) / c.k for a, b in zip(found[parts], found[0], strict=True))
+        rescored = f"{statistics.mean(again):.0f}" if parts == -1 else ""
+        shown = f"{difference[parts]:.2e}" if parts >= 0 else ""
+        print(f"| {label} | {recall:.3f} | {same:.3f} | {shown} | {rescored} | {1000 * statistics.median(times[parts]):.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=["scifact", "nfcorpus", "msmarco-5k"])
@@ -248,6 +289,7 @@ def main() -> None:
     parser.add_argument("--only-margins", action="store_true", help="skip tables 1-3")
     parser.add_argument("--slacks", type=float, nargs="*", default=[], help="table 5: early-stopped rerank with these slacks")
     parser.add_argument("--chunk", type=int, default=64, help="documents reranked at a time in table 5")
+    parser.add_argument("--arithmetic", action="store_true", help="table 6: the int8 rerank in float and integer arithmetic (at --ncells' first and --cap)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     keep_freed_memory()  # as a searcher does
@@ -264,6 +306,8 @@ def main() -> None:
             margins(collection, args.ncells, args.margins, args.cap)
         if args.slacks:
             early_stop(collection, args.ncells, args.slacks, args.chunk, args.cap)
+        if args.arithmetic:
+            arithmetic(collection, args.ncells[0], args.cap)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ document's token row, in one transaction, so the token row's version is theirs t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,12 +21,16 @@ import torch.nn.functional as F
 from pgvector import HalfVector
 
 from colpg.codec import Int8Codec, ResidualCodec, fit_buckets
+from colpg.scoring import Int8Query
 
 __all__ = ["KINDS", "RerankStore", "StoredRow", "store_for", "train_store"]
 
 #: The kinds of rerank store, the order of ``colpg index create --precision``.
 KINDS = ("none", "residual4", "int8", "fp16")
 
+#: The most a MaxSim from the query's first int8 part alone may differ from both parts', per query
+#: token: 3x the largest difference bench/probe.py measured (table 6: 0.00097, NFCorpus).
+COARSE_ERROR = 0.003
 ARRAY_HEADER = 20  # array_send of int4[]: ndim, flags, element type, length, lower bound
 HALFVEC_HEADER = 4  # halfvec_send: int16 dim, int16 unused
 
@@ -81,9 +85,16 @@ class RerankStore(ABC):
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         """Shapes: [n, width] uint8 -> [n, dim] float32, L2-normalised."""
 
-    def similarities(self, query: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        """Each stored token's similarity with each query token. Shapes: query [q, dim]; raw [n, width] -> [n, q]."""
-        return self.decode(raw) @ query.T
+    def scorer(self, query: torch.Tensor) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+        """Each stored token's similarity with each query token, for blocks of documents' rows (on
+        the CPU), the query prepared once for every block. Shapes: query [q, dim]; the scorer:
+        rows [n_i, width] -> [sum n_i, q], on the query's device."""
+        return lambda rows: self.decode(torch.cat(rows).to(query.device)) @ query.T
+
+    def coarse_scorer(self, query: torch.Tensor) -> tuple[Callable[[list[torch.Tensor]], torch.Tensor], float]:
+        """A faster scorer for the whole rerank, and how far its MaxSim may lie from :meth:`scorer`'s,
+        at most: the final top k are scored again with :meth:`scorer` (colpg.rerank_stage)."""
+        return self.scorer(query), 0.0
 
 
 class Int8Store(RerankStore):
@@ -119,10 +130,29 @@ class Int8Store(RerankStore):
         tokens, inverse_norms = self._split(raw)
         return tokens * self._scale(raw.device) * inverse_norms
 
-    def similarities(self, query: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        """The scales fold into the query, the stored norms into the result: one pass over the int8 values."""
-        tokens, inverse_norms = self._split(raw)
-        return (tokens @ (query * self._scale(raw.device)).T) * inverse_norms
+    def scorer(self, query: torch.Tensor, parts: int | None = None) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+        """The scales fold into the query, the stored norms into the result: one pass over the int8
+        values, in integer arithmetic with the query in ``parts`` int8 parts (colpg.scoring.Int8Query;
+        None: 2 on the CPU) or in float (0; None on a GPU, where int8 products want shapes in multiples of 8)."""
+        scaled = query * self._scale(query.device)
+        parts = parts if parts is not None else 2 if query.device.type == "cpu" else 0
+        prepared = Int8Query.of(scaled, parts) if parts else None
+
+        def score(rows: list[torch.Tensor]) -> torch.Tensor:
+            dim = rows[0].shape[1] - 4
+            tokens = torch.cat([raw[:, :dim] for raw in rows]).to(query.device).view(torch.int8)  # one copy, contiguous
+            inverse_norms = torch.cat([raw[:, dim:] for raw in rows]).to(query.device).view(torch.float32)
+            if prepared is not None:
+                return prepared.products(tokens) * inverse_norms
+            return (tokens.to(scaled.dtype) @ scaled.T) * inverse_norms
+
+        return score
+
+    def coarse_scorer(self, query: torch.Tensor) -> tuple[Callable[[list[torch.Tensor]], torch.Tensor], float]:
+        """On the CPU: the query's first int8 part alone (half the product), within COARSE_ERROR per query token."""
+        if query.device.type != "cpu":
+            return super().coarse_scorer(query)
+        return self.scorer(query, parts=1), COARSE_ERROR * query.shape[0]
 
 
 class Residual4Store(RerankStore):

@@ -16,6 +16,8 @@ from colpg.codec import (
     train_residual_codec,
 )
 from colpg.encoder import Encoder
+from colpg.scoring import maxsim_tokens, owners
+from colpg.stores import COARSE_ERROR, Int8Store
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 4])
@@ -63,3 +65,17 @@ def test_int8_is_near_lossless(minilm_vectors: torch.Tensor) -> None:
 def test_tiny_collection_caps_centroids(minilm_vectors: torch.Tensor) -> None:
     codec = train_residual_codec(minilm_vectors[:40], nbits=2, num_centroids=128, niters=4, seed=0)
     assert codec.centroids.shape == (40, 384)
+
+
+def test_int8_rerank_in_integers_matches_float(minilm_vectors: torch.Tensor) -> None:
+    """The rerank's int8 products (query in two int8 parts) give the float product's MaxSim to
+    within millionths per query token; the first part alone stays within COARSE_ERROR."""
+    store = Int8Store(Int8Codec.fit(minilm_vectors))
+    rows = [store.raw({"payload": store.encode(doc, torch.zeros(len(doc)))[0], "ntokens": len(doc)}) for doc in torch.split(minilm_vectors, 150)]
+    query = minilm_vectors[torch.randperm(len(minilm_vectors), generator=torch.Generator().manual_seed(0))[:32]]
+    owner = owners([len(r) for r in rows])
+    maxsim = {parts: maxsim_tokens(store.scorer(query, parts)(rows), owner, len(rows)) for parts in (0, 1, 2)}
+    assert (maxsim[2] - maxsim[0]).abs().max() < 1e-4 * len(query)
+    assert 0 < (maxsim[1] - maxsim[0]).abs().max() < COARSE_ERROR * len(query)
+    coarse, error = store.coarse_scorer(query)
+    assert error == COARSE_ERROR * len(query) and torch.equal(coarse(rows), store.scorer(query, 1)(rows))

@@ -134,6 +134,9 @@ class _Unchanged:
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         return raw
 
+    def coarse_scorer(self, query: torch.Tensor) -> tuple[None, float]:
+        return None, 0.0  # Reranker.maxsim is replaced in the test
+
 
 def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     """First-stage scores 10, 9, ..., 1 and exact scores 0.5 above them, two documents a step, k=2,
@@ -146,7 +149,7 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     first = [10.0 - i for i in range(10)]
     reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
     monkeypatch.setattr(reranker, "rows", lambda pg, view, store, ids: [(i, torch.full((1, 1), float(i))) for i in ids])
-    monkeypatch.setattr(reranker, "maxsim", lambda store, query, rows: [first[int(r[0, 0])] + 0.5 for r in rows])
+    monkeypatch.setattr(reranker, "maxsim", lambda scorer, rows: [first[int(r[0, 0])] + 0.5 for r in rows])
     query = torch.zeros(1, 1)
 
     def best(slack: float) -> tuple[list[tuple[int, float]], int]:
@@ -285,6 +288,17 @@ def test_eval_reports_quality_and_agreement_with_exact(index: Index, tmp_path: P
 
 def _ranking(hits: list[Hit]) -> list[tuple[str, float]]:
     return [(h.external_id, round(h.score, 5)) for h in hits]
+
+
+def test_coarse_rerank_scores_as_the_store_does(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int8 rerank on the CPU scores with the query's first int8 part, then the near top with
+    both: the hits and scores are those of the store's own scorer."""
+    from colpg.stores import Int8Store, RerankStore
+
+    queries = ("brain development", "vaccine trial outcomes", "protein folding in cells")
+    coarse = [_ranking(index.search(query, k=5, nrerank=24)) for query in queries]
+    monkeypatch.setattr(Int8Store, "coarse_scorer", RerankStore.coarse_scorer)
+    assert [_ranking(index.search(query, k=5, nrerank=24)) for query in queries] == coarse
 
 
 def test_a_tiny_row_cache_gives_the_same_results(index: Index, migrated_url: str, encoder: Encoder) -> None:
