@@ -100,7 +100,7 @@ class Int8Query:
         >>> [round(v, 3) for v in Int8Query.of(torch.tensor([[0.5, 0.25]]), parts=1).products(tokens).flatten().tolist()]
         [63.5, -15.874]
         """
-        products = torch._int_mm(tokens.contiguous(), self.parts).float()
+        products = torch._int_mm(tokens, self.parts).float()
         q = self.step.shape[1]
         if products.shape[1] > q:
             products = products[:, :q] + products[:, q:] / 254

@@ -139,9 +139,10 @@ class Int8Store(RerankStore):
         prepared = Int8Query.of(scaled, parts) if parts else None
 
         def score(rows: list[torch.Tensor]) -> torch.Tensor:
-            dim = rows[0].shape[1] - 4
-            tokens = torch.cat([raw[:, :dim] for raw in rows]).to(query.device).view(torch.int8)  # one copy, contiguous
-            inverse_norms = torch.cat([raw[:, dim:] for raw in rows]).to(query.device).view(torch.float32)
+            raw = torch.cat(rows).to(query.device)
+            dim = raw.shape[1] - 4
+            tokens = raw[:, :dim].view(torch.int8)  # strided: the product reads it as fast as a copy would be
+            inverse_norms = raw[:, dim:].contiguous().view(torch.float32)
             if prepared is not None:
                 return prepared.products(tokens) * inverse_norms
             return (tokens.to(scaled.dtype) @ scaled.T) * inverse_norms
