@@ -214,6 +214,14 @@ def early_stop(c: Collection, ncells_grid: list[int], slacks: list[float], chunk
     print(f"\n### early-stopped rerank: chunks of {chunk} in first-stage order, at most {cap}\n")
     print("| ncells | slack | recall@10 | documents reranked, mean | p50 | p95 | p50 ms |\n|---|---|---|---|---|---|---|")
     for ncells in ncells_grid:
+        deepest = []  # where the full rerank's top 10 lies in first-stage order: the least any stop rule must rerank
+        for q in c.queries:
+            candidates = probe(q, centroid_scores(q, c.codec.centroids), c.codec, c.view.segments, ncells, c.view.alive, cap)
+            exact = c.scores(q, candidates.slots)
+            deepest.append(int(exact.topk(min(c.k, len(exact))).indices.max()) + 1 if len(exact) else 0)
+        ordered = sorted(deepest)
+        print(f"| {ncells} | (deepest of the full rerank's top {c.k}) | - | {statistics.mean(deepest):.0f} | {statistics.median(deepest):.0f}"
+              f" | {ordered[int(0.95 * (len(ordered) - 1))]} | - |", flush=True)
         for slack in slacks:
             recalls, counts, totals = [], [], []
             for i, q in enumerate(c.queries):
