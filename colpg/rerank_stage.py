@@ -19,6 +19,7 @@ with the store's own scorer, so the results are the store's own (bench/probe.py,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -115,7 +116,9 @@ class Reranker:
         if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k
             exact = self.maxsim(store.scorer(query), [raw for _, _, raw in kept])
             kept = sorted(((s, doc_id, raw) for s, (_, doc_id, raw) in zip(exact, kept, strict=True)), key=lambda b: -b[0])
-        return [Ranked(doc_id, score, store.decode(raw.to(self.device))) for score, doc_id, raw in kept[:k]], scored_count
+        return [
+            Ranked(doc_id, score, functools.partial(store.decode, raw.to(self.device))) for score, doc_id, raw in kept[:k]
+        ], scored_count
 
     def maxsim(self, scorer: Callable[[list[torch.Tensor]], torch.Tensor], rows: list[torch.Tensor]) -> list[float]:
         """MaxSim of each document's stored rows, scored in blocks of about RERANK_TOKENS tokens so

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +16,20 @@ __all__ = ["Hit", "Ranked"]
 
 @dataclass(frozen=True)
 class Ranked:
-    """One ranked document: its row, its exact MaxSim score, and its tokens at the precision that scored it."""
+    """One ranked document: its row, its exact MaxSim score, and how to get its tokens at the
+    precision that scored it (decoded only when asked for: explanations want them, ranking does not)."""
 
     document_id: int
     score: float
-    tokens: torch.Tensor
+    decode: Callable[[], torch.Tensor]
     external_id: str = ""
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     text: str | None = None
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """Shapes: [tokens, dim] float, L2-normalised."""
+        return self.decode()
 
 
 @dataclass(frozen=True)
