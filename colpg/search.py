@@ -198,7 +198,9 @@ class IndexSearcher:
         scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
+        started = time.perf_counter()
         scores = centroid_scores(query, loaded.codec.centroids)
+        self._add_time("probe", started)
         limit = params.nrerank if where is None else FILTER_WIDEN * params.nrerank
         checked = 0
         passing: list[tuple[int, float]] = []
