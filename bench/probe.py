@@ -19,7 +19,8 @@ against exact MaxSim over the original float vectors. Printed, per collection:
 4. the same when the rerank takes only the candidates within a margin of the k-th best
    first-stage score (at most ``--cap``), so easy queries rerank fewer documents;
 5. (``--slacks``) the rerank stopped early once the rest cannot reach the top 10 (colpg.rerank_stage);
-6. (``--arithmetic``) the int8 rerank in float against integer arithmetic: recall, agreement, time.
+6. (``--arithmetic``) the int8 rerank in float against integer arithmetic: recall, agreement, time;
+7. (``--imputed``) the gap between the int8 MaxSim and the first stage by query tokens imputed.
 """
 
 from __future__ import annotations
@@ -283,6 +284,25 @@ def arithmetic(c: Collection, ncells: int, cap: int) -> None:
         print(f"| {label} | {recall:.3f} | {same:.3f} | {shown} | {rescored} | {1000 * statistics.median(times[parts]):.1f} |", flush=True)
 
 
+def imputation(c: Collection, ncells: int, cap: int) -> None:
+    """How far the first stage is from the int8 MaxSim (gap = exact - first stage), by how many of
+    a document's query tokens were credited with the floor rather than scored (Candidates.imputed)."""
+    print(f"\n### gap (int8 exact - first stage) by query tokens imputed: the first stage's best {cap} at ncells {ncells}\n")
+    print("| query tokens imputed | documents | gap mean | gap p99 | gap max |\n|---|---|---|---|---|")
+    gaps, imputed = [], []
+    for q in c.queries:
+        candidates = probe(q, centroid_scores(q, c.codec.centroids), c.codec, c.view.segments, ncells, c.view.alive, cap)
+        gaps.append(c.scores(q, candidates.slots) - candidates.scores)
+        imputed.append(candidates.imputed)
+    gap, count = torch.cat(gaps), torch.cat(imputed)
+    for low, high in ((0, 1), (2, 4), (5, 9), (10, 19), (20, 1 << 10)):
+        part = gap[(count >= low) & (count <= high)]
+        if len(part):
+            label = f"{low}-{high}" if high < 1 << 10 else f"{low}+"
+            p99 = float(part.sort().values[int(0.99 * (len(part) - 1))])
+            print(f"| {label} | {len(part):,} | {float(part.mean()):.2f} | {p99:.2f} | {float(part.max()):.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=["scifact", "nfcorpus", "msmarco-5k"])
@@ -298,6 +318,7 @@ def main() -> None:
     parser.add_argument("--slacks", type=float, nargs="*", default=[], help="table 5: early-stopped rerank with these slacks")
     parser.add_argument("--chunk", type=int, default=64, help="documents reranked at a time in table 5")
     parser.add_argument("--arithmetic", action="store_true", help="table 6: the int8 rerank in float and integer arithmetic (at --ncells' first and --cap)")
+    parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     keep_freed_memory()  # as a searcher does
@@ -316,6 +337,8 @@ def main() -> None:
             early_stop(collection, args.ncells, args.slacks, args.chunk, args.cap)
         if args.arithmetic:
             arithmetic(collection, args.ncells[0], args.cap)
+        if args.imputed:
+            imputation(collection, args.ncells[0], args.cap)
 
 
 if __name__ == "__main__":

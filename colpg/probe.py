@@ -74,6 +74,9 @@ class Candidates:
     scores: torch.Tensor
     #: (query token, token) similarities computed: the stage's work.
     tokens_scored: int
+    #: Per document, the query tokens credited with the floor rather than a scored token [n]
+    #: (bench/probe.py, table 7: the more, the more the first stage overestimates the document).
+    imputed: torch.Tensor
 
 
 def floored_sum(best: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
@@ -122,5 +125,6 @@ def probe(
         start += len(positions)
     scores = floored_sum(best, plan.floor).masked_fill(~allowed[slots.long()], float("-inf"))
     top = scores.topk(min(limit, len(slots)))
-    kept = ~torch.isneginf(top.values)
-    return Candidates(slots[top.indices[kept]].long(), top.values[kept], int(owner.shape[0]) * query.shape[0])
+    chosen = top.indices[~torch.isneginf(top.values)]
+    imputed = (best[chosen] < plan.floor).sum(dim=1)
+    return Candidates(slots[chosen].long(), scores[chosen], int(owner.shape[0]) * query.shape[0], imputed)
