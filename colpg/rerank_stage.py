@@ -121,8 +121,8 @@ class Reranker:
         ], scored_count
 
     def maxsim(self, scorer: Callable[[list[torch.Tensor]], torch.Tensor], rows: list[torch.Tensor]) -> list[float]:
-        """MaxSim of each document's stored rows, scored in blocks of about RERANK_TOKENS tokens so
-        that the conversion to float and the product stay within the CPU's caches (colpg.device)."""
+        """MaxSim of each document's stored rows by ``scorer`` (a store's, colpg.stores), in blocks of
+        about RERANK_TOKENS tokens so that each block's temporaries stay a few MB (colpg.device)."""
         scores: list[float] = []
         block: list[torch.Tensor] = []
         tokens = 0

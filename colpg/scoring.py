@@ -84,7 +84,9 @@ class Int8Query:
 
     @classmethod
     def of(cls, query: torch.Tensor, parts: int = 2) -> Int8Query:
-        """Shapes: query [q, dim] float."""
+        """Shapes: query [q, dim] float; ``parts``: 1 (high) or 2 (high and low)."""
+        if parts not in (1, 2):
+            raise ValueError(f"an int8 query has 1 or 2 parts, got {parts}")
         step = query.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127
         scaled = query / step
         high = scaled.round()

@@ -123,12 +123,13 @@ class Int8Store(RerankStore):
         return torch.cat([values, inverse_norms.view(torch.uint8)], dim=1)
 
     def _split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A row's int8 values (a strided view: products read it as fast as a copy) and inverse norms [n, 1]."""
         dim = raw.shape[1] - 4
-        return raw[:, :dim].view(torch.int8).float(), raw[:, dim:].contiguous().view(torch.float32)
+        return raw[:, :dim].view(torch.int8), raw[:, dim:].contiguous().view(torch.float32)
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         tokens, inverse_norms = self._split(raw)
-        return tokens * self._scale(raw.device) * inverse_norms
+        return tokens.float() * self._scale(raw.device) * inverse_norms
 
     def scorer(self, query: torch.Tensor, parts: int | None = None) -> Callable[[list[torch.Tensor]], torch.Tensor]:
         """The scales fold into the query, the stored norms into the result: one pass over the int8
@@ -139,10 +140,7 @@ class Int8Store(RerankStore):
         prepared = Int8Query.of(scaled, parts) if parts else None
 
         def score(rows: list[torch.Tensor]) -> torch.Tensor:
-            raw = torch.cat(rows).to(query.device)
-            dim = raw.shape[1] - 4
-            tokens = raw[:, :dim].view(torch.int8)  # strided: the product reads it as fast as a copy would be
-            inverse_norms = raw[:, dim:].contiguous().view(torch.float32)
+            tokens, inverse_norms = self._split(torch.cat(rows).to(query.device))
             if prepared is not None:
                 return prepared.products(tokens) * inverse_norms
             return (tokens.to(scaled.dtype) @ scaled.T) * inverse_norms
