@@ -20,7 +20,9 @@ against exact MaxSim over the original float vectors. Printed, per collection:
    first-stage score (at most ``--cap``), so easy queries rerank fewer documents;
 5. (``--slacks``) the rerank stopped early once the rest cannot reach the top 10 (colpg.rerank_stage);
 6. (``--arithmetic``) the int8 rerank in float against integer arithmetic: recall, agreement, time;
-7. (``--imputed``) the gap between the int8 MaxSim and the first stage by query tokens imputed.
+7. (``--imputed``) the gap between the int8 MaxSim and the first stage by query tokens imputed;
+8. (``--discounts``, with ``--slacks``) table 5's rule with the first-stage order changed by a
+   discount per imputed query token (colpg.probe.IMPUTED_DISCOUNT), replayed on scores computed once.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from colpg.codec import Int8Codec, num_centroids_for, sample_size, train_residua
 from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
 from colpg.layout import ranges
-from colpg.probe import Probe, centroid_scores, floored_sum, probe
+from colpg.probe import IMPUTED_DISCOUNT, Probe, centroid_scores, floored_sum, probe
 from colpg.rerank_stage import RERANK_TOKENS, near_top
 from colpg.scoring import maxsim_flat, maxsim_tokens, owners
 from colpg.stores import COARSE_ERROR, Int8Store
@@ -303,6 +305,37 @@ def imputation(c: Collection, ncells: int, cap: int) -> None:
             print(f"| {label} | {len(part):,} | {float(part.mean()):.2f} | {p99:.2f} | {float(part.max()):.2f} |", flush=True)
 
 
+def stop_rules(c: Collection, ncells: int, discounts: list[float], slacks: list[float], chunk: int, cap: int) -> None:
+    """The early stop (table 5's rule) with the first-stage order changed by a discount per imputed
+    query token (colpg.probe.IMPUTED_DISCOUNT): the first stage's best ``cap`` are all scored once,
+    then each (discount, slack) replays the rerank in the discounted order, ``chunk`` at a time."""
+    print(f"\n### stop rule by discount per imputed query token: ncells {ncells}, chunks of {chunk}, at most {cap}\n")
+    print("| discount | slack | recall@10 | documents reranked, mean | p50 | p95 |\n|---|---|---|---|---|---|")
+    replays = []
+    for q in c.queries:
+        candidates = probe(q, centroid_scores(q, c.codec.centroids), c.codec, c.view.segments, ncells, c.view.alive, cap)
+        undiscounted = candidates.scores + IMPUTED_DISCOUNT * candidates.imputed  # as if no discount, whatever the default
+        replays.append((q.shape[0], candidates.slots, undiscounted, candidates.imputed, c.scores(q, candidates.slots)))
+    for discount in discounts:
+        for slack in slacks:
+            recalls, counts = [], []
+            for i, (tokens, slots, first, imputed, exact) in enumerate(replays):
+                order = (first - discount * imputed).sort(descending=True)
+                first, ranked = order.values, exact[order.indices]
+                done = min(len(ranked), chunk)
+                while done < len(ranked):
+                    gap = float((ranked[:done] - first[:done]).max())
+                    if done >= c.k and float(first[done]) + gap + slack * tokens < float(ranked[:done].topk(c.k).values[-1]):
+                        break
+                    done = min(len(ranked), done + chunk)
+                top = slots[order.indices[:done]][ranked[:done].topk(min(c.k, done)).indices]
+                recalls.append(c.recall(i, top))
+                counts.append(done)
+            ordered = sorted(counts)
+            print(f"| {discount} | {slack} | {statistics.mean(recalls):.3f} | {statistics.mean(counts):.0f} | {statistics.median(counts):.0f}"
+                  f" | {ordered[int(0.95 * (len(ordered) - 1))]} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=["scifact", "nfcorpus", "msmarco-5k"])
@@ -318,6 +351,7 @@ def main() -> None:
     parser.add_argument("--slacks", type=float, nargs="*", default=[], help="table 5: early-stopped rerank with these slacks")
     parser.add_argument("--chunk", type=int, default=64, help="documents reranked at a time in table 5")
     parser.add_argument("--arithmetic", action="store_true", help="table 6: the int8 rerank in float and integer arithmetic (at --ncells' first and --cap)")
+    parser.add_argument("--discounts", type=float, nargs="*", default=[], help="table 8: the stop rule at --slacks with these discounts per imputed query token (at --ncells' first and --cap)")
     parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -333,12 +367,14 @@ def main() -> None:
             analyse(collection, args.ncells, args.nrerank, args.depths)
         if args.margins:
             margins(collection, args.ncells, args.margins, args.cap)
-        if args.slacks:
+        if args.slacks and not args.discounts:
             early_stop(collection, args.ncells, args.slacks, args.chunk, args.cap)
         if args.arithmetic:
             arithmetic(collection, args.ncells[0], args.cap)
         if args.imputed:
             imputation(collection, args.ncells[0], args.cap)
+        if args.discounts:
+            stop_rules(collection, args.ncells[0], args.discounts, args.slacks, args.chunk, args.cap)
 
 
 if __name__ == "__main__":

@@ -175,14 +175,17 @@ class ResidualCodec:
     def query_table(self, query: torch.Tensor, centroid_scores: torch.Tensor) -> torch.Tensor:
         """What each byte value at each position, and each centroid, adds to each query token's similarity.
 
-        Shapes: query [q, dim]; centroid_scores [q, k] -> [dim*nbits/8 * 256 + k, q]; row
+        In float16: :meth:`similarity` reads half the bytes (30% faster on 2 CPU cores) and a
+        similarity moves by ~1e-4, far below the 2-bit residuals' own error.
+
+        Shapes: query [q, dim]; centroid_scores [q, k] -> [dim*nbits/8 * 256 + k, q] float16; row
         ``position * 256 + byte`` for residual bytes, then one row per centroid.
         """
         per_byte = 8 // self.nbits
         values = self._byte_table.view(-1, 256, per_byte)  # [positions, byte, dims of the byte]
         parts = query.to(values).reshape(query.shape[0], -1, per_byte)  # [q, positions, dims of the byte]
         residual = torch.einsum("pbj,qpj->pbq", values, parts).reshape(-1, query.shape[0])
-        return torch.cat([residual, centroid_scores.T.to(residual)]).contiguous()
+        return torch.cat([residual, centroid_scores.T.to(residual)]).to(torch.float16).contiguous()
 
     def similarity(self, table: torch.Tensor, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         """Query token · (centroid + residual) for compressed tokens, without decompressing them:
@@ -191,13 +194,13 @@ class ResidualCodec:
         Summing table rows (embedding_bag) took 0.35 s for 800,000 tokens on 2 CPU cores,
         against 0.96 s to unpack the residuals and multiply.
 
-        Shapes: table from :meth:`query_table`; codes [n]; packed [n, bytes] uint8 -> [n, q].
+        Shapes: table from :meth:`query_table`; codes [n]; packed [n, bytes] uint8 -> [n, q] float32.
         """
         width = packed.shape[1]
         rows = torch.empty(packed.shape[0], width + 1, dtype=torch.int32, device=packed.device)  # int32: 15% faster than int64
         torch.add(packed, torch.arange(0, width * 256, 256, dtype=torch.int32, device=packed.device), out=rows[:, :width])
         rows[:, width] = codes + width * 256
-        return F.embedding_bag(rows, table, mode="sum")
+        return F.embedding_bag(rows, table, mode="sum").float()
 
     def residual_values(self, packed: torch.Tensor) -> torch.Tensor:
         """Unpacked residuals, one table lookup per byte (8x faster than unpacking bits on CPU).
