@@ -309,7 +309,7 @@ def stop_rules(c: Collection, ncells: int, discounts: list[float], slacks: list[
     """The early stop (table 5's rule) with the first-stage order changed by a discount per imputed
     query token (colpg.probe.IMPUTED_DISCOUNT): the first stage's best ``cap`` are all scored once,
     then each (discount, slack) replays the rerank in the discounted order, ``chunk`` at a time."""
-    print(f"\n### stop rule by discount per imputed query token: ncells {ncells}, chunks of {chunk}, at most {cap}\n")
+    print(f"\n### {c.v.name}: stop rule by discount per imputed query token, ncells {ncells}, chunks of {chunk}, at most {cap}\n")
     print("| discount | slack | recall@10 | documents reranked, mean | p50 | p95 |\n|---|---|---|---|---|---|")
     replays = []
     for q in c.queries:
