@@ -22,7 +22,8 @@ against exact MaxSim over the original float vectors. Printed, per collection:
 6. (``--arithmetic``) the int8 rerank in float against integer arithmetic: recall, agreement, time;
 7. (``--imputed``) the gap between the int8 MaxSim and the first stage by query tokens imputed;
 8. (``--discounts``, with ``--slacks``) table 5's rule with the first-stage order changed by a
-   discount per imputed query token (colpg.probe.IMPUTED_DISCOUNT), replayed on scores computed once.
+   discount per imputed query token (colpg.probe.IMPUTED_DISCOUNT), replayed on scores computed once;
+9. (``--positions``) the first stage's error on the query's own tokens and on its [MASK] padding.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import vectors as token_vectors  # bench/vectors.py
 from colpg.codec import Int8Codec, num_centroids_for, sample_size, train_residual_codec
 from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
+from colpg.evaluate import read_queries
 from colpg.layout import ranges
 from colpg.probe import IMPUTED_DISCOUNT, Probe, centroid_scores, floored_sum, probe
 from colpg.rerank_stage import RERANK_TOKENS, near_top
@@ -105,6 +107,17 @@ class Collection:
             sims = scorer([self.raw[positions]])
             scores.append(maxsim_tokens(sims, owners(lengths.tolist()), len(block)))
         return torch.cat(scores)
+
+    def token_maxima(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+        """Per document and query token, the best int8 similarity of the document's tokens. Shapes: -> [docs, q]."""
+        scorer = self.store.scorer(query)
+        maxima = [torch.zeros(0, query.shape[0])]
+        for block in torch.split(docs, max(1, RERANK_TOKENS // 256)):
+            lengths = self.lengths[block]
+            sims = scorer([self.raw[ranges(self.starts[block], lengths)]])
+            best = torch.full((len(block), query.shape[0]), float("-inf"))
+            maxima.append(best.scatter_reduce_(0, owners(lengths.tolist())[:, None].expand(-1, sims.shape[1]), sims, "amax"))
+        return torch.cat(maxima)
 
     def rerank(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
         """The top k of ``docs`` by MaxSim over their int8 tokens."""
@@ -336,6 +349,43 @@ def stop_rules(c: Collection, ncells: int, discounts: list[float], slacks: list[
                   f" | {ordered[int(0.95 * (len(ordered) - 1))]} |", flush=True)
 
 
+def augmentation(c: Collection, masks: torch.Tensor, ncells: int, cap: int, worst: int = 20) -> None:
+    """Where in the query the first stage's error lies: per query token, the int8 exact maximum over
+    a document's tokens minus what the first stage credits it (its best scored token, or the floor),
+    for the query's own tokens and for its [MASK] padding (ColBERT's query augmentation), over the
+    first stage's best ``cap`` and over the ``worst`` of them by total gap, per query.
+    Shapes: masks [queries, q] bool, True at [MASK] positions."""
+    print(f"\n### {c.v.name}: first-stage error by query position, ncells {ncells}, the best {cap} of each query\n")
+    print("| documents | query tokens | gap per token, mean | per-document sum of the gap: mean | std across documents |\n|---|---|---|---|---|")
+    gaps: dict[str, list[torch.Tensor]] = {"all": [], "worst": []}
+    padding: list[torch.Tensor] = []
+    layout = c.view.main
+    for i, q in enumerate(c.queries):
+        scores = centroid_scores(q, c.codec.centroids)
+        plan = Probe.of(scores, ncells)
+        slots = probe(q, scores, c.codec, c.view.segments, ncells, c.view.alive, cap).slots
+        positions, codes = layout.positions(torch.unique(plan.cells))
+        sims = c.codec.similarity(c.codec.query_table(q, scores), codes, layout.residuals_at(positions))
+        best = torch.full((len(c.v.ids), q.shape[0]), float("-inf"))
+        best.scatter_reduce_(0, layout.owners[positions].long()[:, None].expand(-1, q.shape[0]), sims, "amax")
+        gap = c.token_maxima(q, slots) - torch.maximum(best[slots], plan.floor)
+        gaps["all"].append(gap)
+        gaps["worst"].append(gap[gap.sum(1).topk(min(worst, len(gap))).indices])
+        padding += [masks[i].expand(len(gap), -1), masks[i].expand(min(worst, len(gap)), -1)]
+    for n, (label, parts) in enumerate(gaps.items()):
+        gap, mask = torch.cat(parts), torch.cat(padding[n::2])
+        for tokens, where in (("query text", ~mask), ("[MASK] padding", mask)):
+            per_document = (gap * where).sum(1)
+            print(f"| {label if label == 'all' else f'{worst} largest gaps per query'} | {tokens} | {float(gap[where].mean()):.3f}"
+                  f" | {float(per_document.mean()):.2f} | {float(per_document.std()):.2f} |", flush=True)
+
+
+def mask_positions(encoder: Encoder, dataset: Path, qids: list[str]) -> torch.Tensor:
+    """Where each query's [MASK] padding lies. Shapes: -> [len(qids), query_maxlen] bool."""
+    texts = read_queries(dataset / "queries.jsonl")
+    return encoder.tokenizer.queries([texts[q] for q in qids]).input_ids == encoder.tokenizer.mask_id
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=["scifact", "nfcorpus", "msmarco-5k"])
@@ -352,6 +402,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64, help="documents reranked at a time in table 5")
     parser.add_argument("--arithmetic", action="store_true", help="table 6: the int8 rerank in float and integer arithmetic (at --ncells' first and --cap)")
     parser.add_argument("--discounts", type=float, nargs="*", default=[], help="table 8: the stop rule at --slacks with these discounts per imputed query token (at --ncells' first and --cap)")
+    parser.add_argument("--positions", action="store_true", help="table 9: the first stage's error on the query's own tokens and on its [MASK] padding (at --ncells' first and --cap)")
     parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -373,6 +424,9 @@ def main() -> None:
             arithmetic(collection, args.ncells[0], args.cap)
         if args.imputed:
             imputation(collection, args.ncells[0], args.cap)
+        if args.positions:
+            dataset = DATA / (v.name if any(v is p for p in pool) else args.datasets[0])  # assembled collections take the first's queries
+            augmentation(collection, mask_positions(encoder, dataset, v.qids[: len(collection.queries)]), args.ncells[0], args.cap)
         if args.discounts:
             stop_rules(collection, args.ncells[0], args.discounts, args.slacks, args.chunk, args.cap)
 
