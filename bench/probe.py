@@ -43,7 +43,7 @@ from colpg.evaluate import read_queries
 from colpg.layout import ranges
 from colpg.probe import IMPUTED_DISCOUNT, Probe, centroid_scores, floored_sum, probe
 from colpg.rerank_stage import RERANK_TOKENS, near_top
-from colpg.scoring import maxsim_flat, maxsim_tokens, owners
+from colpg.scoring import maxsim_flat, owners, token_maxima
 from colpg.stores import COARSE_ERROR, Int8Store
 from colpg.view import DocumentRows, IndexView
 
@@ -99,24 +99,16 @@ class Collection:
     def scores(self, query: torch.Tensor, docs: torch.Tensor, parts: int | None = None) -> torch.Tensor:
         """MaxSim of each of ``docs`` over their int8 tokens, in blocks as colpg.search scores them
         (``parts``: the query's int8 parts, 0 for float arithmetic; None: as search does on this device)."""
-        scores = [torch.zeros(0)]
+        return self.token_maxima(query, docs, parts).sum(dim=1)
+
+    def token_maxima(self, query: torch.Tensor, docs: torch.Tensor, parts: int | None = None) -> torch.Tensor:
+        """Per document and query token, the best int8 similarity of the document's tokens. Shapes: -> [docs, q]."""
+        maxima = [torch.zeros(0, query.shape[0])]
         scorer = self.store.scorer(query, parts)
         for block in torch.split(docs, max(1, RERANK_TOKENS // 256)):
             lengths = self.lengths[block]
-            positions = ranges(self.starts[block], lengths)
-            sims = scorer([self.raw[positions]])
-            scores.append(maxsim_tokens(sims, owners(lengths.tolist()), len(block)))
-        return torch.cat(scores)
-
-    def token_maxima(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-        """Per document and query token, the best int8 similarity of the document's tokens. Shapes: -> [docs, q]."""
-        scorer = self.store.scorer(query)
-        maxima = [torch.zeros(0, query.shape[0])]
-        for block in torch.split(docs, max(1, RERANK_TOKENS // 256)):
-            lengths = self.lengths[block]
             sims = scorer([self.raw[ranges(self.starts[block], lengths)]])
-            best = torch.full((len(block), query.shape[0]), float("-inf"))
-            maxima.append(best.scatter_reduce_(0, owners(lengths.tolist())[:, None].expand(-1, sims.shape[1]), sims, "amax"))
+            maxima.append(token_maxima(sims, owners(lengths.tolist()), len(block)))
         return torch.cat(maxima)
 
     def rerank(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
@@ -127,21 +119,24 @@ class Collection:
         return len(self.exact[i] & set(found[: self.k].tolist())) / self.k
 
 
+def scored_tokens(c: Collection, query: torch.Tensor, scores: torch.Tensor, plan: Probe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What colpg's first stage scores: every token under a cell some query token probes, against
+    every query token. Shapes: -> (similarities [t, q], whether each query token probes the token's
+    own cell [t, q] bool, the token's document slot [t] int64)."""
+    layout = c.view.main
+    positions, codes = layout.positions(torch.unique(plan.cells))
+    sims = c.codec.similarity(c.codec.query_table(query, scores), codes, layout.residuals_at(positions))
+    return sims, plan.mask(scores.shape[1])[codes], layout.owners[positions].long()
+
+
 def variants(c: Collection, query: torch.Tensor, ncells: int) -> dict[str, torch.Tensor]:
     """Every touched document's first-stage score under each reduction, best first (slots)."""
     scores = centroid_scores(query, c.codec.centroids)
     plan = Probe.of(scores, ncells)
-    layout = c.view.main
-    positions, codes = layout.positions(torch.unique(plan.cells))
-    sims = c.codec.similarity(c.codec.query_table(query, scores), codes, layout.residuals[positions])
-    probed = plan.mask(scores.shape[1])[codes]
-    slots, local = torch.unique(layout.owners[positions], return_inverse=True)
-
-    def best(values: torch.Tensor) -> torch.Tensor:
-        out = torch.full((len(slots), values.shape[1]), float("-inf"))
-        return out.scatter_reduce_(0, local[:, None].expand(-1, values.shape[1]), values, "amax")
-
-    every, own = best(sims), best(sims.masked_fill(~probed, float("-inf")))
+    sims, probed, owner = scored_tokens(c, query, scores, plan)
+    slots, local = torch.unique(owner, return_inverse=True)
+    every = token_maxima(sims, local, len(slots))
+    own = token_maxima(sims.masked_fill(~probed, float("-inf")), local, len(slots))
     out = {
         f"WARP: best under the query token's own cells, else its {ncells}th centroid score":
             torch.where(torch.isneginf(own), plan.floor, own).sum(1),
@@ -332,8 +327,8 @@ def stop_rules(c: Collection, ncells: int, discounts: list[float], slacks: list[
     for discount in discounts:
         for slack in slacks:
             recalls, counts = [], []
-            for i, (tokens, slots, first, imputed, exact) in enumerate(replays):
-                order = (first - discount * imputed).sort(descending=True)
+            for i, (tokens, slots, undiscounted, imputed, exact) in enumerate(replays):
+                order = (undiscounted - discount * imputed).sort(descending=True)
                 first, ranked = order.values, exact[order.indices]
                 done = min(len(ranked), chunk)
                 while done < len(ranked):
@@ -358,25 +353,23 @@ def augmentation(c: Collection, masks: torch.Tensor, ncells: int, cap: int, wors
     print(f"\n### {c.v.name}: first-stage error by query position, ncells {ncells}, the best {cap} of each query\n")
     print("| documents | query tokens | gap per token, mean | per-document sum of the gap: mean | std across documents |\n|---|---|---|---|---|")
     gaps: dict[str, list[torch.Tensor]] = {"all": [], "worst": []}
-    padding: list[torch.Tensor] = []
-    layout = c.view.main
+    padding: dict[str, list[torch.Tensor]] = {"all": [], "worst": []}
     for i, q in enumerate(c.queries):
         scores = centroid_scores(q, c.codec.centroids)
         plan = Probe.of(scores, ncells)
         slots = probe(q, scores, c.codec, c.view.segments, ncells, c.view.alive, cap).slots
-        positions, codes = layout.positions(torch.unique(plan.cells))
-        sims = c.codec.similarity(c.codec.query_table(q, scores), codes, layout.residuals_at(positions))
-        best = torch.full((len(c.v.ids), q.shape[0]), float("-inf"))
-        best.scatter_reduce_(0, layout.owners[positions].long()[:, None].expand(-1, q.shape[0]), sims, "amax")
-        gap = c.token_maxima(q, slots) - torch.maximum(best[slots], plan.floor)
-        gaps["all"].append(gap)
-        gaps["worst"].append(gap[gap.sum(1).topk(min(worst, len(gap))).indices])
-        padding += [masks[i].expand(len(gap), -1), masks[i].expand(min(worst, len(gap)), -1)]
-    for n, (label, parts) in enumerate(gaps.items()):
-        gap, mask = torch.cat(parts), torch.cat(padding[n::2])
+        sims, _, owner = scored_tokens(c, q, scores, plan)
+        credited = torch.maximum(token_maxima(sims, owner, len(c.v.ids))[slots], plan.floor)
+        gap = c.token_maxima(q, slots) - credited
+        largest = gap[gap.sum(1).topk(min(worst, len(gap))).indices]
+        for group, part in (("all", gap), ("worst", largest)):
+            gaps[group].append(part)
+            padding[group].append(masks[i].expand(len(part), -1))
+    for group, label in (("all", "all"), ("worst", f"{worst} largest gaps per query")):
+        gap, mask = torch.cat(gaps[group]), torch.cat(padding[group])
         for tokens, where in (("query text", ~mask), ("[MASK] padding", mask)):
             per_document = (gap * where).sum(1)
-            print(f"| {label if label == 'all' else f'{worst} largest gaps per query'} | {tokens} | {float(gap[where].mean()):.3f}"
+            print(f"| {label} | {tokens} | {float(gap[where].mean()):.3f}"
                   f" | {float(per_document.mean()):.2f} | {float(per_document.std()):.2f} |", flush=True)
 
 

@@ -67,8 +67,9 @@ def default_params(k: int) -> SearchParams:
     token and an exact rerank of up to the best 2,048 (or 8k), stopped early with a slack of 0.04
     per query token (0.05 before the first stage discounted imputed query tokens, colpg.probe:
     the same recall on bench/probe.py's queries at ncells 64 and 96, NFCorpus -0.004 at 32, with
-    SciFact's median query reranking 256 documents instead of 768, table 8). The depth covers the codec a build happens to draw (a fixed 1,024 gave 0.985
-    to 0.990 on SciFact across draws; 2,048 gives 0.996), and the early stop keeps it cheap where
+    SciFact's median query reranking 256 documents instead of 768, table 8). The depth covers
+    the codec a build happens to draw (a fixed 1,024 gave 0.985 to 0.990 on SciFact across
+    draws; 2,048 gives 0.996), and the early stop keeps it cheap where
     the top k stands out (MS MARCO: the recall of a full rerank from a quarter of it). The rerank
     is most of the cost; :data:`BALANCED` trades recall for speed.
 

@@ -6,8 +6,8 @@ residual · query`` by table lookups (:meth:`ResidualCodec.similarity`, never de
 then reduced per document: for each query token, the best of the document's scored tokens,
 floored at the query token's ``ncells``-th centroid score (less IMPUTED_DISCOUNT where the floor
 is what it gets). The floor plays the part of WARP's imputation (a document with no token under
-a query token's centroids is credited with that score) and also keeps the 2-bit residuals' noise at low similarities out of the ranking;
-bench/probe.py measures it against WARP's rule. The work grows with the tokens under the
+a query token's centroids is credited with that score) and also keeps the 2-bit residuals'
+noise at low similarities out of the ranking; bench/probe.py measures it against WARP's rule. The work grows with the tokens under the
 probed centroids, not with the collection: with ColBERT's centroid count (~16·sqrt(tokens))
 a centroid holds ~sqrt(tokens)/16 of them.
 """

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Int8Query", "maxsim_flat", "maxsim_tokens", "owners", "segment_max_sum"]
+__all__ = ["Int8Query", "maxsim_flat", "maxsim_tokens", "owners", "segment_max_sum", "token_maxima"]
 
 
 def owners(lengths: list[int], device: torch.device | None = None) -> torch.Tensor:
@@ -51,6 +51,19 @@ def maxsim_flat(queries: torch.Tensor, tokens: torch.Tensor, owner: torch.Tensor
     return out
 
 
+def token_maxima(similarity: torch.Tensor, owner: torch.Tensor, num_documents: int) -> torch.Tensor:
+    """Per document and query token, the best similarity of the document's tokens (-inf where it has none).
+
+    Shapes: similarity [n_tokens, q]; owner [n_tokens] -> [num_documents, q].
+
+    >>> sims = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> [[round(v, 2) for v in row] for row in token_maxima(sims, owners([2, 1]), 2).tolist()]
+    [[1.0, 0.8], [0.0, 1.0]]
+    """
+    best = torch.full((num_documents, similarity.shape[1]), float("-inf"), device=similarity.device, dtype=similarity.dtype)
+    return best.scatter_reduce_(0, owner[:, None].expand(-1, similarity.shape[1]), similarity, "amax")
+
+
 def maxsim_tokens(similarity: torch.Tensor, owner: torch.Tensor, num_documents: int) -> torch.Tensor:
     """MaxSim per document from token-major similarities (the faster orientation of the matmul on CPU).
 
@@ -60,9 +73,7 @@ def maxsim_tokens(similarity: torch.Tensor, owner: torch.Tensor, num_documents: 
     >>> [round(s, 4) for s in maxsim_tokens(sims, owners([2, 1]), 2).tolist()]
     [1.8, 1.0]
     """
-    best = torch.full((num_documents, similarity.shape[1]), float("-inf"), device=similarity.device, dtype=similarity.dtype)
-    best.scatter_reduce_(0, owner[:, None].expand(-1, similarity.shape[1]), similarity, "amax")
-    return best.sum(dim=1)
+    return token_maxima(similarity, owner, num_documents).sum(dim=1)
 
 
 @dataclass(frozen=True)
