@@ -22,7 +22,10 @@ For each collection: recall@10 against (1), nDCG@10 on the qrels, p50/p95 latenc
 query encoding, queries per second with 4 concurrent clients, build seconds, bytes per token on
 disk (codes+residuals apart from the rest), the memory the searching process gained for the
 index (RSS after searching minus RSS before opening it) and its whole RSS. Then the scale
-sweep: collections of N documents assembled from the real vectors (vectors.assemble). Prints
+sweep: collections of N documents assembled from the real vectors (vectors.assemble; above
+``--in-memory-up-to`` documents written once as a float16 shard and built by VectorIndexer in
+bounded memory, or by ``build_vectors.py --into-compare``, with ``--keep-databases`` so a
+long build is done once and a run can resume or reuse it). Prints
 Markdown tables; writes bench/results/compare.json, merging into it (a contender run again on a
 collection replaces its earlier rows, the others stay), a plot of latency against recall
 (compare.png) and of latency against collection size (compare-growth.png).
@@ -52,15 +55,20 @@ import psycopg
 import torch
 import vectors as token_vectors  # bench/vectors.py
 from index import drop_database, fresh_database  # bench/index.py
+from psycopg import sql
 from search import percentile  # bench/search.py
+from sqlalchemy.engine import make_url
 
-from colpg import db
+from colpg import db, migrate
 from colpg.collection import CollectionDocument
 from colpg.encoder import Encoder
+from colpg.errors import IndexExists
 from colpg.evaluate import quality
+from colpg.index import Index
 from colpg.indexer import IndexConfig, Indexer
 from colpg.rowcache import DEFAULT_CACHE_BYTES
 from colpg.scoring import maxsim_flat, owners
+from colpg.vector_build import VectorIndexer
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parents[1] / "shared" / "data"
@@ -98,6 +106,8 @@ COLPG_SETTINGS: list[dict[str, Any]] = [
     {"label": "5. colpg, ncells 16, nrerank 64 (faster)", "ncells": 16, "nrerank": 64, "slack": math.inf},
 ]
 CONTENDERS = ("exact", "recipes", "plaid", "colpg")
+#: The index name colpg is built under in each benchmark database.
+COLPG_INDEX = "compare"
 
 
 @dataclass
@@ -160,7 +170,8 @@ class Suite:
         self.qps_queries = qps_queries
         self.results: list[Result] = []
         self.reference: list[list[str]] = []
-        self._owner = owners(vectors.doclens)
+        self._chunks = token_vectors.chunks(vectors.doclens)
+        self._owners = [owners(vectors.doclens[first:stop]) for first, stop in self._chunks]
 
     def record(self, contender: str, timed: Timed | None = None, **fields: Any) -> Result:
         v = self.vectors
@@ -180,8 +191,12 @@ class Suite:
         return result
 
     def _exact(self, query: torch.Tensor) -> list[str]:
+        """MaxSim against every document's original float32 vectors, a chunk of documents at a time."""
         v = self.vectors
-        scores = maxsim_flat(query[None], v.tokens, self._owner, len(v.ids))[0]
+        scores = torch.cat([
+            maxsim_flat(query[None], v.exact_tokens(first, stop), self._owners[i], stop - first)[0]
+            for i, (first, stop) in enumerate(self._chunks)
+        ])
         return [v.ids[i] for i in scores.topk(min(self.k, len(v.ids))).indices.tolist()]
 
     @property
@@ -205,8 +220,11 @@ class Suite:
         self.reference = timed.found
         self._reference_path.parent.mkdir(parents=True, exist_ok=True)
         self._reference_path.write_text(json.dumps(self.reference))
+        held = v.tokens.numel() * 4  # float32
+        if v.folder is not None and v.assembly is not None:  # the pool's float32 vectors and one chunk cut from them
+            held = sum(member.tokens.numel() * 4 for member in v.assembly.pool) + token_vectors.CHUNK_TOKENS * v.tokens.shape[1] * 4
         self.record("1. exact brute force (torch, in memory)", timed, other_bytes_per_token=4.0 * v.tokens.shape[1],
-                    memory_mb=v.tokens.numel() * 4 / 2**20)
+                    memory_mb=held / 2**20)
 
     def recipes(self, url: str) -> None:
         v, k = self.vectors, self.k
@@ -294,22 +312,12 @@ class Suite:
     ) -> None:
         """Build in this process (the same vectors as every contender), search in a process of its own (colpg_runner.py)."""
         v = self.vectors
-        indexer = Indexer(encoder, IndexConfig(nbits=nbits), url=url)
-        position = {doc_id: i for i, doc_id in enumerate(v.ids)}
-
-        def precomputed(documents: Sequence[CollectionDocument]) -> list[torch.Tensor]:
-            return [v.document(position[d.external_id]).float() for d in documents]
-
-        indexer._encode = precomputed  # type: ignore[method-assign]  # the same vectors as every contender
-        collection = [(doc_id, doc_id) for doc_id in v.ids]
-        started = time.perf_counter()
-        index = indexer.index("compare", collection)
-        build_s = time.perf_counter() - started
+        index, build_s = self._build_colpg(url, encoder, nbits)
         info = index.info()
         with tempfile.TemporaryDirectory(prefix="colpg-search-", dir=RESULTS) as work:
             workdir = Path(work)
             np.save(workdir / "queries.npy", self.queries.float().numpy())
-            params = {"url": url, "index": "compare", "checkpoint": str(checkpoint), "k": self.k, "settings": settings,
+            params = {"url": url, "index": COLPG_INDEX, "checkpoint": str(checkpoint), "k": self.k, "settings": settings,
                       "clients": self.clients, "qps_queries": self.qps_queries, "cache_bytes": cache_bytes, "fill_cache": True}
             (workdir / "params.json").write_text(json.dumps(params))
             command = ["timeout", str(timeout_s), sys.executable, str(BENCH / "colpg_runner.py"), str(workdir)]
@@ -335,6 +343,35 @@ class Suite:
             counts = sorted(run["reranked"])
             print(f"<!-- {v.name}: {run['label']}: documents reranked mean {sum(counts) / len(counts):.0f},"
                   f" p50 {percentile(counts, 0.5):.0f}, p95 {percentile(counts, 0.95):.0f} -->", flush=True)
+
+
+    def _build_colpg(self, url: str, encoder: Encoder, nbits: int) -> tuple[Index, float]:
+        """Index "compare" and its build's seconds; a float16 shard folder is built by VectorIndexer in bounded memory.
+
+        A build kept from an earlier run (``--keep-databases``) is reused, with the seconds it recorded.
+        """
+        v = self.vectors
+        seconds = build_seconds(url)
+        if v.folder is not None:
+            started = time.perf_counter()
+            try:
+                index = VectorIndexer(encoder, IndexConfig(nbits=nbits), url=url).index(COLPG_INDEX, v.folder)
+            except IndexExists:  # built by an earlier run or by build_vectors.py --into-compare
+                return Index(COLPG_INDEX, url=url, encoder=encoder), json.loads(seconds.read_text())["build_s"]
+        else:
+            indexer = Indexer(encoder, IndexConfig(nbits=nbits), url=url)
+            position = {doc_id: i for i, doc_id in enumerate(v.ids)}
+
+            def precomputed(documents: Sequence[CollectionDocument]) -> list[torch.Tensor]:
+                return [v.document(position[d.external_id]).float() for d in documents]
+
+            indexer._encode = precomputed  # type: ignore[method-assign]  # the same vectors as every contender
+            started = time.perf_counter()
+            index = indexer.index(COLPG_INDEX, [(doc_id, doc_id) for doc_id in v.ids])
+        build_s = time.perf_counter() - started
+        seconds.parent.mkdir(parents=True, exist_ok=True)
+        seconds.write_text(json.dumps({"build_s": build_s}))
+        return index, build_s
 
 
 class _ConnectionPerThread:
@@ -477,6 +514,11 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 20_000], help="assembled collections of N documents")
     parser.add_argument("--scale-queries", type=int, default=20, help="queries per assembled collection")
     parser.add_argument("--scale-only", action="store_true", help="the datasets only as the assembled collections' pool")
+    parser.add_argument("--in-memory-up-to", type=int, default=50_000,
+                        help="assembled collections of more documents are written once as a float16 shard under results/cache and"
+                             " built by VectorIndexer (bounded memory); exact scoring reads them from the pool a chunk at a time")
+    parser.add_argument("--keep-databases", action="store_true",
+                        help="build into colpg_bench_keep_<collection> and keep it: a later run reuses the build or resumes it")
     parser.add_argument("--recipes-up-to", type=int, default=10_000, help="skip the pgvector recipes above N documents")
     parser.add_argument("--contenders", nargs="*", choices=CONTENDERS, default=list(CONTENDERS),
                         help="which to run; their rows replace those of an earlier run in OUT.json, the others are kept")
@@ -510,7 +552,7 @@ def main() -> None:
 
     pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
     collections = [] if args.scale_only else [token_vectors.subset(v, args.docs) if args.docs else v for v in pool]
-    collections += [token_vectors.assemble(pool, n) for n in args.scale]
+    collections += [assembled(pool, n, args.datasets, args.in_memory_up_to) for n in args.scale]
     results: list[Result] = []
     for vectors in collections:
         queries = args.scale_queries if vectors.name.startswith("assembled") else args.queries
@@ -519,7 +561,7 @@ def main() -> None:
             suite.brute_force()
         else:
             suite.load_reference()
-        name, url = fresh_database(base_url)
+        name, url = kept_database(base_url, vectors) if args.keep_databases else fresh_database(base_url)
         try:
             if "recipes" in args.contenders and len(vectors.ids) <= args.recipes_up_to:
                 suite.recipes(url)
@@ -532,7 +574,8 @@ def main() -> None:
                 settings = json.loads(args.colpg_settings.read_text()) if args.colpg_settings else COLPG_SETTINGS
                 suite.colpg(url, encoder, Path(checkpoint), args.nbits, args.cache_bytes, args.colpg_timeout, settings)
         finally:
-            drop_database(base_url, name)
+            if not args.keep_databases:
+                drop_database(base_url, name)
         results += suite.results
         write(results, machine, args)  # after each collection, so a long run leaves what it measured
 
@@ -540,6 +583,29 @@ def main() -> None:
     for line in goals(merged(results, args.out.with_suffix(".json")), args.cache_bytes):
         print(f"- {line}")
     print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+
+
+def assembled(pool: list[token_vectors.Vectors], documents: int, names: list[str], in_memory_up_to: int) -> token_vectors.Vectors:
+    """The assembled collection of ``documents``: in memory, or above ``in_memory_up_to`` a float16 shard under results/cache."""
+    if documents <= in_memory_up_to:
+        return token_vectors.assemble(pool, documents)
+    return token_vectors.assemble_to_folder(pool, documents, token_vectors.CACHE / f"assembled-{documents}-{'-'.join(names)}")
+
+
+def build_seconds(url: str) -> Path:
+    """Where the build of the database at ``url`` records its seconds, for runs that reuse it."""
+    return token_vectors.CACHE / f"build-{make_url(url).database}.json"
+
+
+def kept_database(base_url: str, vectors: token_vectors.Vectors) -> tuple[str, str]:
+    """A database named after the collection, created and migrated when missing, that the run does not drop."""
+    name = f"colpg_bench_keep_{vectors.name.replace('-', '_')}_{len(vectors.tokens)}"
+    with db.connect(base_url, autocommit=True, vector_types=False) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    return name, url
 
 
 def _load(path: Path) -> list[Result]:

@@ -34,6 +34,10 @@ class Vectors:
     qids: list[str]
     queries: torch.Tensor  # [n_queries, query_maxlen, dim]
     qrels: dict[str, dict[str, int]]
+    #: for an assembled collection, where its documents' tokens come from in the pool
+    assembly: Assembly | None = None
+    #: for a collection written as float16 shards (``assemble_to_folder``), their folder
+    folder: Path | None = None
 
     def document(self, i: int) -> torch.Tensor:
         start = self.offsets[i]
@@ -43,6 +47,13 @@ class Vectors:
     def offsets(self) -> list[int]:
         """Where each document's first token is in ``tokens``."""
         return [0, *itertools.accumulate(self.doclens)][:-1]
+
+    def exact_tokens(self, first: int, stop: int) -> torch.Tensor:
+        """Documents ``first .. stop-1``'s original float32 vectors (from the pool for an assembled collection)."""
+        if self.assembly is not None:
+            return self.assembly.tokens(first, stop)
+        end = self.offsets[stop - 1] + self.doclens[stop - 1]
+        return self.tokens[self.offsets[first] : end].float()
 
 
 def _key(dataset: Path, encoder: Encoder) -> str:
@@ -73,34 +84,112 @@ def load(dataset: Path, encoder: Encoder) -> Vectors:
     return Vectors(dataset.name, saved["ids"], saved["tokens"], saved["doclens"], saved["qids"], saved["queries"], qrels)
 
 
-def assemble(pool: list[Vectors], documents: int, seed: int = 0) -> Vectors:
-    """A synthetic collection of ``documents`` documents built from real token vectors.
+#: Tokens of the float32 chunks that exact scoring and exports materialise at a time (~1.5 GB at dim 384).
+CHUNK_TOKENS = 1_000_000
+
+
+@dataclass
+class Assembly:
+    """Which token spans of which pool members make each assembled document (``assemble``'s draw)."""
+
+    pool: list[Vectors]
+    #: per document, its spans: (pool member, first row in that member's ``tokens``, rows)
+    spans: list[list[tuple[int, int, int]]]
+
+    @cached_property
+    def doclens(self) -> list[int]:
+        return [sum(size for _, _, size in spans) for spans in self.spans]
+
+    def tokens(self, first: int, stop: int) -> torch.Tensor:
+        """Documents ``first .. stop-1``'s original float32 vectors. Shapes: -> [their tokens, dim]."""
+        return torch.cat([self.pool[m].tokens[row : row + size] for spans in self.spans[first:stop] for m, row, size in spans])
+
+
+def draw(pool: list[Vectors], documents: int, seed: int = 0) -> Assembly:
+    """The spans of a synthetic collection of ``documents`` documents built from real token vectors.
 
     Each document takes the length of a real document drawn at random from the pool, and fills
     it with two to four contiguous spans of tokens cut from other real documents (a passage
     keeps its neighbouring tokens, so the clusters and the within-document structure stay
-    real, while no document repeats a real one). Queries are the first pool's, with no qrels.
+    real, while no document repeats a real one). Deterministic for a pool and seed.
     """
     generator = torch.Generator().manual_seed(seed)
-    sources = [(v, i) for v in pool for i in range(len(v.doclens)) if v.doclens[i] >= 8]
-    lengths = [v.doclens[i] for v, i in sources]
-    parts: list[torch.Tensor] = []
-    doclens: list[int] = []
+    sources = [(m, i) for m, v in enumerate(pool) for i in range(len(v.doclens)) if v.doclens[i] >= 8]
+    lengths = [pool[m].doclens[i] for m, i in sources]
+    spans: list[list[tuple[int, int, int]]] = []
     for _ in range(documents):
         length = lengths[int(torch.randint(len(lengths), (1,), generator=generator))]
-        spans = int(torch.randint(2, 5, (1,), generator=generator))
-        cuts = sorted(torch.randint(1, length, (spans - 1,), generator=generator).tolist())
-        total = 0
+        count = int(torch.randint(2, 5, (1,), generator=generator))
+        cuts = sorted(torch.randint(1, length, (count - 1,), generator=generator).tolist())
+        mine: list[tuple[int, int, int]] = []
         for size in [b - a for a, b in zip([0, *cuts], [*cuts, length], strict=True) if b > a]:
-            vectors, i = sources[int(torch.randint(len(sources), (1,), generator=generator))]
-            source = vectors.document(i)
-            size = min(size, len(source))
-            start = int(torch.randint(len(source) - size + 1, (1,), generator=generator))
-            parts.append(source[start : start + size])
-            total += size
-        doclens.append(total)
+            m, i = sources[int(torch.randint(len(sources), (1,), generator=generator))]
+            source_length = pool[m].doclens[i]
+            size = min(size, source_length)
+            start = int(torch.randint(source_length - size + 1, (1,), generator=generator))
+            mine.append((m, pool[m].offsets[i] + start, size))
+        spans.append(mine)
+    return Assembly(pool, spans)
+
+
+def assemble(pool: list[Vectors], documents: int, seed: int = 0) -> Vectors:
+    """``draw``'s collection in memory (float32). Queries are the first pool's, with no qrels."""
+    assembly = draw(pool, documents, seed)
     first = pool[0]
-    return Vectors(f"assembled-{documents}", [f"a{i}" for i in range(documents)], torch.cat(parts), doclens, first.qids, first.queries, {})
+    return Vectors(
+        f"assembled-{documents}", [f"a{i}" for i in range(documents)], assembly.tokens(0, documents), assembly.doclens,
+        first.qids, first.queries, {}, assembly=assembly,
+    )
+
+
+def assemble_to_folder(pool: list[Vectors], documents: int, folder: Path, seed: int = 0) -> Vectors:
+    """``draw``'s collection written once as one float16 shard in ``folder`` (colpg.vector_shards' format), memory-mapped.
+
+    For collections whose float32 tokens do not fit in memory: the shard is written a chunk at a
+    time and reused when ``folder`` already holds it (a ``complete`` file marks a finished write).
+    ``tokens`` is the float16 file; exact scoring reads the original float32 vectors from the pool
+    (``exact_tokens``).
+    """
+    assembly = draw(pool, documents, seed)
+    doclens = assembly.doclens
+    ids = [f"a{i}" for i in range(documents)]
+    path, marker = folder / "00000.tokens.npy", folder / "complete"
+    if not marker.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(sum(doclens), pool[0].tokens.shape[1]))
+        written = 0
+        for first, stop in chunks(doclens):
+            rows = assembly.tokens(first, stop).to(torch.float16).numpy()
+            out[written : written + len(rows)] = rows
+            written += len(rows)
+        out.flush()
+        del out
+        np.save(folder / "00000.doclens.npy", np.array(doclens, dtype=np.int32))
+        (folder / "00000.ids.txt").write_text("".join(f"{i}\n" for i in ids))
+        marker.write_text(f"{documents} documents, seed {seed}\n")
+    tokens = torch.from_numpy(np.load(path, mmap_mode="c"))  # copy-on-write: a writable view, never written
+    first_member = pool[0]
+    return Vectors(
+        f"assembled-{documents}", ids, tokens, doclens, first_member.qids, first_member.queries, {}, assembly=assembly, folder=folder,
+    )
+
+
+def chunks(doclens: list[int], max_tokens: int = CHUNK_TOKENS) -> list[tuple[int, int]]:
+    """Consecutive document ranges ``(first, stop)`` of at most ``max_tokens`` tokens (at least one document each).
+
+    >>> chunks([3, 3, 3, 5], max_tokens=6)
+    [(0, 2), (2, 3), (3, 4)]
+    """
+    ranges: list[tuple[int, int]] = []
+    first, total = 0, 0
+    for i, length in enumerate(doclens):
+        if i > first and total + length > max_tokens:
+            ranges.append((first, i))
+            first, total = i, 0
+        total += length
+    if first < len(doclens):
+        ranges.append((first, len(doclens)))
+    return ranges
 
 
 def subset(vectors: Vectors, documents: int) -> Vectors:

@@ -1,5 +1,5 @@
 """Device policy in one place: the GPU when there is one, half precision there, float32 on the CPU,
-and how the CPU's allocator treats search's per-query temporaries."""
+whether this CPU's int8 products pay, and how the CPU's allocator treats search's per-query temporaries."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import time
+from collections.abc import Callable
 
 import torch
 
-__all__ = ["default_device", "default_dtype", "keep_freed_memory", "release_freed_memory", "resolve_device"]
+__all__ = ["default_device", "default_dtype", "int8_products_pay", "keep_freed_memory", "release_freed_memory", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,39 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def default_dtype(device: torch.device) -> torch.dtype:
     """fp16 on CUDA (bf16 where the caller asks for it), fp32 on the CPU where half precision is slow."""
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+#: The block int8_products_pay times: a rerank block of int8 tokens (colpg.rerank_stage) against
+#: a 32-token query in two int8 parts, at MiniLM's dim.
+TRIAL_TOKENS, TRIAL_DIM, TRIAL_QUERY = 2048, 384, 32
+
+
+@functools.cache
+def int8_products_pay() -> bool:
+    """Whether int8 x int8 products (``torch._int_mm``) beat converting int8 tokens to float here.
+
+    It depends on the CPU, not on torch: with AVX-512 VNNI they took about half the float
+    product's time (bench/probe.py, table 6), while on a CPU with AVX2 alone ``_int_mm`` was 10x
+    slower than the float product (31 against 3 ms for 2,048 x 384 tokens and a 32-token query,
+    measured on an AMD EPYC with AVX2). So it is measured, once per process: the better of
+    three runs of each on a rerank-sized block, ~10-200 ms. Process-wide; the CPU only.
+    """
+    tokens = torch.randint(-127, 128, (TRIAL_TOKENS, TRIAL_DIM), dtype=torch.int8)
+    parts = torch.randint(-127, 128, (TRIAL_DIM, 2 * TRIAL_QUERY), dtype=torch.int8)
+    query = torch.randn(TRIAL_DIM, TRIAL_QUERY)
+
+    def best(product: Callable[[], torch.Tensor]) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    integer = best(lambda: torch._int_mm(tokens, parts).float())
+    floating = best(lambda: tokens.float() @ query)
+    logger.debug("int8 products %.2f ms, float %.2f ms on this CPU", 1000 * integer, 1000 * floating)
+    return integer < floating
 
 
 @functools.cache

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pgvector import HalfVector
 
 from colpg.codec import Int8Codec, ResidualCodec, fit_buckets
+from colpg.device import int8_products_pay
 from colpg.scoring import Int8Query
 
 __all__ = ["KINDS", "RerankStore", "StoredRow", "store_for", "train_store"]
@@ -134,9 +135,10 @@ class Int8Store(RerankStore):
     def scorer(self, query: torch.Tensor, parts: int | None = None) -> Callable[[list[torch.Tensor]], torch.Tensor]:
         """The scales fold into the query, the stored norms into the result: one pass over the int8
         values, in integer arithmetic with the query in ``parts`` int8 parts (colpg.scoring.Int8Query;
-        None: 2 on the CPU) or in float (0; None on a GPU, where int8 products want shapes in multiples of 8)."""
+        None: 2 on a CPU where they pay, colpg.device.int8_products_pay) or in float (0; None elsewhere,
+        and on a GPU, where int8 products want shapes in multiples of 8)."""
         scaled = query * self._scale(query.device)
-        parts = parts if parts is not None else 2 if query.device.type == "cpu" else 0
+        parts = parts if parts is not None else 2 if _integer(query) else 0
         prepared = Int8Query.of(scaled, parts) if parts else None
 
         def score(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -148,10 +150,15 @@ class Int8Store(RerankStore):
         return score
 
     def coarse_scorer(self, query: torch.Tensor) -> tuple[Callable[[list[torch.Tensor]], torch.Tensor], float]:
-        """On the CPU: the query's first int8 part alone (half the product), within COARSE_ERROR per query token."""
-        if query.device.type != "cpu":
+        """Where int8 products pay: the query's first int8 part alone (half the product), within COARSE_ERROR per query token."""
+        if not _integer(query):
             return super().coarse_scorer(query)
         return self.scorer(query, parts=1), COARSE_ERROR * query.shape[0]
+
+
+def _integer(query: torch.Tensor) -> bool:
+    """Whether to score int8 rows in integer arithmetic: on a CPU whose int8 products beat float's."""
+    return query.device.type == "cpu" and int8_products_pay()
 
 
 class Residual4Store(RerankStore):

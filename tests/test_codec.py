@@ -83,9 +83,12 @@ def test_tiny_collection_caps_centroids(minilm_vectors: torch.Tensor) -> None:
     assert codec.centroids.shape == (40, 384)
 
 
-def test_int8_rerank_in_integers_matches_float(minilm_vectors: torch.Tensor) -> None:
+@pytest.mark.parametrize("pays", [True, False])
+def test_int8_rerank_in_integers_matches_float(minilm_vectors: torch.Tensor, monkeypatch: pytest.MonkeyPatch, pays: bool) -> None:
     """The rerank's int8 products (query in two int8 parts) give the float product's MaxSim to
-    within millionths per query token; the first part alone stays within COARSE_ERROR."""
+    within millionths per query token; the first part alone stays within COARSE_ERROR. Where
+    int8 products do not pay on the CPU (colpg.device.int8_products_pay), the store scores in float."""
+    monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: pays)
     store = Int8Store(Int8Codec.fit(minilm_vectors))
     rows = [store.raw({"payload": store.encode(doc, torch.zeros(len(doc)))[0], "ntokens": len(doc)}) for doc in torch.split(minilm_vectors, 150)]
     query = minilm_vectors[torch.randperm(len(minilm_vectors), generator=torch.Generator().manual_seed(0))[:32]]
@@ -94,4 +97,13 @@ def test_int8_rerank_in_integers_matches_float(minilm_vectors: torch.Tensor) -> 
     assert (maxsim[2] - maxsim[0]).abs().max() < 1e-4 * len(query)
     assert 0 < (maxsim[1] - maxsim[0]).abs().max() < COARSE_ERROR * len(query)
     coarse, error = store.coarse_scorer(query)
-    assert error == COARSE_ERROR * len(query) and torch.equal(coarse(rows), store.scorer(query, 1)(rows))
+    assert torch.equal(store.scorer(query)(rows), store.scorer(query, 2 if pays else 0)(rows))
+    assert error == (COARSE_ERROR * len(query) if pays else 0.0)
+    assert torch.equal(coarse(rows), store.scorer(query, 1 if pays else 0)(rows))
+
+
+def test_int8_products_pay_is_measured_once() -> None:
+    """The choice is this CPU's, timed on the first call and kept for the process."""
+    from colpg.device import int8_products_pay
+
+    assert int8_products_pay() in (True, False) and int8_products_pay.cache_info().currsize == 1

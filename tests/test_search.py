@@ -291,11 +291,12 @@ def _ranking(hits: list[Hit]) -> list[tuple[str, float]]:
 
 
 def test_coarse_rerank_scores_as_the_store_does(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The int8 rerank on the CPU scores with the query's first int8 part, then the near top with
-    both: the hits and scores are those of the store's own scorer."""
+    """The int8 rerank on a CPU where int8 products pay scores with the query's first int8 part,
+    then the near top with both: the hits and scores are those of the store's own scorer."""
     from colpg.stores import Int8Store, RerankStore
 
     queries = ("brain development", "vaccine trial outcomes", "protein folding in cells")
+    monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: True)  # whatever this CPU's own choice
     coarse = [_ranking(index.search(query, k=5, nrerank=24)) for query in queries]
     monkeypatch.setattr(Int8Store, "coarse_scorer", RerankStore.coarse_scorer)
     assert [_ranking(index.search(query, k=5, nrerank=24)) for query in queries] == coarse
