@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--pool", nargs="*", help="with --into-compare: compare.py's --datasets (default: --dataset's name)")
     parser.add_argument("--into-compare", action="store_true", help="build compare.py's assembled collection into its kept database")
     args = parser.parse_args()
+    if args.assemble is not None and args.assemble < 1:
+        parser.error(f"--assemble takes a positive number of documents, got {args.assemble}")
     if args.into_compare:
         if not args.assemble:
             parser.error("--into-compare builds an assembled collection: give --assemble N")
@@ -103,9 +105,7 @@ def into_compare(pool_names: list[str], data: Path, documents: int, max_sample_t
     pool = [token_vectors.load(data / name, encoder) for name in pool_names]
     v = compare.assembled(pool, documents, pool_names, in_memory_up_to=0)
     assert v.folder is not None  # in_memory_up_to=0: always a shard folder
-    del pool
-    base_url = db.database_url()
-    _, url = compare.kept_database(base_url, v)
+    _, url = compare.kept_database(db.database_url(), v)
     build_s, peak_mib, sizes = build(url, compare.COLPG_INDEX, v.folder, model, "int8", max_sample_tokens, {})
     compare.build_seconds(url).write_text(json.dumps({"build_s": build_s}))
     print_table(f"{v.name} ({' + '.join(pool_names)})", len(v.doclens), len(v.tokens), max_sample_tokens, build_s, peak_mib, sizes)

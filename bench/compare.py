@@ -54,12 +54,11 @@ import numpy as np
 import psycopg
 import torch
 import vectors as token_vectors  # bench/vectors.py
-from index import drop_database, fresh_database  # bench/index.py
-from psycopg import sql
+from index import drop_database, fresh_database, open_database  # bench/index.py
 from search import percentile  # bench/search.py
 from sqlalchemy.engine import make_url
 
-from colpg import db, migrate
+from colpg import db
 from colpg.collection import CollectionDocument
 from colpg.device import int8_products_pay
 from colpg.encoder import Encoder
@@ -376,6 +375,8 @@ class Suite:
                 indexer._encode = precomputed  # type: ignore[method-assign]  # the same vectors as every contender
                 index = indexer.index(COLPG_INDEX, [(doc_id, doc_id) for doc_id in v.ids])
         except IndexExists:  # built by an earlier run or by build_vectors.py --into-compare
+            if not seconds.is_file():
+                raise SystemExit(f"{url!r} holds index {COLPG_INDEX!r} but {seconds} (its build seconds) is missing: drop the database") from None
             return Index(COLPG_INDEX, url=url, encoder=encoder), json.loads(seconds.read_text())["build_s"]
         build_s = time.perf_counter() - started
         seconds.parent.mkdir(parents=True, exist_ok=True)
@@ -615,13 +616,7 @@ def build_seconds(url: str) -> Path:
 
 def kept_database(base_url: str, vectors: token_vectors.Vectors) -> tuple[str, str]:
     """A database named after the collection, created and migrated when missing, that the run does not drop."""
-    name = f"colpg_bench_keep_{vectors.name.replace('-', '_')}_{len(vectors.tokens)}"
-    with db.connect(base_url, autocommit=True, vector_types=False) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    return name, url
+    return open_database(base_url, f"colpg_bench_keep_{vectors.name.replace('-', '_')}_{len(vectors.tokens)}")
 
 
 def _load(path: Path) -> list[Result]:

@@ -18,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
+from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from colpg import db, migrate
@@ -29,9 +30,14 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def fresh_database(base_url: str) -> tuple[str, str]:
-    name = f"colpg_bench_{uuid.uuid4().hex[:8]}"
+    return open_database(base_url, f"colpg_bench_{uuid.uuid4().hex[:8]}")
+
+
+def open_database(base_url: str, name: str) -> tuple[str, str]:
+    """Database ``name`` on the server at ``base_url``, created when missing, migrated: its name and URL."""
     with db.connect(base_url, autocommit=True, vector_types=False) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
     migrate.upgrade(url)
     return name, url

@@ -49,8 +49,9 @@ class Vectors:
         return [0, *itertools.accumulate(self.doclens)][:-1]
 
     def exact_tokens(self, first: int, stop: int) -> torch.Tensor:
-        """Documents ``first .. stop-1``'s original float32 vectors (from the pool for an assembled collection)."""
-        if self.assembly is not None:
+        """Documents ``first .. stop-1``'s original float32 vectors: cut from the pool where ``tokens``
+        is a float16 shard (``assemble_to_folder``), else sliced from ``tokens``."""
+        if self.folder is not None and self.assembly is not None:
             return self.assembly.tokens(first, stop)
         end = self.offsets[stop - 1] + self.doclens[stop - 1]
         return self.tokens[self.offsets[first] : end].float()
@@ -84,7 +85,7 @@ def load(dataset: Path, encoder: Encoder) -> Vectors:
     return Vectors(dataset.name, saved["ids"], saved["tokens"], saved["doclens"], saved["qids"], saved["queries"], qrels)
 
 
-#: Tokens of the float32 chunks that exact scoring and exports materialise at a time (~1.5 GB at dim 384).
+#: Tokens of the float32 chunks that exact scoring and assemble_to_folder materialise at a time (~1.5 GB at dim 384).
 CHUNK_TOKENS = 1_000_000
 
 
@@ -135,11 +136,14 @@ def draw(pool: list[Vectors], documents: int, seed: int = 0) -> Assembly:
 def assemble(pool: list[Vectors], documents: int, seed: int = 0) -> Vectors:
     """``draw``'s collection in memory (float32). Queries are the first pool's, with no qrels."""
     assembly = draw(pool, documents, seed)
-    first = pool[0]
-    return Vectors(
-        f"assembled-{documents}", [f"a{i}" for i in range(documents)], assembly.tokens(0, documents), assembly.doclens,
-        first.qids, first.queries, {}, assembly=assembly,
-    )
+    return _assembled(assembly, assembly.tokens(0, documents), None)
+
+
+def _assembled(assembly: Assembly, tokens: torch.Tensor, folder: Path | None) -> Vectors:
+    """An assembled collection: ids a0, a1, ..., the first pool member's queries, no qrels."""
+    documents, first = len(assembly.spans), assembly.pool[0]
+    ids = [f"a{i}" for i in range(documents)]
+    return Vectors(f"assembled-{documents}", ids, tokens, assembly.doclens, first.qids, first.queries, {}, assembly=assembly, folder=folder)
 
 
 def assemble_to_folder(pool: list[Vectors], documents: int, folder: Path, seed: int = 0) -> Vectors:
@@ -152,7 +156,6 @@ def assemble_to_folder(pool: list[Vectors], documents: int, folder: Path, seed: 
     """
     assembly = draw(pool, documents, seed)
     doclens = assembly.doclens
-    ids = [f"a{i}" for i in range(documents)]
     path, marker = folder / "00000.tokens.npy", folder / "complete"
     if not marker.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -165,13 +168,10 @@ def assemble_to_folder(pool: list[Vectors], documents: int, folder: Path, seed: 
         out.flush()
         del out
         np.save(folder / "00000.doclens.npy", np.array(doclens, dtype=np.int32))
-        (folder / "00000.ids.txt").write_text("".join(f"{i}\n" for i in ids))
+        (folder / "00000.ids.txt").write_text("".join(f"a{i}\n" for i in range(documents)))
         marker.write_text(f"{documents} documents, seed {seed}\n")
     tokens = torch.from_numpy(np.load(path, mmap_mode="c"))  # copy-on-write: a writable view, never written
-    first_member = pool[0]
-    return Vectors(
-        f"assembled-{documents}", ids, tokens, doclens, first_member.qids, first_member.queries, {}, assembly=assembly, folder=folder,
-    )
+    return _assembled(assembly, tokens, folder)
 
 
 def chunks(doclens: list[int], max_tokens: int = CHUNK_TOKENS) -> list[tuple[int, int]]:
