@@ -23,7 +23,10 @@ against exact MaxSim over the original float vectors. Printed, per collection:
 7. (``--imputed``) the gap between the int8 MaxSim and the first stage by query tokens imputed;
 8. (``--discounts``, with ``--slacks``) table 5's rule with the first-stage order changed by a
    discount per imputed query token (colpg.probe.IMPUTED_DISCOUNT), replayed on scores computed once;
-9. (``--positions``) the first stage's error on the query's own tokens and on its [MASK] padding.
+9. (``--positions``) the first stage's error on the query's own tokens and on its [MASK] padding;
+10. (``--float-blocks``) the float rerank's time by tokens converted to float at once;
+11. (``--codec-loss``) the first stage's shortfall on the exact top 10, split between probing and
+    the 2-bit codec, by how well the best-matching token's centroid represents it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from colpg.layout import ranges
 from colpg.probe import IMPUTED_DISCOUNT, Probe, centroid_scores, floored_sum, probe
 from colpg.rerank_stage import RERANK_TOKENS, near_top
 from colpg.scoring import maxsim_flat, owners, token_maxima
-from colpg.stores import COARSE_ERROR, Int8Store
+from colpg.stores import COARSE_ERROR, FLOAT_BLOCK, Int8Store
 from colpg.view import DocumentRows, IndexView
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -90,25 +93,27 @@ class Collection:
         # Every token as the row cache holds it (int8 values and inverse norm), computed once.
         self.raw = self.store.raw({"payload": self.payload.numpy().tobytes(), "ntokens": len(self.payload)})
         self.exact = [set(e) for e in saved["exact"]]
+        self.codes, self.residuals = saved["codes"], saved["residuals"]  # document after document
         ids = torch.arange(len(v.ids))
         rows = DocumentRows(ids, torch.zeros_like(ids), lengths, saved["codes"], saved["residuals"])
         self.view = IndexView.build(rows, self.codec.centroids.shape[0], "", torch.device("cpu"))
         self.starts = torch.cumsum(lengths, 0) - lengths
         self.lengths = lengths
 
-    def scores(self, query: torch.Tensor, docs: torch.Tensor, parts: int | None = None) -> torch.Tensor:
+    def scores(self, query: torch.Tensor, docs: torch.Tensor, parts: int | None = None, block: int = FLOAT_BLOCK) -> torch.Tensor:
         """MaxSim of each of ``docs`` over their int8 tokens, in blocks as colpg.search scores them
-        (``parts``: the query's int8 parts, 0 for float arithmetic; None: as search does on this device)."""
-        return self.token_maxima(query, docs, parts).sum(dim=1)
+        (``parts``: the query's int8 parts, 0 for float arithmetic; None: as search does on this device;
+        ``block``: tokens converted to float at once, colpg.stores.FLOAT_BLOCK)."""
+        return self.token_maxima(query, docs, parts, block).sum(dim=1)
 
-    def token_maxima(self, query: torch.Tensor, docs: torch.Tensor, parts: int | None = None) -> torch.Tensor:
+    def token_maxima(self, query: torch.Tensor, docs: torch.Tensor, parts: int | None = None, block: int = FLOAT_BLOCK) -> torch.Tensor:
         """Per document and query token, the best int8 similarity of the document's tokens. Shapes: -> [docs, q]."""
         maxima = [torch.zeros(0, query.shape[0])]
-        scorer = self.store.scorer(query, parts)
-        for block in torch.split(docs, max(1, RERANK_TOKENS // 256)):
-            lengths = self.lengths[block]
-            sims = scorer([self.raw[ranges(self.starts[block], lengths)]])
-            maxima.append(token_maxima(sims, owners(lengths.tolist()), len(block)))
+        scorer = self.store.scorer(query, parts, block)
+        for run in _blocks(docs, self.lengths[docs].tolist()):
+            lengths = self.lengths[run]
+            sims = scorer([self.raw[ranges(self.starts[run], lengths)]])
+            maxima.append(token_maxima(sims, owners(lengths.tolist()), len(run)))
         return torch.cat(maxima)
 
     def rerank(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
@@ -117,6 +122,21 @@ class Collection:
 
     def recall(self, i: int, found: torch.Tensor) -> float:
         return len(self.exact[i] & set(found[: self.k].tolist())) / self.k
+
+
+def _blocks(docs: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    """``docs`` in runs of about RERANK_TOKENS tokens, as colpg.rerank_stage.Reranker.maxsim groups them.
+
+    >>> [b.tolist() for b in _blocks(torch.tensor([7, 8, 9]), [RERANK_TOKENS - 1, 1, 5])]
+    [[7, 8], [9]]
+    """
+    runs, start, tokens = [], 0, 0
+    for n, length in enumerate(lengths):
+        if n > start and tokens + length > RERANK_TOKENS:
+            runs.append(docs[start:n])
+            start, tokens = n, 0
+        tokens += length
+    return runs + [docs[start:]] if len(lengths) > start else runs
 
 
 def scored_tokens(c: Collection, query: torch.Tensor, scores: torch.Tensor, plan: Probe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -294,6 +314,94 @@ def arithmetic(c: Collection, ncells: int, cap: int) -> None:
         print(f"| {label} | {recall:.3f} | {same:.3f} | {shown} | {rescored} | {1000 * statistics.median(times[parts]):.1f} |", flush=True)
 
 
+def float_blocks(c: Collection, ncells: int, cap: int, blocks: list[int]) -> None:
+    """The int8 rerank in float arithmetic (search's where int8 products do not pay), its int8 values
+    converted and multiplied ``block`` tokens at a time, over the first stage's best ``cap`` of each query."""
+    print(f"\n### float rerank by tokens converted at once: the first stage's best {cap} at ncells {ncells}, all scored\n")
+    print("| tokens converted at once | largest score difference per query token | p50 ms per query | mean ms |\n|---|---|---|---|")
+    times: dict[int, list[float]] = {block: [] for block in blocks}
+    difference = dict.fromkeys(blocks, 0.0)
+    for q in c.queries:
+        slots = probe(q, centroid_scores(q, c.codec.centroids), c.codec, c.view.segments, ncells, c.view.alive, cap).slots
+        first = None
+        for block in blocks:  # interleaved per query, so that a slower stretch of the machine touches every block size
+            started = time.perf_counter()
+            scores = c.scores(q, slots, 0, block)
+            times[block].append(time.perf_counter() - started)
+            first = scores if first is None else first
+            difference[block] = max(difference[block], float((scores - first).abs().max()) / q.shape[0])
+    for block in blocks:
+        print(f"| {block:,} | {difference[block]:.1e} | {1000 * statistics.median(times[block]):.1f} | {1000 * statistics.mean(times[block]):.1f} |", flush=True)
+
+
+def codec_loss(c: Collection, masks: torch.Tensor, ncells: int, cap: int, slack: float, chunk: int) -> None:
+    """What the first stage misses of the exact top 10's MaxSim, per query token: exact (the original
+    float vectors) minus the 2-bit similarity of the document's best token by it, wherever it lies,
+    floored (``codec``), and that minus what the first stage credits (``probing``: the best token
+    lies under a cell nobody probes). The codec's share is split by the cosine between the exact
+    best token and its own centroid. Shapes: masks [queries, q] bool, True at [MASK] positions."""
+    bands = ((-1.0, 0.5), (0.5, 0.7), (0.7, 1.01))
+    print(f"\n### {c.v.name}: the first stage's shortfall on the exact top 10 by cause, ncells {ncells}\n")
+    cos = torch.cat([(part * c.codec.centroids[codes]).sum(1) for part, codes in zip(torch.split(c.v.tokens.float(), 1 << 16), torch.split(c.codes, 1 << 16), strict=True)])
+    print("tokens by cosine with their centroid: " + ", ".join(f"[{low}, {high}) {float(((cos >= low) & (cos < high)).float().mean()):.1%}" for low, high in bands))
+    print("\n| query tokens | probing, per document | codec, per document | codec from best tokens of cosine < 0.5 / 0.5-0.7 / >= 0.7 |\n|---|---|---|---|")
+    totals = {(where, cause): 0.0 for where in ("text", "mask") for cause in ("probing", "codec", *bands)}
+    documents = 0
+    for i, q in enumerate(c.queries):
+        scores = centroid_scores(q, c.codec.centroids)
+        plan = Probe.of(scores, ncells)
+        table = c.codec.query_table(q, scores)
+        probed = torch.zeros(scores.shape[1], dtype=torch.bool)
+        probed[torch.unique(plan.cells)] = True
+        for d in c.exact[i]:
+            span = slice(int(c.starts[d]), int(c.starts[d] + c.lengths[d]))
+            exact = c.v.tokens[span].float() @ q.T
+            best = exact.max(0)
+            approx = c.codec.similarity(table, c.codes[span], c.residuals[span])
+            anywhere = torch.maximum(approx.max(0).values, plan.floor)
+            scored = approx.masked_fill(~probed[c.codes[span]][:, None], float("-inf")).max(0).values
+            credited = torch.maximum(scored, plan.floor)
+            fit = cos[span][best.indices]
+            for where, part in (("text", ~masks[i]), ("mask", masks[i])):
+                totals[where, "probing"] += float((anywhere - credited)[part].sum())
+                totals[where, "codec"] += float((best.values - anywhere)[part].sum())
+                for low, high in bands:
+                    totals[where, (low, high)] += float((best.values - anywhere)[part & (fit >= low) & (fit < high)].sum())
+            documents += 1
+    for where, label in (("text", "query text"), ("mask", "[MASK] padding")):
+        split = " / ".join(f"{totals[where, band] / documents:.2f}" for band in bands)
+        print(f"| {label} | {totals[where, 'probing'] / documents:.2f} | {totals[where, 'codec'] / documents:.2f} | {split} |", flush=True)
+    outlier_replay(c, cos, ncells, cap, slack, chunk)
+
+
+def outlier_replay(c: Collection, cos: torch.Tensor, ncells: int, cap: int, slack: float, chunk: int) -> None:
+    """Table 5's rule when, before it, the first stage's best ``cap`` have their tokens of cosine
+    below ``tau`` with their centroid scored at int8 instead of 2 bits (a direction: not in colpg)."""
+    print(f"\n| tokens scored at int8 for the best {cap} | share of tokens | recall@10 | documents reranked (slack {slack}), mean | p50 |\n|---|---|---|---|---|")
+    owner = torch.repeat_interleave(torch.arange(len(c.v.ids)), c.lengths)
+    for tau in (None, 0.5, 0.6):
+        outliers = torch.nonzero(cos < tau).flatten() if tau is not None else torch.zeros(0, dtype=torch.long)
+        recalls, depths = [], []
+        for i, q in enumerate(c.queries):
+            scores = centroid_scores(q, c.codec.centroids)
+            plan = Probe.of(scores, ncells)
+            sims, _, owners_ = scored_tokens(c, q, scores, plan)
+            best = token_maxima(sims, owners_, len(c.v.ids))
+            touched = torch.isin(torch.arange(len(c.v.ids)), owners_)  # as colpg.probe, only documents with a scored token
+            first = floored_sum(best, plan.floor, IMPUTED_DISCOUNT).masked_fill(~touched, float("-inf"))
+            slots = first.topk(min(cap, len(first))).indices
+            near = outliers[torch.isin(owner[outliers], slots)]
+            best.scatter_reduce_(0, owner[near][:, None].expand(-1, q.shape[0]), c.store.scorer(q, 0)([c.raw[near]]), "amax")
+            order = floored_sum(best[slots], plan.floor, IMPUTED_DISCOUNT).sort(descending=True)
+            slots = slots[order.indices]
+            exact = c.scores(q, slots)
+            done = replayed_depth(order.values, exact, q.shape[0], c.k, slack, chunk)
+            recalls.append(c.recall(i, slots[:done][exact[:done].topk(min(c.k, done)).indices]))
+            depths.append(done)
+        label = "none (search's first stage)" if tau is None else f"cosine < {tau}"
+        print(f"| {label} | {len(outliers) / len(cos):.1%} | {statistics.mean(recalls):.3f} | {statistics.mean(depths):.0f} | {statistics.median(depths):.0f} |", flush=True)
+
+
 def imputation(c: Collection, ncells: int, cap: int) -> None:
     """How far the first stage is from the int8 MaxSim (gap = exact - first stage), by how many of
     a document's query tokens were credited with the floor rather than scored (Candidates.imputed)."""
@@ -313,6 +421,18 @@ def imputation(c: Collection, ncells: int, cap: int) -> None:
             print(f"| {label} | {len(part):,} | {float(part.mean()):.2f} | {p99:.2f} | {float(part.max()):.2f} |", flush=True)
 
 
+def replayed_depth(first: torch.Tensor, exact: torch.Tensor, tokens: int, k: int, slack: float, chunk: int) -> int:
+    """How many documents table 5's rule reranks, ``chunk`` at a time, given every candidate's
+    first-stage and exact scores in first-stage order."""
+    done = min(len(exact), chunk)
+    while done < len(exact):
+        gap = float((exact[:done] - first[:done]).max())
+        if done >= k and float(first[done]) + gap + slack * tokens < float(exact[:done].topk(k).values[-1]):
+            break
+        done = min(len(exact), done + chunk)
+    return done
+
+
 def stop_rules(c: Collection, ncells: int, discounts: list[float], slacks: list[float], chunk: int, cap: int) -> None:
     """The early stop (table 5's rule) with the first-stage order changed by a discount per imputed
     query token (colpg.probe.IMPUTED_DISCOUNT): the first stage's best ``cap`` are all scored once,
@@ -329,13 +449,8 @@ def stop_rules(c: Collection, ncells: int, discounts: list[float], slacks: list[
             recalls, counts = [], []
             for i, (tokens, slots, undiscounted, imputed, exact) in enumerate(replays):
                 order = (undiscounted - discount * imputed).sort(descending=True)
-                first, ranked = order.values, exact[order.indices]
-                done = min(len(ranked), chunk)
-                while done < len(ranked):
-                    gap = float((ranked[:done] - first[:done]).max())
-                    if done >= c.k and float(first[done]) + gap + slack * tokens < float(ranked[:done].topk(c.k).values[-1]):
-                        break
-                    done = min(len(ranked), done + chunk)
+                ranked = exact[order.indices]
+                done = replayed_depth(order.values, ranked, tokens, c.k, slack, chunk)
                 top = slots[order.indices[:done]][ranked[:done].topk(min(c.k, done)).indices]
                 recalls.append(c.recall(i, top))
                 counts.append(done)
@@ -396,6 +511,8 @@ def main() -> None:
     parser.add_argument("--arithmetic", action="store_true", help="table 6: the int8 rerank in float and integer arithmetic (at --ncells' first and --cap)")
     parser.add_argument("--discounts", type=float, nargs="*", default=[], help="table 8: the stop rule at --slacks with these discounts per imputed query token (at --ncells' first and --cap)")
     parser.add_argument("--positions", action="store_true", help="table 9: the first stage's error on the query's own tokens and on its [MASK] padding (at --ncells' first and --cap)")
+    parser.add_argument("--float-blocks", type=int, nargs="*", default=[], help="table 10: the float rerank with these tokens converted at once (at --ncells' first and --cap)")
+    parser.add_argument("--codec-loss", action="store_true", help="table 11: the first stage's shortfall on the exact top 10, probing against the codec (at --ncells' first)")
     parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -415,11 +532,17 @@ def main() -> None:
             early_stop(collection, args.ncells, args.slacks, args.chunk, args.cap)
         if args.arithmetic:
             arithmetic(collection, args.ncells[0], args.cap)
+        if args.float_blocks:
+            float_blocks(collection, args.ncells[0], args.cap, args.float_blocks)
         if args.imputed:
             imputation(collection, args.ncells[0], args.cap)
-        if args.positions:
+        if args.positions or args.codec_loss:
             dataset = DATA / (v.name if any(v is p for p in pool) else args.datasets[0])  # assembled collections take the first's queries
-            augmentation(collection, mask_positions(encoder, dataset, v.qids[: len(collection.queries)]), args.ncells[0], args.cap)
+            masks = mask_positions(encoder, dataset, v.qids[: len(collection.queries)])
+            if args.positions:
+                augmentation(collection, masks, args.ncells[0], args.cap)
+            if args.codec_loss:
+                codec_loss(collection, masks, args.ncells[0], args.cap, args.slacks[0] if args.slacks else 0.04, args.chunk)
         if args.discounts:
             stop_rules(collection, args.ncells[0], args.discounts, args.slacks, args.chunk, args.cap)
 

@@ -32,6 +32,9 @@ KINDS = ("none", "residual4", "int8", "fp16")
 #: The most a MaxSim from the query's first int8 part alone may differ from both parts', per query
 #: token: 3x the largest difference bench/probe.py measured (table 6: 0.00097, NFCorpus).
 COARSE_ERROR = 0.003
+#: Tokens converted to float and multiplied at once where int8 rows are scored in float on a CPU:
+#: a block converted is still in cache when it is multiplied (bench/probe.py, table 10).
+FLOAT_BLOCK = 2048
 ARRAY_HEADER = 20  # array_send of int4[]: ndim, flags, element type, length, lower bound
 HALFVEC_HEADER = 4  # halfvec_send: int16 dim, int16 unused
 
@@ -132,11 +135,14 @@ class Int8Store(RerankStore):
         tokens, inverse_norms = self._split(raw)
         return tokens.float() * self._scale(raw.device) * inverse_norms
 
-    def scorer(self, query: torch.Tensor, parts: int | None = None) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    def scorer(
+        self, query: torch.Tensor, parts: int | None = None, block: int = FLOAT_BLOCK
+    ) -> Callable[[list[torch.Tensor]], torch.Tensor]:
         """The scales fold into the query, the stored norms into the result: one pass over the int8
         values, in integer arithmetic with the query in ``parts`` int8 parts (colpg.scoring.Int8Query;
         None: 2 on a CPU where they pay, colpg.device.int8_products_pay) or in float (0; None elsewhere,
-        and on a GPU, where int8 products want shapes in multiples of 8)."""
+        and on a GPU, where int8 products want shapes in multiples of 8), converted ``block`` tokens
+        at a time on a CPU."""
         scaled = query * self._scale(query.device)
         parts = parts if parts is not None else 2 if _integer(query) else 0
         prepared = Int8Query.of(scaled, parts) if parts else None
@@ -145,7 +151,11 @@ class Int8Store(RerankStore):
             tokens, inverse_norms = self._split(torch.cat(rows).to(query.device))
             if prepared is not None:
                 return prepared.products(tokens) * inverse_norms
-            return (tokens.to(scaled.dtype) @ scaled.T) * inverse_norms
+            step = block if tokens.device.type == "cpu" else max(1, tokens.shape[0])
+            sims = torch.empty(tokens.shape[0], scaled.shape[0], dtype=scaled.dtype, device=scaled.device)
+            for start in range(0, tokens.shape[0], step):
+                torch.mm(tokens[start : start + step].to(scaled.dtype), scaled.T, out=sims[start : start + step])
+            return sims.mul_(inverse_norms)
 
         return score
 
