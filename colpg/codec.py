@@ -79,7 +79,29 @@ def kmeans(vectors: torch.Tensor, k: int, *, niters: int, seed: int) -> torch.Te
 
 
 def assign(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Nearest centroid (maximum inner product) of each vector, in batches.
+    """Nearest centroid (maximum inner product) of each vector.
+
+    Most of a build's time at tens of thousands of centroids. On a CPU with faiss installed, its
+    exact flat search, which fuses the product with the running maximum: 1.4x the tokens a second
+    of torch's product and argmax at 32,768 centroids on 2 AVX2 cores (bench/assign.py). Elsewhere
+    (a GPU, or no faiss) torch's, in batches (:func:`assign_batched`).
+
+    Shapes: vectors [n, dim], centroids [k, dim] -> [n] int64.
+    """
+    if vectors.device.type != "cpu" or not len(vectors):
+        return assign_batched(vectors, centroids)
+    try:
+        import faiss
+    except ImportError:
+        return assign_batched(vectors, centroids)
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids.detach().to(torch.float32).numpy()))
+    _, found = index.search(np.ascontiguousarray(vectors.detach().to(torch.float32).numpy()), 1)
+    return torch.from_numpy(found[:, 0]).long()
+
+
+def assign_batched(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """:func:`assign` as torch's product and argmax, ASSIGN_BATCH_ELEMENTS scores at a time.
 
     Shapes: vectors [n, dim], centroids [k, dim] -> [n] int64.
     """

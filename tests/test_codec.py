@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from colpg.codec import (
     Int8Codec,
     ResidualCodec,
+    assign,
+    assign_batched,
     num_centroids_for,
     pack_bits,
     sample_size,
@@ -18,6 +22,18 @@ from colpg.codec import (
 from colpg.encoder import Encoder
 from colpg.scoring import maxsim_tokens, owners
 from colpg.stores import COARSE_ERROR, Int8Store
+
+
+def test_assign_takes_the_nearest_centroid_with_faiss_or_without(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = torch.Generator().manual_seed(0)
+    centroids = F.normalize(torch.randn(300, 16, generator=generator), dim=-1)
+    vectors = torch.randn(1000, 16, generator=generator)
+    nearest = (vectors @ centroids.T).argmax(dim=1)
+    assert torch.equal(assign(vectors, centroids), nearest)  # faiss's flat search
+    assert torch.equal(assign(vectors.half(), centroids), assign_batched(vectors.half().float(), centroids))
+    assert assign(vectors[:0], centroids).shape == (0,)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # not installed: torch's product and argmax
+    assert torch.equal(assign(vectors, centroids), nearest)
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 4])
