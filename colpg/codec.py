@@ -82,7 +82,7 @@ def assign(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Nearest centroid (maximum inner product) of each vector.
 
     Most of a build's time at tens of thousands of centroids. On a CPU with faiss installed, its
-    exact flat search, which fuses the product with the running maximum: 1.4x the tokens a second
+    exact flat search, which fuses the product with the running maximum: 1.58x the tokens a second
     of torch's product and argmax at 32,768 centroids on 2 AVX2 cores (bench/assign.py). Elsewhere
     (a GPU, or no faiss) torch's, in batches (:func:`assign_batched`).
 

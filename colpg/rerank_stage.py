@@ -34,7 +34,7 @@ from colpg.scoring import maxsim_tokens, owners
 from colpg.stores import RerankStore
 from colpg.view import IndexView
 
-__all__ = ["EARLY_STEP", "EXACT_BATCH", "RERANK_TOKENS", "Reranker", "near_top"]
+__all__ = ["EARLY_STEP", "EXACT_BATCH", "RERANK_TOKENS", "Reranker", "near_top", "token_runs"]
 
 EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
 EARLY_STEP = 64  # documents reranked between checks whether the rest can still reach the top k
@@ -53,6 +53,22 @@ def near_top(scored: list[tuple[float, int, torch.Tensor]], k: int, margin: floa
         return ordered
     cut = ordered[k - 1][0] - margin
     return [b for i, b in enumerate(ordered) if i < k or b[0] >= cut]
+
+
+def token_runs(lengths: Sequence[int], limit: int = RERANK_TOKENS) -> list[range]:
+    """Consecutive documents grouped so that each run holds at most ``limit`` tokens (a longer
+    document alone), the blocks the rerank scores at once.
+
+    >>> token_runs([5, 3, 4, 9, 1], limit=8)
+    [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
+    """
+    runs, start, tokens = [], 0, 0
+    for n, length in enumerate(lengths):
+        if n > start and tokens + length > limit:
+            runs.append(range(start, n))
+            start, tokens = n, 0
+        tokens += length
+    return [*runs, range(start, len(lengths))] if len(lengths) > start else runs
 
 
 class Reranker:
@@ -124,13 +140,8 @@ class Reranker:
         """MaxSim of each document's stored rows by ``scorer`` (a store's, colpg.stores), in blocks of
         about RERANK_TOKENS tokens so that each block's temporaries stay a few MB (colpg.device)."""
         scores: list[float] = []
-        block: list[torch.Tensor] = []
-        tokens = 0
-        for n, raw in enumerate(rows, start=1):
-            block.append(raw)
-            tokens += raw.shape[0]
-            if n == len(rows) or tokens + rows[n].shape[0] > RERANK_TOKENS:
-                sims = scorer(block)
-                scores += maxsim_tokens(sims, owners([r.shape[0] for r in block], self.device), len(block)).tolist()
-                block, tokens = [], 0
+        for run in token_runs([raw.shape[0] for raw in rows]):
+            block = rows[run.start : run.stop]
+            sims = scorer(block)
+            scores += maxsim_tokens(sims, owners([r.shape[0] for r in block], self.device), len(block)).tolist()
         return scores
