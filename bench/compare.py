@@ -347,7 +347,9 @@ class Suite:
                   for name in ("sync", "probe", "filter", "rerank", "rows")}
         print(f"<!-- {v.name}: colpg defaults {result['runs'][0]['params']}, stage p50 ms {stages}; resident tokens"
               f" {result['resident_bytes'] / 2**20:.0f} MB, row cache {result['cache_bytes'] / 2**20:.0f} MB"
-              f" (cap {cache_bytes / 2**20:.0f} MB), loaded in {result['load_s']:.1f} s -->", flush=True)
+              f" (cap {cache_bytes / 2**20:.0f} MB), loaded in {result['load_s']:.1f} s; search memory"
+              f" {(memory['searched'] - memory['baseline']) / 2**20:,.0f} MB, {(memory['trimmed'] - memory['baseline']) / 2**20:,.0f} MB"
+              " once the free heap is returned -->", flush=True)
         for run in result["runs"]:
             counts = sorted(run["reranked"])
             print(f"<!-- {v.name}: {run['label']}: documents reranked mean {sum(counts) / len(counts):.0f},"

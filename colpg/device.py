@@ -81,8 +81,9 @@ def _libc() -> ctypes.CDLL | None:
 
 def release_freed_memory() -> None:
     """Return the heap's free pages to the system (glibc's malloc_trim) after a one-off burst of
-    allocations, such as loading an index: the rows read are freed, but scattered among live
-    memory, so the heap cannot shrink by itself. Elsewhere than glibc it does nothing."""
+    allocations, such as loading an index, or once the row cache has evicted enough
+    (colpg.rowcache): the memory freed is scattered among live memory, so the heap cannot
+    shrink by itself. Tens of ms on a heap of GBs. Elsewhere than glibc it does nothing."""
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)

@@ -4,7 +4,10 @@ The candidates' rerank rows come from the byte-capped row cache (colpg.rowcache)
 version the searcher's view holds, or are read from PostgreSQL at the version the search's
 snapshot holds, so no stale row is ever scored. Rows are read EXACT_BATCH documents at a time
 and only the best k are kept between batches: an exact search over every document holds no
-more than a batch's rows.
+more than a batch's rows. They come in binary results (bytea as bytes, where text results send
+hex) and are converted a batch at a time (:meth:`RerankStore.raws`): bench/rows.py times both
+against the old way, and reading the next batch on a thread while this one is scored (no gain
+on 2 cores, not done).
 
 With the candidates' first-stage scores and a finite ``slack`` (colpg.params), the rerank goes
 EARLY_STEP documents at a time in first-stage order and stops once the next candidate cannot
@@ -27,6 +30,7 @@ from typing import Any
 import psycopg
 import torch
 
+from colpg.device import release_freed_memory
 from colpg.resources import query as sql
 from colpg.results import Ranked
 from colpg.rowcache import RowCache
@@ -89,9 +93,9 @@ class Reranker:
                 found[doc_id] = raw
         missing = [i for i in ids if i not in found]
         if missing:
-            for row in pg.execute(sql("search_rerank_rows"), {"ids": missing, **store.wanted()}).fetchall():
-                record = dict(zip(_ROW_COLUMNS, row, strict=True))
-                raw = store.raw(record)
+            fetched = pg.execute(sql("search_rerank_rows"), {"ids": missing, **store.wanted()}, binary=True).fetchall()
+            records = [dict(zip(_ROW_COLUMNS, row, strict=True)) for row in fetched]
+            for record, raw in zip(records, store.raws(records), strict=True):
                 self.cache.put(record["document_id"], record["version"], raw)
                 found[record["document_id"]] = raw
         return [(i, found[i]) for i in ids if i in found]
@@ -129,6 +133,8 @@ class Reranker:
                 following = start + step
                 if len(kept) >= k and following < len(ids) and first[following] + gap + slack * query.shape[0] < kept[k - 1][0]:
                     break
+        if self.cache.trim_due():
+            release_freed_memory()  # the rows evicted, scattered among those still cached (colpg.rowcache)
         if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k
             exact = self.maxsim(store.scorer(query), [raw for _, _, raw in kept])
             kept = sorted(((s, doc_id, raw) for s, (_, doc_id, raw) in zip(exact, kept, strict=True)), key=lambda b: -b[0])

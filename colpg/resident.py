@@ -3,7 +3,8 @@
 A view is loaded once, streaming every token row of the index in one snapshot, and then
 moved forward at each search by the documents that ``colpg.token_changes`` says changed
 since the view's snapshot: their current rows are read here, in the search's snapshot.
-Statements come from ``sql/queries`` and run on the search transaction's psycopg connection.
+Statements come from ``sql/queries`` and run on the search transaction's psycopg connection,
+in binary results: residuals come as bytes rather than hex text (bench/rows.py).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def load_view(
 ) -> IndexView:
     """Every token row of the index, as the caller's transaction (at ``snapshot``) sees them."""
     parts = []
-    with conn.cursor(name="colpg_load_view") as cursor:
+    with conn.cursor(name="colpg_load_view", binary=True) as cursor:
         cursor.execute(query("index_tokens"), {"index_id": index_id})
         with progress_bar(show=progress, desc=f"loading {name}", unit=" docs") as bar:
             for batch in _batches(cursor):
@@ -69,7 +70,7 @@ def load_view(
 
 def changed_rows(conn: psycopg.Connection[Any], ids: Sequence[int], residual_bytes: int) -> DocumentRows:
     """The current token rows of ``ids``; a deleted document has none."""
-    records = conn.execute(query("search_tokens"), {"ids": list(ids)}).fetchall()
+    records = conn.execute(query("search_tokens"), {"ids": list(ids)}, binary=True).fetchall()
     return _rows(records, residual_bytes)
 
 

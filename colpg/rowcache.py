@@ -5,6 +5,11 @@ every search reads in its own snapshot), so a rewritten document is never served
 old entry. The least recently used entries go first once the cap is reached; an entry
 larger than the cap is not kept at all. Thread-safe: the lock covers dictionary updates
 only, never a database call.
+
+Evicted rows leave holes among the rows still cached, which the heap cannot give back by
+itself: on the assembled 100k (bench/compare.py) the search process grew ~1.2 GB past its
+bound in 20 queries, nearly all of it free heap. So the cache counts what it evicts, and
+:meth:`RowCache.trim_due` tells the searcher when to hand the free heap back (colpg.device).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ __all__ = ["CACHE_BYTES_ENV", "DEFAULT_CACHE_BYTES", "RowCache", "cache_bytes_fr
 
 CACHE_BYTES_ENV = "COLPG_CACHE_BYTES"
 DEFAULT_CACHE_BYTES = 1 << 30
+#: Free heap is handed back once a quarter of the cap (at least TRIM_MIN_BYTES) has been evicted.
+TRIM_SHARE = 4
+TRIM_MIN_BYTES = 64 << 20
 
 
 def cache_bytes_from_env() -> int:
@@ -36,6 +44,8 @@ class RowCache:
     >>> cache.put(1, 100, torch.zeros(1, 6, dtype=torch.uint8)); cache.put(2, 100, torch.zeros(1, 6, dtype=torch.uint8))
     >>> cache.get(1, 100) is None, cache.get(2, 100) is not None, cache.get(2, 101) is None, cache.bytes
     (True, True, True, 6)
+    >>> cache.evicted, cache.trim_due(trim_bytes=6), cache.trim_due(trim_bytes=6), cache.evicted
+    (6, True, False, 0)
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -43,6 +53,8 @@ class RowCache:
             raise ConfigurationError(f"the row cache's size must be 0 or more bytes, got {max_bytes}")
         self.max_bytes = max_bytes
         self.bytes = 0
+        #: Bytes evicted or replaced since :meth:`trim_due` last said yes.
+        self.evicted = 0
         self._entries: OrderedDict[int, tuple[int, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -66,6 +78,7 @@ class RowCache:
             old = self._entries.pop(document_id, None)
             if old is not None:
                 self.bytes -= old[1].numel() * old[1].element_size()
+                self.evicted += old[1].numel() * old[1].element_size()
             if size > self.max_bytes:
                 return
             self._entries[document_id] = (version, tokens)
@@ -73,6 +86,17 @@ class RowCache:
             while self.bytes > self.max_bytes:
                 _, (_, evicted) = self._entries.popitem(last=False)
                 self.bytes -= evicted.numel() * evicted.element_size()
+                self.evicted += evicted.numel() * evicted.element_size()
+
+    def trim_due(self, trim_bytes: int | None = None) -> bool:
+        """Whether ``trim_bytes`` (default: a TRIM_SHARE-th of the cap, at least TRIM_MIN_BYTES) have been
+        evicted since it last said yes: then the caller returns the free heap (colpg.device.release_freed_memory)."""
+        limit = max(TRIM_MIN_BYTES, self.max_bytes // TRIM_SHARE) if trim_bytes is None else trim_bytes
+        with self._lock:
+            if self.evicted < limit:
+                return False
+            self.evicted = 0
+            return True
 
     def clear(self) -> None:
         with self._lock:

@@ -118,6 +118,20 @@ def test_int8_rerank_in_integers_matches_float(minilm_vectors: torch.Tensor, mon
     assert torch.equal(coarse(rows), store.scorer(query, 1 if pays else 0)(rows))
 
 
+def test_int8_rows_read_together_are_the_rows_read_alone(minilm_vectors: torch.Tensor) -> None:
+    """A rerank step converts its fetched rows at once (RerankStore.raws): the same bytes as one by one,
+    each row its own tensor (the row cache counts and frees them apart), the inverse norms exact."""
+    store = Int8Store(Int8Codec.fit(minilm_vectors))
+    records = [{"payload": store.encode(doc, torch.zeros(len(doc)))[0], "ntokens": len(doc)} for doc in torch.split(minilm_vectors, 97)]
+    together = store.raws(records)
+    assert store.raws([]) == []
+    assert [r.shape for r in together] == [(n["ntokens"], 384 + 4) for n in records]
+    assert all(torch.equal(a, store.raws([r])[0]) for a, r in zip(together, records, strict=True))
+    assert len({r.untyped_storage().data_ptr() for r in together}) == len(records)
+    decoded = store.decode(together[0])
+    assert torch.allclose(decoded.norm(dim=1), torch.ones(len(decoded)), atol=1e-5)
+
+
 def test_int8_products_pay_is_measured_once() -> None:
     """The choice is this CPU's, timed on the first call and kept for the process."""
     from colpg.device import int8_products_pay

@@ -311,6 +311,23 @@ def test_a_tiny_row_cache_gives_the_same_results(index: Index, migrated_url: str
     assert len(index.searcher.cache) > 0
 
 
+def test_a_small_row_cache_hands_back_what_it_evicts(
+    index: Index, migrated_url: str, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache that evicts as it goes returns the free heap once it has evicted its share (colpg.rowcache),
+    and the results stay those of an unbounded cache."""
+    from colpg import device
+
+    monkeypatch.setattr("colpg.rowcache.TRIM_MIN_BYTES", 0)
+    trims: list[None] = []
+    monkeypatch.setattr("colpg.rerank_stage.release_freed_memory", lambda: trims.append(device.release_freed_memory()))
+    small = Index("scifact", url=migrated_url, encoder=encoder, cache_bytes=256 << 10)
+    for query in ("brain development", "vaccine trial outcomes", "protein folding in cells"):
+        assert _ranking(small.search(query, k=5)) == _ranking(index.search(query, k=5))
+    assert 0 < small.searcher.cache.bytes <= 256 << 10
+    assert trims and small.searcher.cache.evicted < (256 << 10) // 4  # each search ends with the count below the share
+
+
 def test_concurrent_changes_never_serve_a_stale_document(index: Index, migrated_url: str, encoder: Encoder) -> None:
     """Searches during adds, updates and deletes only return documents as some snapshot held them;
     afterwards the long-running searcher answers exactly as a fresh one and as exact search."""

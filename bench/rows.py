@@ -1,0 +1,152 @@
+"""What the search process pays to read token rows from PostgreSQL, stage by stage, old way beside new.
+
+    cd bench && ../.venv/bin/python rows.py --database colpg_bench_keep_assembled_100000_12932802
+
+On an index already built (compare.py --keep-databases keeps its collections'), per step of
+``--step`` documents drawn at random (the rerank's early-stop step, colpg.rerank_stage), each
+read ``--repeat`` times so that the server's pages are warm as in a running service, the best
+of the repeats:
+
+- **rerank rows**: ``search_rerank_rows`` in text results (bytea as hex, psycopg's default) and
+  in binary results (what colpg.rerank_stage asks for); the rows turned into the store's raw
+  tensors one by one (``RerankStore.raw``) and all at once (``RerankStore.raws``); and scoring
+  them against a 32-token query, for scale;
+- **a rerank's steps**: every step read (binary, ``raws``) and scored one after the other, as
+  search does, against reading ahead on a thread: the next step read (or only fetched, converted
+  by the caller) while this one is scored, per step;
+- **token rows**: ``search_tokens`` (what a search reads of changed documents, and the view's
+  load reads of every document) in text and in binary results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+import torch
+from sqlalchemy.engine import make_url
+
+from colpg import db, store
+from colpg.rerank_stage import EARLY_STEP
+from colpg.resources import query as sql
+from colpg.stores import RerankStore
+
+T = TypeVar("T")
+COLUMNS = ("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors")
+
+
+def best_ms(call: Callable[[], object], repeat: int) -> float:
+    """The fastest of ``repeat`` calls, in ms."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000 * min(times)
+
+
+def read_ahead(read: Callable[[list[int]], T], steps: Sequence[list[int]]) -> Iterator[T]:
+    """``read`` of each step, the next one read on a thread while the caller works on this one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future[T] = pool.submit(read, steps[0])
+        for following in [*steps[1:], None]:
+            current = pending.result()
+            if following is not None:
+                pending = pool.submit(read, following)
+            yield current
+
+
+def rerank_rows(pg: psycopg.Connection[Any], rerank: RerankStore, ids: list[int], binary: bool) -> list[dict[str, Any]]:
+    fetched = pg.execute(sql("search_rerank_rows"), {"ids": ids, **rerank.wanted()}, binary=binary).fetchall()
+    return [dict(zip(COLUMNS, row, strict=True)) for row in fetched]
+
+
+def step_calls(
+    pg: psycopg.Connection[Any],
+    rerank: RerankStore,
+    scorer: Callable[[list[torch.Tensor]], torch.Tensor],
+    step: list[int],
+    records: list[dict[str, Any]],
+    raws: list[torch.Tensor],
+) -> dict[str, Callable[[], object]]:
+    """What is timed of one step, by column."""
+    return {
+        "text rows": lambda: rerank_rows(pg, rerank, step, binary=False),
+        "binary rows": lambda: rerank_rows(pg, rerank, step, binary=True),
+        "raw one by one": lambda: [rerank.raw(r) for r in records],
+        "raws at once": lambda: rerank.raws(records),
+        "score": lambda: scorer(raws),
+        "text tokens": lambda: pg.execute(sql("search_tokens"), {"ids": step}).fetchall(),
+        "binary tokens": lambda: pg.execute(sql("search_tokens"), {"ids": step}, binary=True).fetchall(),
+    }
+
+
+def measure(pg: psycopg.Connection[Any], args: argparse.Namespace) -> None:
+    name = args.index or pg.execute("SELECT name FROM colpg.indexes ORDER BY id LIMIT 1").fetchone()[0]
+    record = store.get_index(pg, name)
+    _, rerank = store.load_codec(pg, record, torch.device("cpu"))
+    ids = [row[0] for row in pg.execute("SELECT id FROM colpg.documents WHERE index_id = %s", (record.id,)).fetchall()]
+    query = torch.nn.functional.normalize(torch.randn(32, record.dim), dim=1)
+    scorer = rerank.scorer(query)
+    draw = random.Random(args.seed)
+    columns: tuple[str, ...] = ("text rows", "binary rows", "raw one by one", "raws at once", "score", "text tokens", "binary tokens")
+    times: dict[str, list[float]] = {column: [] for column in columns}
+    tokens = []
+    for _ in range(args.steps):
+        step = draw.sample(ids, min(args.step, len(ids)))
+        records = rerank_rows(pg, rerank, step, binary=True)
+        raws = rerank.raws(records)
+        assert all(torch.equal(a, rerank.raw(r)) for a, r in zip(raws, records, strict=True))
+        tokens.append(sum(r["ntokens"] for r in records))
+        timed = step_calls(pg, rerank, scorer, step, records, raws)
+        for column, call in timed.items():
+            times[column].append(best_ms(call, args.repeat))
+    steps = [draw.sample(ids, min(args.step, len(ids))) for _ in range(args.steps)]
+
+    def read(step: list[int]) -> list[torch.Tensor]:
+        return rerank.raws(rerank_rows(pg, rerank, step, binary=True))
+
+    pipelines = {
+        "read, then scored": lambda: [scorer(read(step)) for step in steps],
+        "next read while scored": lambda: [scorer(raws) for raws in read_ahead(read, steps)],
+        "next fetched while converted and scored": lambda: [
+            scorer(rerank.raws(records)) for records in read_ahead(lambda step: rerank_rows(pg, rerank, step, binary=True), steps)
+        ],
+    }
+    for column, call in pipelines.items():
+        columns += (column,)
+        times[column] = [best_ms(call, args.repeat) / len(steps)]
+    print(f"\n### {make_url(args.url).database}, index {name!r} ({rerank.kind} store): {args.steps} steps of {args.step} documents,"
+          f" {statistics.mean(tokens):,.0f} tokens a step on average, ms a step (p50 / mean)\n")
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    print("| " + " | ".join(f"{statistics.median(times[c]):.1f} / {statistics.mean(times[c]):.1f}" for c in columns) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=None, help="the server (default: colpg's, $COLPG_DATABASE_URL or the embedded one)")
+    parser.add_argument("--database", default=None, help="the database on --url's server holding the index")
+    parser.add_argument("--index", default=None, help="the index (default: the database's first)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--step", type=int, default=EARLY_STEP, help="documents read at once")
+    parser.add_argument("--repeat", type=int, default=3, help="reads of each step; the best counts")
+    parser.add_argument("--seed", type=int, default=12345)
+    args = parser.parse_args()
+    for name in ("steps", "step", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    args.url = args.url or db.database_url()
+    if args.database:
+        args.url = make_url(args.url).set(database=args.database).render_as_string(hide_password=False)
+    with db.connect(args.url) as pg:
+        measure(pg, args)
+
+
+if __name__ == "__main__":
+    main()
