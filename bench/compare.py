@@ -214,14 +214,19 @@ class Suite:
             return
         v = self.vectors
         started = time.perf_counter()
-        scores = torch.cat([  # every query at once, so each chunk of original vectors is cut from the pool once
-            maxsim_flat(self.queries, v.exact_tokens(first, stop), self._owners[i], stop - first)
-            for i, (first, stop) in enumerate(self._chunks)
-        ], dim=1)
+        scores = self.exact_scores()
         self.reference = [[v.ids[i] for i in row.topk(min(self.k, len(v.ids))).indices.tolist()] for row in scores]
         print(f"<!-- {v.name}: exact reference for {len(self.queries)} queries in {time.perf_counter() - started:.0f} s -->", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.reference))
+
+    def exact_scores(self) -> torch.Tensor:
+        """Every query's MaxSim with every document over the original float vectors. Shapes: -> [queries, documents]."""
+        v = self.vectors
+        return torch.cat([  # every query at once, so each chunk of original vectors is cut from the pool once
+            maxsim_flat(self.queries, v.exact_tokens(first, stop), self._owners[i], stop - first)
+            for i, (first, stop) in enumerate(self._chunks)
+        ], dim=1)
 
     def brute_force(self) -> None:
         v = self.vectors
