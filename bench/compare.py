@@ -321,12 +321,12 @@ class Suite:
                         memory_mb=(memory["searched"] - memory["baseline"]) / 2**20, rss_mb=memory["searched"] / 2**20)
 
     def colpg(
-        self, url: str, encoder: Encoder, checkpoint: Path, nbits: int, cache_bytes: int, timeout_s: int,
+        self, url: str, encoder: Encoder, checkpoint: Path, config: IndexConfig, cache_bytes: int, timeout_s: int,
         settings: list[dict[str, Any]],
     ) -> None:
         """Build in this process (the same vectors as every contender), search in a process of its own (colpg_runner.py)."""
         v = self.vectors
-        index, build_s = self._build_colpg(url, encoder, nbits)
+        index, build_s = self._build_colpg(url, encoder, config)
         info = index.info()
         with tempfile.TemporaryDirectory(prefix="colpg-search-", dir=RESULTS) as work:
             workdir = Path(work)
@@ -343,8 +343,9 @@ class Suite:
                 return
             result = json.loads(output.read_text())
         memory = result["memory"]
+        built = f", {config.num_centroids:,} centroids" if config.num_centroids else ""  # beside the default count's rows
         for run in result["runs"]:
-            self.record(run["label"], Timed(run["found"], run["times"], run["qps"]), build_s=build_s,
+            self.record(run["label"] + built, Timed(run["found"], run["times"], run["qps"]), build_s=build_s,
                         codes_residuals_bytes_per_token=info["codes_residuals_table_bytes_per_token"],
                         other_bytes_per_token=info["rerank_table_bytes_per_token"],
                         memory_mb=(memory["searched"] - memory["baseline"]) / 2**20, rss_mb=memory["searched"] / 2**20)
@@ -357,11 +358,13 @@ class Suite:
               " once the free heap is returned -->", flush=True)
         for run in result["runs"]:
             counts = sorted(run["reranked"])
-            print(f"<!-- {v.name}: {run['label']}: documents reranked mean {sum(counts) / len(counts):.0f},"
-                  f" p50 {percentile(counts, 0.5):.0f}, p95 {percentile(counts, 0.95):.0f} -->", flush=True)
+            probe, rerank = (percentile([1000 * t.get(name, 0.0) for t in run["stages"]], 0.5) for name in ("probe", "rerank"))
+            print(f"<!-- {v.name}: {run['label']}{built}: documents reranked mean {sum(counts) / len(counts):.0f},"
+                  f" p50 {percentile(counts, 0.5):.0f}, p95 {percentile(counts, 0.95):.0f}; probe p50 {probe:.1f} ms,"
+                  f" rerank p50 {rerank:.1f} ms -->", flush=True)
 
 
-    def _build_colpg(self, url: str, encoder: Encoder, nbits: int) -> tuple[Index, float]:
+    def _build_colpg(self, url: str, encoder: Encoder, config: IndexConfig) -> tuple[Index, float]:
         """Index "compare" and its build's seconds; a float16 shard folder is built by VectorIndexer in bounded memory.
 
         A build kept from an earlier run (``--keep-databases``) is reused, with the seconds it recorded.
@@ -371,9 +374,9 @@ class Suite:
         started = time.perf_counter()
         try:
             if v.folder is not None:
-                index = VectorIndexer(encoder, IndexConfig(nbits=nbits), url=url).index(COLPG_INDEX, v.folder)
+                index = VectorIndexer(encoder, config, url=url).index(COLPG_INDEX, v.folder)
             else:
-                indexer = Indexer(encoder, IndexConfig(nbits=nbits), url=url)
+                indexer = Indexer(encoder, config, url=url)
                 position = {doc_id: i for i, doc_id in enumerate(v.ids)}
 
                 def precomputed(documents: Sequence[CollectionDocument]) -> list[torch.Tensor]:
@@ -532,6 +535,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--nbits", type=int, default=2)
+    parser.add_argument("--centroids", type=int, default=None,
+                        help="colpg's centroid count (default: ColBERT's, 16·sqrt(tokens) rounded down to a power of two); a fresh database")
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 20_000], help="assembled collections of N documents")
     parser.add_argument("--scale-queries", type=int, default=20, help="queries per assembled collection")
     parser.add_argument("--scale-only", action="store_true", help="the datasets only as the assembled collections' pool")
@@ -556,6 +561,8 @@ def main() -> None:
         return
     if min(args.queries, args.scale_queries, args.qps_queries, args.clients, args.k) < 1:
         parser.error("--queries, --scale-queries, --qps-queries, --clients and --k must be positive")
+    if args.centroids is not None and (args.centroids < 1 or args.keep_databases):
+        parser.error("--centroids must be positive, and builds a fresh database (without --keep-databases)")
     if (args.scale or args.scale_only) and not args.datasets:
         parser.error("assembled collections (--scale) are cut from the datasets' vectors: name at least one in --datasets")
     logging.getLogger("colpg").setLevel(logging.ERROR)
@@ -594,7 +601,8 @@ def main() -> None:
                     suite.record("4. Stanford PLAID (colbert-ai)", error=f"{args.plaid_python} missing: run make bench-setup")
             if "colpg" in args.contenders:
                 settings = json.loads(args.colpg_settings.read_text()) if args.colpg_settings else COLPG_SETTINGS
-                suite.colpg(url, encoder, Path(checkpoint), args.nbits, args.cache_bytes, args.colpg_timeout, settings)
+                config = IndexConfig(nbits=args.nbits, num_centroids=args.centroids)
+                suite.colpg(url, encoder, Path(checkpoint), config, args.cache_bytes, args.colpg_timeout, settings)
         finally:
             if not args.keep_databases:
                 drop_database(base_url, name)
