@@ -7,9 +7,10 @@ larger than the cap is not kept at all. Thread-safe: the lock covers dictionary 
 only, never a database call.
 
 Evicted rows leave holes among the rows still cached, which the heap cannot give back by
-itself: on the assembled 100k (bench/compare.py) the search process grew ~1.2 GB past its
-bound in 20 queries, nearly all of it free heap. So the cache counts what it evicts, and
-:meth:`RowCache.trim_due` tells the searcher when to hand the free heap back (colpg.device).
+itself: on the assembled 100k the search process held 4,072 MB against a bound of 2,403 (its
+tokens and the cap), much of it free heap. So the cache counts what it evicts, and
+:meth:`RowCache.trim_due` tells the searcher when to hand the free heap back (colpg.device):
+3,266 MB in the same benchmark, 2,760 right after a hand-back (bench/README.md, session 14).
 """
 
 from __future__ import annotations
