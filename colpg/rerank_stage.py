@@ -38,12 +38,13 @@ from colpg.scoring import maxsim_tokens, owners
 from colpg.stores import RerankStore
 from colpg.view import IndexView
 
-__all__ = ["EARLY_STEP", "EXACT_BATCH", "RERANK_TOKENS", "Reranker", "near_top", "token_runs"]
+__all__ = ["EARLY_STEP", "EXACT_BATCH", "RERANK_TOKENS", "ROW_COLUMNS", "Reranker", "near_top", "token_runs"]
 
 EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
 EARLY_STEP = 64  # documents reranked between checks whether the rest can still reach the top k
 RERANK_TOKENS = 8192  # tokens scored at once (int8 products: 13% faster than 2,048 on SciFact, search p50 in one process)
-_ROW_COLUMNS = ("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors")
+#: The columns of ``search_rerank_rows``, in order.
+ROW_COLUMNS = ("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors")
 
 
 def near_top(scored: list[tuple[float, int, torch.Tensor]], k: int, margin: float) -> list[tuple[float, int, torch.Tensor]]:
@@ -94,7 +95,7 @@ class Reranker:
         missing = [i for i in ids if i not in found]
         if missing:
             fetched = pg.execute(sql("search_rerank_rows"), {"ids": missing, **store.wanted()}, binary=True).fetchall()
-            records = [dict(zip(_ROW_COLUMNS, row, strict=True)) for row in fetched]
+            records = [dict(zip(ROW_COLUMNS, row, strict=True)) for row in fetched]
             for record, raw in zip(records, store.raws(records), strict=True):
                 self.cache.put(record["document_id"], record["version"], raw)
                 found[record["document_id"]] = raw

@@ -128,8 +128,8 @@ class Int8Store(RerankStore):
         return self.raws([row])[0]
 
     def raws(self, rows: Sequence[StoredRow]) -> list[torch.Tensor]:
-        """The norms of every row's tokens in one pass: 2x faster than row by row for a rerank step
-        of 64 NFCorpus-sized rows (fewer, larger operations), the same bytes."""
+        """The norms of every row's tokens in one pass (fewer, larger operations), the same bytes: 2.1x
+        faster than row by row for a rerank step of 64 rows of the assembled 100k (bench/rows.py)."""
         if not rows:
             return []
         lengths = [row["ntokens"] for row in rows]

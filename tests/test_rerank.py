@@ -169,4 +169,3 @@ def test_cli_rerank(index: Index, tmp_path: Path, small_texts: list[str]) -> Non
     assert result.exit_code == 0, result.output
     expected = rerank_texts(QUERY, small_texts[:3], index.encoder, k=2)
     assert [line.split()[2] for line in result.stdout.splitlines()] == [f"t{h.position}" for h in expected]
-
