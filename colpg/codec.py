@@ -203,11 +203,19 @@ class ResidualCodec:
         Shapes: query [q, dim]; centroid_scores [q, k] -> [dim*nbits/8 * 256 + k, q] float16; row
         ``position * 256 + byte`` for residual bytes, then one row per centroid.
         """
+        residual = self.residual_table(query)
+        return torch.cat([residual, centroid_scores.T.to(residual)]).to(torch.float16).contiguous()
+
+    def residual_table(self, query: torch.Tensor) -> torch.Tensor:
+        """What each byte value at each position adds to each query token's similarity: the rows of
+        :meth:`query_table` for residual bytes, in the codec's precision (colpg.kernel sums them).
+
+        Shapes: query [q, dim] -> [dim*nbits/8 * 256, q]; row ``position * 256 + byte``.
+        """
         per_byte = 8 // self.nbits
         values = self._byte_table.view(-1, 256, per_byte)  # [positions, byte, dims of the byte]
         parts = query.to(values).reshape(query.shape[0], -1, per_byte)  # [q, positions, dims of the byte]
-        residual = torch.einsum("pbj,qpj->pbq", values, parts).reshape(-1, query.shape[0])
-        return torch.cat([residual, centroid_scores.T.to(residual)]).to(torch.float16).contiguous()
+        return torch.einsum("pbj,qpj->pbq", values, parts).reshape(-1, query.shape[0])
 
     def similarity(self, table: torch.Tensor, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         """Query token · (centroid + residual) for compressed tokens, without decompressing them:

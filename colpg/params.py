@@ -1,6 +1,7 @@
 """Search's knobs and their defaults: cells probed per query token, documents reranked.
 
-``ncells``: each query token's nearest centroids whose tokens are scored (colpg.probe);
+``ncells``: each query token's nearest centroids whose tokens are scored (colpg.probe); None
+(the default) lets the index's size decide (:func:`cells_for`);
 ``nrerank``: the most documents scored exactly, at the rerank store's precision, for the top k;
 ``margin``: of those, only the documents whose first-stage score is within ``margin`` per
 query token of the k-th best are reranked, so a query whose best documents stand out reranks
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from colpg.errors import ConfigurationError
 
-__all__ = ["BALANCED", "SearchParams", "default_params"]
+__all__ = ["BALANCED", "LARGE_INDEX_TOKENS", "SearchParams", "cells_for", "default_params"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class SearchParams:
     precision, those within ``margin`` per query token of the k-th best first-stage score, stopping
     early by ``slack`` (module docstring)."""
 
-    ncells: int
+    ncells: int | None
     nrerank: int
     margin: float = math.inf
     slack: float = math.inf
@@ -36,6 +37,8 @@ class SearchParams:
     def __post_init__(self) -> None:
         for name in ("ncells", "nrerank"):
             value = getattr(self, name)
+            if value is None and name == "ncells":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         for name in ("margin", "slack"):
@@ -61,10 +64,28 @@ class SearchParams:
 BALANCED = SearchParams(ncells=64, nrerank=2048, slack=0.02)
 
 
+#: Index tokens from which the defaults probe 96 cells per query token instead of 64. On the
+#: assembled 100k (12.9M tokens) 96 gave the same recall as 64 at 18% less p50 (the rerank
+#: reached the top 10 1,280 documents deep at the median instead of 2,048, and its rows come
+#: from PostgreSQL, not the cache) while at 10k (1.3M tokens) the two broke even and on the
+#: real collections (0.6-1.2M) 96 probed ~1.5x the tokens for the same depth (bench/README.md,
+#: session 14). The switch lies between the measured sizes, at their geometric mean.
+LARGE_INDEX_TOKENS = 4_000_000
+
+
+def cells_for(tokens: int) -> int:
+    """The cells each query token probes by default in an index of ``tokens`` tokens.
+
+    >>> cells_for(1_300_000), cells_for(12_900_000)
+    (64, 96)
+    """
+    return 96 if tokens >= LARGE_INDEX_TOKENS else 64
+
+
 def default_params(k: int) -> SearchParams:
     """colpg's defaults for ``k`` results, measured to reach recall@k 0.99 against exact MaxSim
     on the encoder's own vectors (bench/probe.py table 5, bench/README.md): 64 centroids per query
-    token and an exact rerank of up to the best 2,048 (or 8k), stopped early with a slack of 0.04
+    token (96 in indexes of LARGE_INDEX_TOKENS or more: :func:`cells_for`) and an exact rerank of up to the best 2,048 (or 8k), stopped early with a slack of 0.04
     per query token (0.05 before the first stage discounted imputed query tokens, colpg.probe:
     the same recall on bench/probe.py's queries at ncells 64 and 96, NFCorpus -0.004 at 32, with
     SciFact's median query reranking 256 documents instead of 768, table 8). The depth covers
@@ -73,13 +94,15 @@ def default_params(k: int) -> SearchParams:
     the top k stands out (MS MARCO: the recall of a full rerank from a quarter of it). The rerank
     is most of the cost; :data:`BALANCED` trades recall for speed.
 
-    The work grows with the tokens under the probed centroids: an index built with ColBERT's
-    centroid count (~16·sqrt(tokens)) holds ~sqrt(tokens)/16 per centroid, so the probe grows with
-    the square root of the collection and the rerank not at all.
+    The probe's work grows with the tokens under the probed centroids: an index built with
+    ColBERT's centroid count (~16·sqrt(tokens), rounded down to a power of two) holds
+    sqrt(tokens)/16 to twice that per centroid, so the probe grows with about the square root of
+    the collection. The rerank's depth is capped by ``nrerank``; its rows come from PostgreSQL
+    once they outgrow the row cache.
 
     >>> default_params(10)
-    SearchParams(ncells=64, nrerank=2048, margin=inf, slack=0.04)
+    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.04)
     """
     if k < 1:
         raise ConfigurationError(f"k must be positive, got {k}")
-    return SearchParams(ncells=64, nrerank=max(2048, 8 * k), slack=0.04)
+    return SearchParams(ncells=None, nrerank=max(2048, 8 * k), slack=0.04)

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 
 from colpg.codec import ResidualCodec
+from colpg.kernel import fused_best, kernel_for
 from colpg.layout import ClusterLayout
 
-__all__ = ["IMPUTED_DISCOUNT", "Candidates", "Probe", "centroid_scores", "floored_sum", "probe"]
+__all__ = ["IMPUTED_DISCOUNT", "Candidates", "Probe", "best_by_document", "centroid_scores", "floored_sum", "probe"]
 
 
 #: Tokens scored per step: temporaries stay a few MB, below glibc's mmap threshold, so they
@@ -121,7 +122,27 @@ def probe(
     """
     plan = Probe.of(centroid_scores, ncells)
     cells = torch.unique(plan.cells)
-    table = codec.query_table(query, centroid_scores)
+    tokens = sum(int((layout.offsets[cells + 1] - layout.offsets[cells]).sum()) for layout in segments)
+    lib = kernel_for(tokens, query.device)
+    if lib is not None:
+        slots, best, tokens = fused_best(lib, codec.residual_table(query), centroid_scores, cells, segments, len(allowed))
+    else:
+        slots, best, tokens = best_by_document(query, codec, codec.query_table(query, centroid_scores), cells, segments)
+    scores = floored_sum(best, plan.floor, IMPUTED_DISCOUNT).masked_fill(~allowed[slots.long()], float("-inf"))
+    top = scores.topk(min(limit, len(slots)))
+    chosen = top.indices[~torch.isneginf(top.values)]
+    imputed = (best[chosen] < plan.floor).sum(dim=1)
+    return Candidates(slots[chosen].long(), scores[chosen], tokens * query.shape[0], imputed)
+
+
+def best_by_document(
+    query: torch.Tensor, codec: ResidualCodec, table: torch.Tensor, cells: torch.Tensor, segments: Sequence[ClusterLayout]
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """For every document owning a token of ``cells``: its slot and, per query token, its best
+    token's similarity; and the tokens scored. In PyTorch, on any device (colpg.kernel fuses it on the CPU).
+
+    Shapes: query [q, dim]; table from :meth:`ResidualCodec.query_table`; cells [c] -> ([m] slots, [m, q], tokens).
+    """
     found = [(layout, *layout.positions(cells)) for layout in segments]
     owner = torch.cat([layout.owners[positions] for layout, positions, _ in found])
     slots, local = torch.unique(owner, return_inverse=True)
@@ -134,8 +155,4 @@ def probe(
             rows = local[start + chunk : start + chunk + sims.shape[0]]
             best.scatter_reduce_(0, rows[:, None].expand(-1, sims.shape[1]), sims, "amax")
         start += len(positions)
-    scores = floored_sum(best, plan.floor, IMPUTED_DISCOUNT).masked_fill(~allowed[slots.long()], float("-inf"))
-    top = scores.topk(min(limit, len(slots)))
-    chosen = top.indices[~torch.isneginf(top.values)]
-    imputed = (best[chosen] < plan.floor).sum(dim=1)
-    return Candidates(slots[chosen].long(), scores[chosen], int(owner.shape[0]) * query.shape[0], imputed)
+    return slots.long(), best, int(owner.shape[0])

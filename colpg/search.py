@@ -47,7 +47,8 @@ from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, IndexNotFound, IndexNotReadyWarning
 from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
-from colpg.params import SearchParams, default_params
+from colpg.kernel import kernel_for
+from colpg.params import SearchParams, cells_for, default_params
 from colpg.probe import centroid_scores, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
@@ -98,7 +99,8 @@ class IndexSearcher:
         #: Seconds per stage of the last search (sync, probe, filter, rerank, rows), for benchmarks.
         self.timings: dict[str, float] = {}
         #: Counts of the last search: ``tokens_scored``, the (query token, token) similarities its probe
-        #: computed, and ``reranked``, the documents scored exactly.
+        #: computed, ``reranked``, the documents scored exactly, and ``ncells``, the cells probed per
+        #: query token (absent when no probe ran).
         self.stats: dict[str, int] = {}
         self._local = threading.local()  # the running search's timings and counts, per thread
         self._distributed: bool | None = None  # on a Citus cluster (known at the first search)
@@ -149,6 +151,7 @@ class IndexSearcher:
             view = load_view(
                 pg, record.id, int(codec.centroids.shape[0]), codec.residual_bytes, snapshot, self.device, name=self.name, progress=progress
             )
+            kernel_for(view.tokens, self.device)  # the probe's kernel built (or found built) now, not in a search
             loaded = _Loaded(record, codec, rerank, view)
             self.cache.clear()
             self._loaded = loaded
@@ -198,6 +201,8 @@ class IndexSearcher:
         scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
+        ncells = params.ncells or cells_for(view.tokens)
+        self._local.stats["ncells"] = ncells
         started = time.perf_counter()
         scores = centroid_scores(query, loaded.codec.centroids)
         self._add_time("probe", started)
@@ -206,7 +211,7 @@ class IndexSearcher:
         passing: list[tuple[int, float]] = []
         while True:
             started = time.perf_counter()
-            candidates = probe(query, scores, loaded.codec, view.segments, params.ncells, mask, limit)
+            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit)
             ranked = list(zip(view.ids[candidates.slots.cpu()].tolist(), candidates.scores.tolist(), strict=True))
             self._add_time("probe", started)
             self._local.stats["tokens_scored"] += candidates.tokens_scored

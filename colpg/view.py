@@ -100,6 +100,11 @@ class IndexView:
         return (self.main, self.delta) if len(self.delta) else (self.main,)
 
     @property
+    def tokens(self) -> int:
+        """Tokens held, those of deleted or replaced documents included until the next merge."""
+        return len(self.main) + len(self.delta)
+
+    @property
     def documents(self) -> int:
         """Live documents."""
         return int(self.alive.sum())

@@ -399,7 +399,7 @@ def test_search_cost_follows_the_probed_cells_not_the_collection(migrated_url: s
     before = searcher.search_vectors(query, 3)
     scored = searcher.stats["tokens_scored"]
     loaded = searcher.loaded()
-    ncells = default_params(3).ncells
+    ncells = searcher.stats["ncells"]
     far = (query @ loaded.codec.centroids.T).max(dim=0).values.argsort()[: 4].tolist()  # centroids no query token probes
     assert ncells < loaded.codec.centroids.shape[0] - 4
     vectors = [loaded.codec.centroids[far].clone() for _ in range(50)]
@@ -410,3 +410,19 @@ def test_search_cost_follows_the_probed_cells_not_the_collection(migrated_url: s
     assert searcher.loaded().view.documents == 62
     assert searcher.stats["tokens_scored"] == scored
     assert [r.external_id for r in after] == [r.external_id for r in before]
+
+
+def test_default_cells_follow_the_index_size(migrated_url: str, encoder: Encoder, small_texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """ncells=None probes cells_for(the view's tokens); an ncells given is kept whatever the size."""
+    from colpg import params
+
+    index = Indexer(encoder, CONFIG).index("sized", small_texts[:12])
+    query = encoder.encode_queries(["white matter development in the newborn brain"])[0]
+    searcher = index.searcher
+    searcher.search_vectors(query, 3)
+    assert searcher.stats["ncells"] == params.cells_for(0) == 64
+    monkeypatch.setattr(params, "LARGE_INDEX_TOKENS", searcher.loaded().view.tokens)
+    searcher.search_vectors(query, 3)
+    assert searcher.stats["ncells"] == 96
+    searcher.search_vectors(query, 3, params=default_params(3).replace(ncells=5))
+    assert searcher.stats["ncells"] == 5

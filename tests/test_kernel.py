@@ -1,0 +1,94 @@
+"""The probe's fused kernel (colpg/kernel.c) against the same stage in PyTorch, and its fallback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from colpg import kernel, probe
+from colpg.codec import ResidualCodec, train_residual_codec
+from colpg.layout import ClusterLayout
+
+pytestmark = pytest.mark.skipif(kernel.library() is None, reason="no C compiler here to build colpg's probe kernel")
+
+
+def _index(nbits: int, dim: int = 64, documents: int = 300) -> tuple[ResidualCodec, list[ClusterLayout], int]:
+    """A codec and two layouts (a main and a delta, as colpg.view holds them) of random documents."""
+    generator = torch.Generator().manual_seed(nbits)
+    vectors = torch.nn.functional.normalize(torch.randn(documents * 12, dim, generator=generator), dim=1)
+    codec = train_residual_codec(vectors[:2000], nbits=nbits, num_centroids=32, niters=4, seed=0)
+    codes, packed = codec.compress(vectors)
+    owners = torch.arange(documents).repeat_interleave(12)
+    half = len(vectors) * 2 // 3
+    segments = [
+        ClusterLayout.build(codes[:half], packed[:half], owners[:half], 32),
+        ClusterLayout.build(codes[half:], packed[half:], owners[half:], 32),
+    ]
+    return codec, segments, documents
+
+
+@pytest.mark.parametrize(("nbits", "query_tokens"), [(2, 32), (1, 5), (4, 40)])
+def test_the_kernel_finds_what_pytorch_finds(nbits: int, query_tokens: int) -> None:
+    codec, segments, documents = _index(nbits)
+    query = torch.nn.functional.normalize(torch.randn(query_tokens, codec.dim, generator=torch.Generator().manual_seed(7)), dim=1)
+    scores = probe.centroid_scores(query, codec.centroids)
+    cells = torch.unique(probe.Probe.of(scores, 6).cells)
+    lib = kernel.library()
+    assert lib is not None
+    slots, best, tokens = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
+    want_slots, want, want_tokens = probe.best_by_document(query, codec, codec.query_table(query, scores), cells, segments)
+    order = torch.argsort(slots)
+    assert tokens == want_tokens
+    assert torch.equal(slots[order], want_slots)
+    # PyTorch sums a float16 table, the kernel a float32 one: they differ by float16's rounding.
+    assert torch.allclose(best[order], want, atol=5e-3)
+
+
+def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec, segments, documents = _index(2)
+    query = torch.nn.functional.normalize(torch.randn(32, codec.dim, generator=torch.Generator().manual_seed(3)), dim=1)
+    scores = probe.centroid_scores(query, codec.centroids)
+    cells = torch.unique(probe.Probe.of(scores, 12).cells)
+    lib = kernel.library()
+    assert lib is not None
+    alone = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
+    monkeypatch.setattr(kernel, "MIN_PART_TOKENS", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    split = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
+    assert torch.equal(alone[0], split[0]) and torch.equal(alone[1], split[1]) and alone[2] == split[2]
+
+
+def test_probe_gives_the_same_candidates_with_the_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec, segments, documents = _index(2)
+    query = torch.nn.functional.normalize(torch.randn(32, codec.dim, generator=torch.Generator().manual_seed(5)), dim=1)
+    scores = probe.centroid_scores(query, codec.centroids)
+    allowed = torch.ones(documents, dtype=torch.bool)
+    allowed[::7] = False
+    monkeypatch.setattr(kernel, "MIN_TOKENS", 0)  # this small index's probes would stay in PyTorch
+    fused = probe.probe(query, scores, codec, segments, 8, allowed, 50)
+    monkeypatch.setenv(kernel.KERNEL_ENV, "off")
+    plain = probe.probe(query, scores, codec, segments, 8, allowed, 50)
+    assert fused.tokens_scored == plain.tokens_scored
+    assert not set(fused.slots.tolist()) & set(range(0, documents, 7))
+    assert torch.allclose(fused.scores, plain.scores, atol=5e-3)
+    # near-ties may swap places at float16's rounding, so the sets are compared, less the last few places
+    assert len(set(fused.slots[:40].tolist()) & set(plain.slots[:45].tolist())) == 40
+
+
+def test_no_compiler_means_pytorch_and_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with caplog.at_level(logging.WARNING, logger="colpg.kernel"):
+        assert kernel.library(tmp_path / "cache") is None
+    assert "needs a C compiler" in caplog.text
+    failing = tmp_path / "cc"
+    failing.write_text("#!/bin/sh\necho 'cc: internal error' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("CC", str(failing))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="colpg.kernel"):
+        assert kernel.library(tmp_path / "other") is None
+    assert "could not be built" in caplog.text and "internal error" in caplog.text
+    assert not list((tmp_path / "other").glob("*.so")) and not list((tmp_path / "other").glob("*.tmp"))
