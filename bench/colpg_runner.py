@@ -72,7 +72,8 @@ def main() -> None:
         with ThreadPoolExecutor(params["clients"]) as pool:
             list(pool.map(one, queries[:count]))
         qps = count / (time.perf_counter() - begun)
-        runs.append({"label": setting["label"], "params": str(search_params), "found": found,
+        probed = searcher.stats.get("ncells")  # what ncells=None resolved to for this index (colpg.params.cells_for)
+        runs.append({"label": setting["label"], "params": f"{search_params}, ncells probed {probed}", "found": found,
                      "times": times, "stages": stages, "reranked": reranked, "qps": qps})
     memory["searched"] = rss_bytes()
     release_freed_memory()  # what of it is the allocator's free heap rather than data held

@@ -100,7 +100,7 @@ PLAID_SETTINGS = [
 ]
 COLPG_SETTINGS: list[dict[str, Any]] = [
     {"label": "5. colpg, defaults"},
-    {"label": "5. colpg, ncells 64, full rerank of 1024 (defaults before the early stop)", "nrerank": 1024, "slack": math.inf},
+    {"label": "5. colpg, ncells 64, full rerank of 1024 (defaults before the early stop)", "ncells": 64, "nrerank": 1024, "slack": math.inf},
     {"label": "5. colpg, nrerank 2048, slack 0.02", "slack": 0.02},
     {"label": "5. colpg, balanced (ncells 32, nrerank 512, margin 0.05)", "ncells": 32, "nrerank": 512, "margin": 0.05, "slack": math.inf},
     {"label": "5. colpg, ncells 16, nrerank 64 (faster)", "ncells": 16, "nrerank": 64, "slack": math.inf},
