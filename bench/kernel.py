@@ -6,10 +6,10 @@ Real collections are compressed in memory as bench/probe.py does (its cached cod
 assembled collections are read from the index compare.py --keep-databases built for them, its
 resident view loaded from PostgreSQL as a searcher loads it. For each query and each ``--ncells``,
 colpg.probe (centroid scores excluded: the same either way) runs with ``COLPG_KERNEL=off`` and
-on, the best of ``--repeat`` runs each; printed per collection and ncells, p50 over queries: the
+on (whatever the probe's size: no MIN_TOKENS), the best of ``--repeat`` runs each; printed per collection and ncells, p50 over queries: the
 tokens scored, both times, the speed-up, and how many of PyTorch's best ``--limit`` candidates
-the kernel also returns (the two differ only where float16 rounding reorders near-ties: PyTorch
-sums a float16 table, the kernel a float32 one).
+the kernel also returns (the two differ only where rounding reorders near-ties: PyTorch sums a
+float16 table, the kernel an int16 one).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from colpg.view import IndexView
 def timed(query: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells: int, limit: int, repeat: int, fused: bool) -> tuple[float, list[int], int]:
     """The best of ``repeat`` probes in ms, the candidates and the tokens scored, with the kernel or without."""
     os.environ[kernel.KERNEL_ENV] = "on" if fused else "off"
+    kernel.MIN_TOKENS = 0  # the kernel at every size, to see where it pays (colpg.kernel.MIN_TOKENS)
     scores = centroid_scores(query, codec.centroids)
     times = []
     for _ in range(repeat):

@@ -41,10 +41,13 @@ SOURCE = Path(__file__).with_name("kernel.c")
 LANES = 32
 #: Flags tried in order: the first that compiles is kept (some compilers lack -march=native).
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
+#: The most an int16 table's entries for one token may sum to (int16 holds 32,767).
+INT16_SUM = 32_000
 #: Tokens below which a probe runs on the calling thread alone: a thread's start costs more.
 MIN_PART_TOKENS = 16_384
 #: Probes of fewer tokens stay in PyTorch, which is as fast there (bench/kernel.py, 2 CPU cores:
-#: 0.89-0.92x at 27,000-52,000 tokens, 1.05-1.16x at 80,000-152,000, 1.55x at 450,000).
+#: the kernel took 0.92-1.05x PyTorch's speed at 20,000-52,000 tokens, 1.20-1.32x at
+#: 80,000-152,000, 1.78-1.86x at 450,000-640,000).
 MIN_TOKENS = 65_536
 COMPILE_TIMEOUT_S = 120
 
@@ -107,7 +110,7 @@ def library(folder: Path | None = None) -> ctypes.CDLL | None:
     pointer, count = ctypes.c_void_p, ctypes.c_int64
     lib.colpg_number.argtypes = [pointer, pointer, pointer, count, pointer, pointer, count]
     lib.colpg_number.restype = count
-    lib.colpg_score.argtypes = [pointer, pointer, count, count, pointer, pointer, pointer, pointer, count, pointer, pointer]
+    lib.colpg_score.argtypes = [pointer, pointer, pointer, count, count, pointer, pointer, pointer, pointer, count, pointer, pointer]
     lib.colpg_score.restype = None
     return lib
 
@@ -119,11 +122,27 @@ def kernel_for(tokens: int, device: torch.device) -> ctypes.CDLL | None:
     return library()
 
 
-def _padded(values: torch.Tensor, columns: int) -> torch.Tensor:
-    """``values`` [n, q] float32 with zero columns up to ``columns``, contiguous."""
-    out = torch.zeros(values.shape[0], columns, dtype=torch.float32)
+def _padded(values: torch.Tensor, columns: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``values`` [n, q] with zero columns up to ``columns``, contiguous."""
+    out = torch.zeros(values.shape[0], columns, dtype=dtype)
     out[:, : values.shape[1]] = values
     return out
+
+
+def int16_table(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``table`` in int16 units of a scale per query token, small enough that one entry per residual
+    byte sums to at most INT16_SUM; each entry is within half a unit of its value (a token's
+    similarity moved by 1e-3 at most on SciFact's queries, less than float16 sums move it).
+
+    Shapes: table [width * 256, q] -> ([width * 256, q] int16, [q] float32).
+
+    >>> values, scale = int16_table(torch.tensor([[0.5, -0.01], [-0.25, 0.02]] * 128))
+    >>> values[:2].tolist(), (values.long().abs().amax(0) * (len(values) // 256) <= INT16_SUM).tolist()
+    ([[32000, -16000], [-16000, 32000]], [True, True])
+    """
+    width = table.shape[0] // 256
+    scale = (table.abs().amax(dim=0) * width / INT16_SUM).clamp_(min=torch.finfo(torch.float32).tiny)
+    return torch.round(table / scale).to(torch.int16), scale.float()
 
 
 def _parts(counts: torch.Tensor, parts: int) -> list[tuple[int, int]]:
@@ -166,7 +185,8 @@ def fused_best(
     q = table.shape[1]
     width = table.shape[0] // 256
     columns = -(-q // LANES) * LANES
-    table = _padded(table.float(), columns)
+    values, scale = int16_table(table.float())
+    values, scale = _padded(values, columns, torch.int16), _padded(scale[None], columns)
     cells = cells.to(torch.int64).contiguous()
     cell_scores = _padded(centroid_scores[:, cells].T.float(), columns)
     local_of = torch.full((slots,), -1, dtype=torch.int32)
@@ -195,7 +215,7 @@ def fused_best(
                 continue
             lo, hi = cuts[part]
             lib.colpg_score(
-                table.data_ptr(), cell_scores[lo:].data_ptr(), columns, width, offsets.data_ptr(), residuals.data_ptr(),
+                values.data_ptr(), scale.data_ptr(), cell_scores[lo:].data_ptr(), columns, width, offsets.data_ptr(), residuals.data_ptr(),
                 owners.data_ptr(), cells[lo:].data_ptr(), hi - lo, local_of.data_ptr(), best.data_ptr(),
             )  # fmt: skip
 
