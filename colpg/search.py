@@ -8,8 +8,9 @@ Every search runs in one read-only REPEATABLE READ transaction:
    ``updated_at``) is loaded again. The view holds codes and residuals only.
 2. **probe** — each query token's ``ncells`` nearest centroids; the tokens under them are
    scored from their residuals by table lookups and reduced per document, with WARP's
-   imputation where a document has no token under a query token's centroids (colpg.probe).
-   The work follows the probed centroids, not the collection.
+   imputation where a document has no token under a query token's centroids (colpg.probe;
+   large probes on a CPU in colpg.kernel's fused loop). ``ncells`` None follows the index's
+   size (colpg.params.cells_for). The work follows the probed centroids, not the collection.
 3. **filter** — a ``where`` clause runs in SQL: when it passes at most ``nrerank`` documents
    they are all scored exactly; otherwise the probe's best candidates are checked against it,
    in growing batches, until ``nrerank`` pass.

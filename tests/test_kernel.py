@@ -92,3 +92,12 @@ def test_no_compiler_means_pytorch_and_one_warning(monkeypatch: pytest.MonkeyPat
         assert kernel.library(tmp_path / "other") is None
     assert "could not be built" in caplog.text and "internal error" in caplog.text
     assert not list((tmp_path / "other").glob("*.so")) and not list((tmp_path / "other").glob("*.tmp"))
+
+
+def test_the_kernel_takes_large_probes_on_a_cpu_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert kernel.kernel_for(kernel.MIN_TOKENS, cpu) is kernel.library()
+    assert kernel.kernel_for(kernel.MIN_TOKENS - 1, cpu) is None  # PyTorch is as fast on small probes
+    assert kernel.kernel_for(kernel.MIN_TOKENS, torch.device("cuda")) is None
+    monkeypatch.setenv(kernel.KERNEL_ENV, "off")
+    assert kernel.kernel_for(kernel.MIN_TOKENS, cpu) is None
