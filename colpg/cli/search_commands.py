@@ -9,6 +9,7 @@ import typer
 
 from colpg.constants import DEFAULT_FUSION, DEFAULT_MATCH
 from colpg.errors import ColpgError
+from colpg.params import LARGE_INDEX_TOKENS, cells_for
 
 if TYPE_CHECKING:
     from colpg.explain import TokenMatch
@@ -33,7 +34,13 @@ def _where_option(where: str | None, params: list[str]) -> tuple[str, dict[str, 
 
 
 # Search's parameters (colpg.params); None takes the default for k.
-NCELLS = typer.Option(None, "--ncells", min=1, help="Centroids probed per query token (default by k).")
+NCELLS = typer.Option(
+    None,
+    "--ncells",
+    min=1,
+    help=f"Centroids probed per query token (default: {cells_for(0)}, or {cells_for(LARGE_INDEX_TOKENS)} in indexes of"
+    f" {LARGE_INDEX_TOKENS:,} tokens or more).",
+)
 NRERANK = typer.Option(None, "--nrerank", min=1, help="Most documents reranked at the rerank store's precision (default by k).")
 MARGIN = typer.Option(
     None, "--margin", min=0.0, help="Rerank only documents within this much per query token of the k-th best first-stage score."
