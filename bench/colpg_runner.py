@@ -8,9 +8,9 @@ WORKDIR holds queries.npy [n_queries, q, dim] and params.json (database URL, ind
 settings, clients, queries for QPS, row-cache bytes); the runner writes result.json there:
 per setting the results' external ids, each query's latency (excluding query encoding) and
 the QPS of concurrent clients (each setting from the same row cache: filled in document order),
-and the process's resident memory (RSS, from /proc) before the
-index is opened, after its resident tokens are loaded, after every search ran, and after the
-allocator then returned its free heap (colpg.device.release_freed_memory).
+and the process's resident memory (RSS, from /proc) before the index is opened, after its
+resident tokens are loaded, after every search ran, and after the allocator then returned its
+free heap (colpg.device.release_freed_memory).
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ from colpg.view import IndexView
 def timed(query: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells: int, limit: int, repeat: int, fused: bool) -> tuple[float, list[int], int]:
     """The best of ``repeat`` probes in ms, the candidates and the tokens scored, with the kernel or without."""
     os.environ[kernel.KERNEL_ENV] = "on" if fused else "off"
-    kernel.MIN_TOKENS = 0  # the kernel at every size, to see where it pays (colpg.kernel.MIN_TOKENS)
     scores = centroid_scores(query, codec.centroids)
     times = []
     for _ in range(repeat):
@@ -72,6 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     if min([args.queries, args.limit, args.repeat, *args.ncells, *args.scale]) < 1:
         parser.error("--queries, --limit, --repeat, --ncells and --scale must be positive")
+    kernel.MIN_TOKENS = 0  # the kernel at every size, to see where it pays (colpg.kernel.MIN_TOKENS)
     if kernel.library() is None:
         raise SystemExit("colpg's probe kernel could not be built here (see the warning above): nothing to compare")
     torch.set_grad_enabled(False)

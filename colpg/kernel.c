@@ -13,8 +13,9 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Query tokens are taken LANES at a time; colpg.kernel pads the query to a multiple of it. */
+/* Query tokens are taken LANES at a time; colpg.kernel reads colpg_lanes and pads the query to a multiple. */
 #define LANES 32
+const int64_t colpg_lanes = LANES;
 
 typedef float vec __attribute__((vector_size(32)));
 typedef int32_t mask __attribute__((vector_size(32)));

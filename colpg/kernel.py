@@ -29,16 +29,15 @@ from pathlib import Path
 import platformdirs
 import torch
 
+from colpg.env import switch
 from colpg.layout import ClusterLayout
 
-__all__ = ["KERNEL_ENV", "LANES", "fused_best", "kernel_enabled", "kernel_for", "library"]
+__all__ = ["KERNEL_ENV", "fused_best", "kernel_enabled", "kernel_for", "library"]
 
 logger = logging.getLogger(__name__)
 
 KERNEL_ENV = "COLPG_KERNEL"
 SOURCE = Path(__file__).with_name("kernel.c")
-#: Query tokens the kernel takes at a time (kernel.c's LANES): queries are padded to a multiple.
-LANES = 32
 #: Flags tried in order: the first that compiles is kept (some compilers lack -march=native).
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
 #: The most an int16 table's entries for one token may sum to (int16 holds 32,767).
@@ -56,8 +55,9 @@ _pool_lock = threading.Lock()
 
 
 def kernel_enabled() -> bool:
-    """Whether ``$COLPG_KERNEL`` leaves the kernel on (anything but off/0/false/no)."""
-    return os.environ.get(KERNEL_ENV, "").strip().lower() not in {"off", "0", "false", "no"}
+    """Whether ``$COLPG_KERNEL`` leaves the kernel on (the default; off/0/false/no turn it off,
+    and anything else than those and on/1/true/yes is an error that names the variable)."""
+    return switch(KERNEL_ENV, default=True)
 
 
 def _cpu() -> str:
@@ -117,7 +117,7 @@ def library(folder: Path | None = None) -> ctypes.CDLL | None:
 
 def kernel_for(tokens: int, device: torch.device) -> ctypes.CDLL | None:
     """The kernel where it pays for scoring ``tokens`` on ``device`` and is not turned off; else None (PyTorch)."""
-    if device.type != "cpu" or tokens < MIN_TOKENS or not kernel_enabled():
+    if not kernel_enabled() or device.type != "cpu" or tokens < MIN_TOKENS:  # a malformed setting is reported at every size
         return None
     return library()
 
@@ -184,7 +184,8 @@ def fused_best(
     """
     q = table.shape[1]
     width = table.shape[0] // 256
-    columns = -(-q // LANES) * LANES
+    lanes = ctypes.c_int64.in_dll(lib, "colpg_lanes").value  # query tokens kernel.c takes at a time: q is padded to a multiple
+    columns = -(-q // lanes) * lanes
     values, scale = int16_table(table.float())
     values, scale = _padded(values, columns, torch.int16), _padded(scale[None], columns)
     cells = cells.to(torch.int64).contiguous()

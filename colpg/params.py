@@ -85,8 +85,8 @@ def cells_for(tokens: int) -> int:
 def default_params(k: int) -> SearchParams:
     """colpg's defaults for ``k`` results, measured to reach recall@k 0.99 against exact MaxSim
     on the encoder's own vectors (bench/probe.py table 5, bench/README.md): 64 centroids per query
-    token (96 in indexes of LARGE_INDEX_TOKENS or more: :func:`cells_for`) and an exact rerank of up to the best 2,048 (or 8k), stopped early with a slack of 0.04
-    per query token (0.05 before the first stage discounted imputed query tokens, colpg.probe:
+    token (96 in indexes of LARGE_INDEX_TOKENS or more: :func:`cells_for`) and an exact rerank of
+    up to the best 2,048 (or 8k), stopped early with a slack of 0.04 per query token (0.05 before the first stage discounted imputed query tokens, colpg.probe:
     the same recall on bench/probe.py's queries at ncells 64 and 96, NFCorpus -0.004 at 32, with
     SciFact's median query reranking 256 documents instead of 768, table 8). The depth covers
     the codec a build happens to draw (a fixed 1,024 gave 0.985 to 0.990 on SciFact across

@@ -10,6 +10,7 @@ import torch
 
 from colpg import kernel, probe
 from colpg.codec import ResidualCodec, train_residual_codec
+from colpg.errors import ConfigurationError
 from colpg.layout import ClusterLayout
 
 pytestmark = pytest.mark.skipif(kernel.library() is None, reason="no C compiler here to build colpg's probe kernel")
@@ -101,3 +102,11 @@ def test_the_kernel_takes_large_probes_on_a_cpu_unless_turned_off(monkeypatch: p
     assert kernel.kernel_for(kernel.MIN_TOKENS, torch.device("cuda")) is None
     monkeypatch.setenv(kernel.KERNEL_ENV, "off")
     assert kernel.kernel_for(kernel.MIN_TOKENS, cpu) is None
+
+
+def test_a_malformed_kernel_setting_is_an_error_that_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(kernel.KERNEL_ENV, "of")
+    with pytest.raises(ConfigurationError, match="COLPG_KERNEL must be one of on, .*, got 'of'"):
+        kernel.kernel_for(0, torch.device("cpu"))
+    monkeypatch.setenv(kernel.KERNEL_ENV, " YES ")
+    assert kernel.kernel_for(kernel.MIN_TOKENS, torch.device("cpu")) is kernel.library()
