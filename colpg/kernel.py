@@ -85,6 +85,7 @@ def _compile(compiler: str, folder: Path) -> Path:
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
+            partial.unlink(missing_ok=True)  # a compiler stopped mid-write leaves no half library
             errors.append(f"{' '.join(command)}: {error}")
             continue
         if done.returncode == 0:

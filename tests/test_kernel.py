@@ -93,6 +93,16 @@ def test_no_compiler_means_pytorch_and_one_warning(monkeypatch: pytest.MonkeyPat
         assert kernel.library(tmp_path / "other") is None
     assert "could not be built" in caplog.text and "internal error" in caplog.text
     assert not list((tmp_path / "other").glob("*.so")) and not list((tmp_path / "other").glob("*.tmp"))
+    hanging = tmp_path / "slow-cc"  # writes part of its output, then outlives the timeout
+    hanging.write_text('#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\necho partial > "$2"\nsleep 5\n')
+    hanging.chmod(0o755)
+    monkeypatch.setenv("CC", str(hanging))
+    monkeypatch.setattr(kernel, "COMPILE_TIMEOUT_S", 1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="colpg.kernel"):
+        assert kernel.library(tmp_path / "slow") is None
+    assert "timed out" in caplog.text
+    assert not list((tmp_path / "slow").iterdir())
 
 
 def test_the_kernel_takes_large_probes_on_a_cpu_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
