@@ -45,8 +45,8 @@ from colpg.encoder import Encoder
 from colpg.evaluate import read_queries
 from colpg.layout import ranges
 from colpg.probe import IMPUTED_DISCOUNT, Probe, centroid_scores, floored_sum, probe
-from colpg.rerank_stage import near_top, token_runs
-from colpg.scoring import maxsim_flat, owners, token_maxima
+from colpg.rerank_stage import near_top
+from colpg.scoring import maxsim_flat, owners, token_maxima, token_runs
 from colpg.stores import COARSE_ERROR, FLOAT_BLOCK, Int8Store
 from colpg.view import DocumentRows, IndexView
 

@@ -9,10 +9,11 @@ of the repeats:
 
 - **rerank rows**: ``search_rerank_rows`` in text results (bytea as hex, psycopg's default) and
   in binary results (what colpg.rerank_stage asks for); the rows turned into the store's raw
-  tensors one by one (``RerankStore.raw``) and all at once (``RerankStore.raws``); and scoring
-  them against a 32-token query, for scale;
+  tensors one by one (``RerankStore.raw``, PyTorch) and all at once (``RerankStore.raws``) in
+  PyTorch and in C (colpg.int8_kernel, int8 stores); and their MaxSim with a 32-token query
+  (``RerankStore.maxsims``, what search scores with) in PyTorch and in C;
 - **a rerank's steps**: every step read (binary, ``raws``) and scored one after the other, as
-  search does, against reading ahead on a thread: the next step read (or only fetched, converted
+  search does (in PyTorch, and with the kernels where they apply), against reading ahead on a thread: the next step read (or only fetched, converted
   by the caller) while this one is scored, per step;
 - **token rows**: ``search_tokens`` (what a search reads of changed documents, and the view's
   load reads of every document) in text and in binary results.
@@ -21,6 +22,7 @@ of the repeats:
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -33,6 +35,7 @@ import torch
 from sqlalchemy.engine import make_url
 
 from colpg import db, store
+from colpg.native import KERNEL_ENV
 from colpg.rerank_stage import EARLY_STEP, ROW_COLUMNS
 from colpg.resources import query as sql
 from colpg.stores import RerankStore
@@ -66,10 +69,23 @@ def rerank_rows(pg: psycopg.Connection[Any], rerank: RerankStore, ids: list[int]
     return [dict(zip(ROW_COLUMNS, row, strict=True)) for row in fetched]
 
 
+def kernel(on: bool, call: Callable[[], T]) -> Callable[[], T]:
+    """``call`` with colpg's CPU kernels on or off ($COLPG_KERNEL, colpg.native)."""
+
+    def switched() -> T:
+        os.environ[KERNEL_ENV] = "on" if on else "off"
+        try:
+            return call()
+        finally:
+            os.environ.pop(KERNEL_ENV)
+
+    return switched
+
+
 def step_calls(
     pg: psycopg.Connection[Any],
     rerank: RerankStore,
-    scorer: Callable[[list[torch.Tensor]], torch.Tensor],
+    query: torch.Tensor,
     step: list[int],
     records: list[dict[str, Any]],
     raws: list[torch.Tensor],
@@ -78,9 +94,11 @@ def step_calls(
     return {
         "text rows": lambda: rerank_rows(pg, rerank, step, binary=False),
         "binary rows": lambda: rerank_rows(pg, rerank, step, binary=True),
-        "raw one by one": lambda: [rerank.raw(r) for r in records],
-        "raws at once": lambda: rerank.raws(records),
-        "score": lambda: scorer(raws),
+        "raw one by one": kernel(False, lambda: [rerank.raw(r) for r in records]),
+        "raws at once, PyTorch": kernel(False, lambda: rerank.raws(records)),
+        "raws at once, C": kernel(True, lambda: rerank.raws(records)),
+        "MaxSim, PyTorch": kernel(False, lambda: rerank.maxsims(query)[0](raws)),
+        "MaxSim, C": kernel(True, lambda: rerank.maxsims(query)[0](raws)),
         "text tokens": lambda: pg.execute(sql("search_tokens"), {"ids": step}).fetchall(),
         "binary tokens": lambda: pg.execute(sql("search_tokens"), {"ids": step}, binary=True).fetchall(),
     }
@@ -97,18 +115,21 @@ def measure(pg: psycopg.Connection[Any], args: argparse.Namespace) -> None:
     if not ids:
         raise SystemExit(f"index {name!r} holds no documents: nothing to read")
     query = torch.nn.functional.normalize(torch.randn(32, record.dim), dim=1)
-    scorer = rerank.scorer(query)
+    scorer = rerank.maxsims(query)[0]
     draw = random.Random(args.seed)
-    columns: tuple[str, ...] = ("text rows", "binary rows", "raw one by one", "raws at once", "score", "text tokens", "binary tokens")
+    columns: tuple[str, ...] = (
+        "text rows", "binary rows", "raw one by one", "raws at once, PyTorch", "raws at once, C", "MaxSim, PyTorch", "MaxSim, C",
+        "text tokens", "binary tokens",
+    )  # fmt: skip
     times: dict[str, list[float]] = {column: [] for column in columns}
     tokens = []
     for _ in range(args.steps):
         step = draw.sample(ids, min(args.step, len(ids)))
         records = rerank_rows(pg, rerank, step, binary=True)
         raws = rerank.raws(records)
-        assert all(torch.equal(a, rerank.raw(r)) for a, r in zip(raws, records, strict=True))
+        assert all(torch.equal(a[:, : record.dim], rerank.raw(r)[:, : record.dim]) for a, r in zip(raws, records, strict=True))
         tokens.append(sum(r["ntokens"] for r in records))
-        timed = step_calls(pg, rerank, scorer, step, records, raws)
+        timed = step_calls(pg, rerank, query, step, records, raws)
         for column, call in timed.items():
             times[column].append(best_ms(call, args.repeat))
     steps = [draw.sample(ids, min(args.step, len(ids))) for _ in range(args.steps)]
@@ -117,6 +138,7 @@ def measure(pg: psycopg.Connection[Any], args: argparse.Namespace) -> None:
         return rerank.raws(rerank_rows(pg, rerank, step, binary=True))
 
     pipelines = {
+        "read, then scored, PyTorch": kernel(False, lambda: [rerank.maxsims(query)[0](read(step)) for step in steps]),
         "read, then scored": lambda: [scorer(read(step)) for step in steps],
         "next read while scored": lambda: [scorer(raws) for raws in read_ahead(read, steps)],
         "next fetched while converted and scored": lambda: [

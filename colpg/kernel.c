@@ -1,4 +1,6 @@
-/* colpg's probe kernel: what colpg.probe computes in PyTorch, fused into one pass over the tokens.
+/* colpg's CPU kernels (built and loaded by colpg.native): the probe's and the int8 rerank store's.
+
+   The probe (colpg.kernel): what colpg.probe computes in PyTorch, fused into one pass over the tokens.
 
    For every token under a probed centroid, its similarity with every query token is the centroid's
    score plus one table row per residual byte (colpg.codec's query table), and each document keeps,
@@ -7,8 +9,8 @@
    token's sums stay in registers from its first byte to its document's row, two tokens at a time
    so that their table reads overlap. The table is int16, scaled by colpg.kernel: one vector add
    covers 16 query tokens where float covers 8. GCC/Clang vector extensions, no intrinsics: the
-   same source builds on any CPU the compiler targets. colpg.kernel compiles it at first use and
-   calls it through ctypes, which releases the GIL, so parts of one probe run on threads. */
+   same source builds on any CPU the compiler targets. colpg.native compiles it at first use and
+   calls it through ctypes, which releases the GIL, so parts of one probe or rerank run on threads. */
 
 #include <stdint.h>
 #include <string.h>
@@ -97,5 +99,112 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
                 keep_best(best + (int64_t)local_of[owners[t]] * q + lane, base, units, a0, a1);
             }
         }
+    }
+}
+
+/* The int8 rerank store (colpg.int8_kernel): its rows read and scored in float, on CPUs whose int8
+   products do not pay; what colpg.stores.Int8Store computes in PyTorch. */
+
+typedef int8_t bytes16 __attribute__((vector_size(16)));
+
+/* Sixteen int8 values as two vectors of eight floats (widened to int16 first: compilers turn that into
+   sign extensions, where eight int8 straight to int32 came out one value at a time). */
+static inline void int8_floats(const int8_t *p, vec *low, vec *high)
+{
+    bytes16 b;
+    memcpy(&b, p, sizeof b);
+    shorts wide = __builtin_convertvector(b, shorts);
+    *low = to_float(wide, 0);
+    *high = to_float(wide, 1);
+}
+
+static inline float lane_sum(vec v)
+{
+    float s = 0.0f;
+    for (int i = 0; i < 8; i++) s += v[i];
+    return s;
+}
+
+/* Each row's raw form (colpg.stores.Int8Store): its int8 values [ntokens, dim] copied from payloads[r],
+   each token followed by its inverse norm (float32) at the dimensions' scales [dim]. dim % 16 == 0. */
+void colpg_int8_raws(const int8_t *const *payloads, const int64_t *ntokens, int64_t nrows, int64_t dim,
+                     const float *scale, uint8_t *const *raws)
+{
+    const float tiny = 1e-12f;
+    for (int64_t r = 0; r < nrows; r++) {
+        const int8_t *in = payloads[r];
+        uint8_t *out = raws[r];
+        for (int64_t t = 0; t < ntokens[r]; t++, in += dim, out += dim + 4) {
+            vec sq = {0};
+            for (int64_t d = 0; d < dim; d += 16) {
+                vec low, high;
+                int8_floats(in + d, &low, &high);
+                low *= load(scale + d), high *= load(scale + d + 8);
+                sq += low * low + high * high;
+            }
+            float norm = __builtin_sqrtf(lane_sum(sq));
+            float inverse = 1.0f / (norm > tiny ? norm : tiny);
+            memcpy(out, in, (size_t)dim);
+            memcpy(out + dim, &inverse, sizeof inverse);
+        }
+    }
+}
+
+/* Tokens scored at once: RERANK_T tokens' similarities with 16 query tokens stay in 2 * RERANK_T
+   registers over all dimensions, each query value loaded once for RERANK_T tokens. */
+#define RERANK_T 6
+#define RERANK_LANES 16
+const int64_t colpg_int8_block = RERANK_T, colpg_int8_lanes = RERANK_LANES;
+
+static inline vec splat(float x) { return (vec){x, x, x, x, x, x, x, x}; }
+
+/* MaxSim of each document from its raw int8 rows: scores[r] = sum over the first q query tokens of the best
+   over the row's tokens of (values . query) * inverse norm. rows[r]: [ntokens[r], dim + 4] as colpg_int8_raws
+   writes them; query [dim, qp] float32 (qp % RERANK_LANES == 0, lanes past q ignored), already multiplied by the
+   dimensions' scales; work: RERANK_T * dim + qp floats. A row of no tokens scores -inf. */
+void colpg_int8_maxsim(const uint8_t *const *rows, const int64_t *ntokens, int64_t nrows, int64_t dim,
+                       const float *query, int64_t q, int64_t qp, float *work, float *scores)
+{
+    const int64_t stride = dim + 4;
+    float *best = work + RERANK_T * dim;
+    for (int64_t r = 0; r < nrows; r++) {
+        const int64_t count = ntokens[r];
+        for (int64_t j = 0; j < qp; j++) best[j] = -__builtin_inff();
+        for (int64_t t = 0; t < count; t += RERANK_T) {
+            const int64_t n = count - t < RERANK_T ? count - t : RERANK_T;
+            float inverse[RERANK_T];
+            for (int64_t j = 0; j < RERANK_T; j++) {  /* a short block repeats its last token */
+                const uint8_t *token = rows[r] + (t + (j < n ? j : n - 1)) * stride;
+                for (int64_t d = 0; d < dim; d += 16) {
+                    vec low, high;
+                    int8_floats((const int8_t *)token + d, &low, &high);
+                    store(work + j * dim + d, low), store(work + j * dim + d + 8, high);
+                }
+                memcpy(&inverse[j], token + dim, sizeof(float));
+            }
+            for (int64_t lane = 0; lane < qp; lane += RERANK_LANES) {
+                vec acc[RERANK_T][2];
+                for (int j = 0; j < RERANK_T; j++) acc[j][0] = acc[j][1] = (vec){0};
+                const float *qd = query + lane;
+                for (int64_t d = 0; d < dim; d++, qd += qp) {
+                    const vec lo = load(qd), hi = load(qd + 8);
+                    for (int j = 0; j < RERANK_T; j++) {
+                        const vec x = splat(work[j * dim + d]);
+                        acc[j][0] += x * lo;
+                        acc[j][1] += x * hi;
+                    }
+                }
+                vec top0 = load(best + lane), top1 = load(best + lane + 8);
+                for (int j = 0; j < RERANK_T; j++) {
+                    top0 = larger(top0, acc[j][0] * inverse[j]);
+                    top1 = larger(top1, acc[j][1] * inverse[j]);
+                }
+                store(best + lane, top0);
+                store(best + lane + 8, top1);
+            }
+        }
+        float score = 0.0f;
+        for (int64_t j = 0; j < q; j++) score += best[j];
+        scores[r] = score;
     }
 }

@@ -14,17 +14,19 @@ EARLY_STEP documents at a time in first-stage order and stops once the next cand
 reach the k-th exact score: its first-stage score, plus the largest gap (exact - first stage)
 seen so far, plus ``slack`` per query token, is below it (bench/probe.py, table 5).
 
-A store may score faster than exactly (:meth:`RerankStore.coarse_scorer`: on the CPU, the int8
-store multiplies by the query's first int8 part alone, half the work): then the best k by
-those scores and every document within twice the scorer's error of them are scored again
-with the store's own scorer, so the results are the store's own (bench/probe.py, table 6).
+Each store scores documents' rows by :meth:`RerankStore.maxsims`: the int8 store in C where
+its rows are scored in float on a CPU (colpg.int8_kernel), else in PyTorch by blocks. A store
+may score faster than exactly (``coarse``: on a CPU whose int8 products pay, the int8 store
+multiplies by the query's first int8 part alone, half the work): then the best k by those
+scores and every document within twice the scorer's error of them are scored again with the
+store's own scorer, so the results are the store's own (bench/probe.py, table 6).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -34,15 +36,13 @@ from colpg.device import release_freed_memory
 from colpg.resources import query as sql
 from colpg.results import Ranked
 from colpg.rowcache import RowCache
-from colpg.scoring import maxsim_tokens, owners
 from colpg.stores import RerankStore
 from colpg.view import IndexView
 
-__all__ = ["EARLY_STEP", "EXACT_BATCH", "RERANK_TOKENS", "ROW_COLUMNS", "Reranker", "near_top", "token_runs"]
+__all__ = ["EARLY_STEP", "EXACT_BATCH", "ROW_COLUMNS", "Reranker", "near_top"]
 
 EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
 EARLY_STEP = 64  # documents reranked between checks whether the rest can still reach the top k
-RERANK_TOKENS = 8192  # tokens scored at once (int8 products: 13% faster than 2,048 on SciFact, search p50 in one process)
 #: The columns of ``search_rerank_rows``, in order.
 ROW_COLUMNS = ("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors")
 
@@ -58,22 +58,6 @@ def near_top(scored: list[tuple[float, int, torch.Tensor]], k: int, margin: floa
         return ordered
     cut = ordered[k - 1][0] - margin
     return [b for i, b in enumerate(ordered) if i < k or b[0] >= cut]
-
-
-def token_runs(lengths: Sequence[int], limit: int = RERANK_TOKENS) -> list[range]:
-    """Consecutive documents grouped so that each run holds at most ``limit`` tokens (a longer
-    document alone), the blocks the rerank scores at once.
-
-    >>> token_runs([5, 3, 4, 9, 1], limit=8)
-    [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
-    """
-    runs, start, tokens = [], 0, 0
-    for n, length in enumerate(lengths):
-        if n > start and tokens + length > limit:
-            runs.append(range(start, n))
-            start, tokens = n, 0
-        tokens += length
-    return [*runs, range(start, len(lengths))] if len(lengths) > start else runs
 
 
 class Reranker:
@@ -119,13 +103,13 @@ class Reranker:
         """
         early = first is not None and not math.isinf(slack)
         step = EARLY_STEP if early else EXACT_BATCH
-        coarse, error = store.coarse_scorer(query)
+        coarse, error = store.maxsims(query, coarse=True)
         kept: list[tuple[float, int, torch.Tensor]] = []  # by coarse score: the best k and those within 2 x error of them
         gap = -math.inf
         scored_count = 0
         for start in range(0, len(ids), step):
             stored = self.rows(pg, view, store, ids[start : start + step])
-            scores = self.maxsim(coarse, [raw for _, raw in stored])
+            scores = coarse([raw for _, raw in stored])
             kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], k, 2 * error)
             scored_count += len(stored)
             if early and first is not None:
@@ -137,18 +121,8 @@ class Reranker:
         if self.cache.trim_due():
             release_freed_memory()  # the rows evicted, scattered among those still cached (colpg.rowcache)
         if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k
-            exact = self.maxsim(store.scorer(query), [raw for _, _, raw in kept])
+            exact = store.maxsims(query)[0]([raw for _, _, raw in kept])
             kept = sorted(((s, doc_id, raw) for s, (_, doc_id, raw) in zip(exact, kept, strict=True)), key=lambda b: -b[0])
         return [
             Ranked(doc_id, score, functools.partial(store.decode, raw.to(self.device))) for score, doc_id, raw in kept[:k]
         ], scored_count
-
-    def maxsim(self, scorer: Callable[[list[torch.Tensor]], torch.Tensor], rows: list[torch.Tensor]) -> list[float]:
-        """MaxSim of each document's stored rows by ``scorer`` (a store's, colpg.stores), in blocks of
-        about RERANK_TOKENS tokens so that each block's temporaries stay a few MB (colpg.device)."""
-        scores: list[float] = []
-        for run in token_runs([raw.shape[0] for raw in rows]):
-            block = rows[run.start : run.stop]
-            sims = scorer(block)
-            scores += maxsim_tokens(sims, owners([r.shape[0] for r in block], self.device), len(block)).tolist()
-        return scores

@@ -8,11 +8,24 @@ colpg.probe's.)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Int8Query", "maxsim_flat", "maxsim_tokens", "owners", "segment_max_sum", "token_maxima"]
+__all__ = [
+    "RERANK_TOKENS",
+    "Int8Query",
+    "maxsim_blocks",
+    "maxsim_flat",
+    "maxsim_tokens",
+    "owners",
+    "segment_max_sum",
+    "token_maxima",
+    "token_runs",
+]
+
+RERANK_TOKENS = 8192  # tokens scored at once (int8 products: 13% faster than 2,048 on SciFact, search p50 in one process)
 
 
 def owners(lengths: list[int], device: torch.device | None = None) -> torch.Tensor:
@@ -74,6 +87,38 @@ def maxsim_tokens(similarity: torch.Tensor, owner: torch.Tensor, num_documents: 
     [1.8, 1.0]
     """
     return token_maxima(similarity, owner, num_documents).sum(dim=1)
+
+
+def token_runs(lengths: Sequence[int], limit: int = RERANK_TOKENS) -> list[range]:
+    """Consecutive documents grouped so that each run holds at most ``limit`` tokens (a longer
+    document alone), the blocks the rerank scores at once.
+
+    >>> token_runs([5, 3, 4, 9, 1], limit=8)
+    [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
+    """
+    runs, start, tokens = [], 0, 0
+    for n, length in enumerate(lengths):
+        if n > start and tokens + length > limit:
+            runs.append(range(start, n))
+            start, tokens = n, 0
+        tokens += length
+    return [*runs, range(start, len(lengths))] if len(lengths) > start else runs
+
+
+def maxsim_blocks(similarity: Callable[[list[torch.Tensor]], torch.Tensor], rows: list[torch.Tensor], device: torch.device) -> list[float]:
+    """MaxSim of each document from a token-level ``similarity`` of its rows (a rerank store's,
+    colpg.stores), in blocks of about RERANK_TOKENS tokens so that each block's temporaries stay
+    a few MB. Shapes: rows [n_i, width]; similarity: rows -> [sum n_i, q] on ``device``.
+
+    >>> rows = [torch.tensor([[1.0, 0.0], [0.6, 0.8]]), torch.tensor([[0.0, 1.0]])]
+    >>> [round(s, 4) for s in maxsim_blocks(lambda block: torch.cat(block), rows, torch.device("cpu"))]
+    [1.8, 1.0]
+    """
+    scores: list[float] = []
+    for run in token_runs([row.shape[0] for row in rows]):
+        block = rows[run.start : run.stop]
+        scores += maxsim_tokens(similarity(block), owners([row.shape[0] for row in block], device), len(block)).tolist()
+    return scores
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The probe's fused kernel (colpg/kernel.c) against the same stage in PyTorch, and its fallback."""
+"""The probe's fused kernel (colpg/kernel.c) against the same stage in PyTorch, and the kernels' build and fallback (colpg.native)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from colpg import kernel, probe
+from colpg import kernel, native, probe
 from colpg.codec import ResidualCodec, train_residual_codec
 from colpg.errors import ConfigurationError
 from colpg.layout import ClusterLayout
 
-pytestmark = pytest.mark.skipif(kernel.library() is None, reason="no C compiler here to build colpg's probe kernel")
+pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler here to build colpg's kernels")
 
 
 def _index(nbits: int, dim: int = 64, documents: int = 300) -> tuple[ResidualCodec, list[ClusterLayout], int]:
@@ -37,7 +37,7 @@ def test_the_kernel_finds_what_pytorch_finds(nbits: int, query_tokens: int) -> N
     query = torch.nn.functional.normalize(torch.randn(query_tokens, codec.dim, generator=torch.Generator().manual_seed(7)), dim=1)
     scores = probe.centroid_scores(query, codec.centroids)
     cells = torch.unique(probe.Probe.of(scores, 6).cells)
-    lib = kernel.library()
+    lib = native.library()
     assert lib is not None
     slots, best, tokens = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
     want_slots, want, want_tokens = probe.best_by_document(query, codec, codec.query_table(query, scores), cells, segments)
@@ -53,7 +53,7 @@ def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPat
     query = torch.nn.functional.normalize(torch.randn(32, codec.dim, generator=torch.Generator().manual_seed(3)), dim=1)
     scores = probe.centroid_scores(query, codec.centroids)
     cells = torch.unique(probe.Probe.of(scores, 12).cells)
-    lib = kernel.library()
+    lib = native.library()
     assert lib is not None
     alone = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
     monkeypatch.setattr(kernel, "MIN_PART_TOKENS", 1)
@@ -70,7 +70,7 @@ def test_probe_gives_the_same_candidates_with_the_kernel_off(monkeypatch: pytest
     allowed[::7] = False
     monkeypatch.setattr(kernel, "MIN_TOKENS", 0)  # this small index's probes would stay in PyTorch
     fused = probe.probe(query, scores, codec, segments, 8, allowed, 50)
-    monkeypatch.setenv(kernel.KERNEL_ENV, "off")
+    monkeypatch.setenv(native.KERNEL_ENV, "off")
     plain = probe.probe(query, scores, codec, segments, 8, allowed, 50)
     assert fused.tokens_scored == plain.tokens_scored
     assert not set(fused.slots.tolist()) & set(range(0, documents, 7))
@@ -81,42 +81,42 @@ def test_probe_gives_the_same_candidates_with_the_kernel_off(monkeypatch: pytest
 
 def test_no_compiler_means_pytorch_and_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    with caplog.at_level(logging.WARNING, logger="colpg.kernel"):
-        assert kernel.library(tmp_path / "cache") is None
-    assert "needs a C compiler" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="colpg.native"):
+        assert native.library(tmp_path / "cache") is None
+    assert "need a C compiler" in caplog.text
     failing = tmp_path / "cc"
     failing.write_text("#!/bin/sh\necho 'cc: internal error' >&2\nexit 1\n")
     failing.chmod(0o755)
     monkeypatch.setenv("CC", str(failing))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="colpg.kernel"):
-        assert kernel.library(tmp_path / "other") is None
+    with caplog.at_level(logging.WARNING, logger="colpg.native"):
+        assert native.library(tmp_path / "other") is None
     assert "could not be built" in caplog.text and "internal error" in caplog.text
     assert not list((tmp_path / "other").glob("*.so")) and not list((tmp_path / "other").glob("*.tmp"))
     hanging = tmp_path / "slow-cc"  # writes part of its output, then outlives the timeout
     hanging.write_text('#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\necho partial > "$2"\nsleep 5\n')
     hanging.chmod(0o755)
     monkeypatch.setenv("CC", str(hanging))
-    monkeypatch.setattr(kernel, "COMPILE_TIMEOUT_S", 1)
+    monkeypatch.setattr(native, "COMPILE_TIMEOUT_S", 1)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="colpg.kernel"):
-        assert kernel.library(tmp_path / "slow") is None
+    with caplog.at_level(logging.WARNING, logger="colpg.native"):
+        assert native.library(tmp_path / "slow") is None
     assert "timed out" in caplog.text
     assert not list((tmp_path / "slow").iterdir())
 
 
 def test_the_kernel_takes_large_probes_on_a_cpu_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    assert kernel.kernel_for(kernel.MIN_TOKENS, cpu) is kernel.library()
+    assert kernel.kernel_for(kernel.MIN_TOKENS, cpu) is native.library()
     assert kernel.kernel_for(kernel.MIN_TOKENS - 1, cpu) is None  # PyTorch is as fast on small probes
     assert kernel.kernel_for(kernel.MIN_TOKENS, torch.device("cuda")) is None
-    monkeypatch.setenv(kernel.KERNEL_ENV, "off")
+    monkeypatch.setenv(native.KERNEL_ENV, "off")
     assert kernel.kernel_for(kernel.MIN_TOKENS, cpu) is None
 
 
 def test_a_malformed_kernel_setting_is_an_error_that_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(kernel.KERNEL_ENV, "of")
+    monkeypatch.setenv(native.KERNEL_ENV, "of")
     with pytest.raises(ConfigurationError, match="COLPG_KERNEL must be one of on, .*, got 'of'"):
         kernel.kernel_for(0, torch.device("cpu"))
-    monkeypatch.setenv(kernel.KERNEL_ENV, " YES ")
-    assert kernel.kernel_for(kernel.MIN_TOKENS, torch.device("cpu")) is kernel.library()
+    monkeypatch.setenv(native.KERNEL_ENV, " YES ")
+    assert kernel.kernel_for(kernel.MIN_TOKENS, torch.device("cpu")) is native.library()

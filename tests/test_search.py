@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,13 +130,16 @@ def test_default_params_by_k() -> None:
 
 
 class _Unchanged:
-    """A rerank store whose raw rows are the tokens themselves (for Reranker without PostgreSQL)."""
+    """A rerank store whose raw rows are the tokens themselves and whose MaxSims are given (for Reranker without PostgreSQL)."""
+
+    def __init__(self, scores: Callable[[list[torch.Tensor]], list[float]]) -> None:
+        self.scores = scores
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         return raw
 
-    def coarse_scorer(self, query: torch.Tensor) -> tuple[None, float]:
-        return None, 0.0  # Reranker.maxsim is replaced in the test
+    def maxsims(self, query: torch.Tensor, coarse: bool = False) -> tuple[Callable[[list[torch.Tensor]], list[float]], float]:
+        return self.scores, 0.0
 
 
 def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,11 +153,10 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     first = [10.0 - i for i in range(10)]
     reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
     monkeypatch.setattr(reranker, "rows", lambda pg, view, store, ids: [(i, torch.full((1, 1), float(i))) for i in ids])
-    monkeypatch.setattr(reranker, "maxsim", lambda scorer, rows: [first[int(r[0, 0])] + 0.5 for r in rows])
     query = torch.zeros(1, 1)
 
     def best(slack: float) -> tuple[list[tuple[int, float]], int]:
-        ranked, scored = reranker.best(None, None, _Unchanged(), query, list(range(10)), 2, first, slack)  # type: ignore[arg-type]
+        ranked, scored = reranker.best(None, None, _Unchanged(lambda rows: [first[int(r[0, 0])] + 0.5 for r in rows]), query, list(range(10)), 2, first, slack)  # type: ignore[arg-type]
         return [(r.document_id, r.score) for r in ranked], scored
 
     assert best(0.0) == ([(0, 10.5), (1, 9.5)], 2)

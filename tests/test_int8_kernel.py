@@ -1,0 +1,98 @@
+"""The int8 rerank store's kernels (colpg.int8_kernel) against the same scores in PyTorch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from colpg import int8_kernel, native
+from colpg.codec import Int8Codec
+from colpg.scoring import maxsim_blocks
+from colpg.stores import Int8Store
+
+pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler here to build colpg's kernels")
+
+#: Token counts that leave every remainder of kernel.c's block of 6, a one-token document and an empty one.
+LENGTHS = [1, 6, 7, 11, 12, 0, 97, 130, 5, 250]
+
+
+def _store_and_records(dim: int = 384) -> tuple[Int8Store, list[dict[str, object]]]:
+    generator = torch.Generator().manual_seed(3)
+    vectors = torch.nn.functional.normalize(torch.randn(sum(LENGTHS), dim, generator=generator) + 0.3, dim=1)
+    store = Int8Store(Int8Codec.fit(vectors))
+    docs = torch.split(vectors, LENGTHS)
+    return store, [{"payload": store.encode(doc, torch.zeros(len(doc)))[0], "ntokens": len(doc)} for doc in docs]
+
+
+def _float_maxsims(store: Int8Store, query: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
+    """PyTorch's float scores: the store's scorer in float (parts 0), by blocks."""
+    return torch.tensor(maxsim_blocks(store.scorer(query, parts=0), rows, torch.device("cpu")))
+
+
+def test_rows_read_in_c_are_pytorchs_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, records = _store_and_records()
+    fused = store.raws(records)
+    monkeypatch.setenv(native.KERNEL_ENV, "off")
+    plain = store.raws(records)
+    assert [r.shape for r in fused] == [r.shape for r in plain]
+    for a, b in zip(fused, plain, strict=True):
+        assert torch.equal(a[:, :384], b[:, :384])
+        assert torch.allclose(a[:, 384:].contiguous().view(torch.float32), b[:, 384:].contiguous().view(torch.float32), rtol=1e-6)
+    assert len({r.untyped_storage().data_ptr() for r in fused if len(r)}) == len([r for r in fused if len(r)])  # cached and freed apart
+
+
+@pytest.mark.parametrize("query_tokens", [5, 16, 32, 40])
+def test_the_kernel_scores_what_pytorch_scores(query_tokens: int) -> None:
+    store, records = _store_and_records()
+    rows = store.raws(records)
+    query = torch.nn.functional.normalize(torch.randn(query_tokens, 384, generator=torch.Generator().manual_seed(query_tokens)), dim=1)
+    lib = native.library()
+    assert lib is not None
+    fused = torch.tensor(int8_kernel.maxsim_scorer(lib, query * store.codec.scales / 127)(rows))
+    want = _float_maxsims(store, query, rows)
+    assert torch.isneginf(fused[LENGTHS.index(0)]) and torch.isneginf(want[LENGTHS.index(0)])
+    present = torch.tensor(LENGTHS) > 0
+    assert torch.allclose(fused[present], want[present], atol=2e-6 * query_tokens)  # float32 sums in another order
+
+
+def test_threads_split_the_rows_without_changing_a_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, records = _store_and_records()
+    rows = store.raws(records)
+    query = torch.nn.functional.normalize(torch.randn(32, 384, generator=torch.Generator().manual_seed(1)), dim=1)
+    lib = native.library()
+    assert lib is not None
+    scorer = int8_kernel.maxsim_scorer(lib, query * store.codec.scales / 127)
+    alone = scorer(rows)
+    monkeypatch.setattr(int8_kernel, "MIN_PART_TOKENS", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert scorer(rows) == alone
+    assert scorer([]) == []
+
+
+def test_the_store_scores_in_c_on_a_cpu_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: False)
+    store, records = _store_and_records()
+    rows = store.raws(records)
+    query = torch.nn.functional.normalize(torch.randn(32, 384, generator=torch.Generator().manual_seed(2)), dim=1)
+    fused, error = store.maxsims(query, coarse=True)
+    assert error == 0.0
+    monkeypatch.setenv(native.KERNEL_ENV, "off")
+    plain, _ = store.maxsims(query)
+    present = [i for i, n in enumerate(LENGTHS) if n]
+    assert torch.allclose(torch.tensor(fused(rows))[present], torch.tensor(plain(rows))[present], atol=1e-4)
+    assert int8_kernel.int8_kernel(384) is None and int8_kernel.int8_kernel(100) is None
+    monkeypatch.setenv(native.KERNEL_ENV, "on")
+    assert int8_kernel.int8_kernel(384) is native.library()
+    assert int8_kernel.int8_kernel(100) is None  # dimensions the kernel does not take stay in PyTorch
+
+
+def test_malformed_rows_are_errors_that_say_what_was_expected() -> None:
+    store, records = _store_and_records()
+    lib = native.library()
+    assert lib is not None
+    scale = store.codec.scales / 127
+    with pytest.raises(ValueError, match=r"row 1: 6 tokens of 384 int8 values are 2304 bytes, got 2303"):
+        int8_kernel.raws(lib, [records[0]["payload"], records[1]["payload"][:-1]], [1, 6], scale)  # type: ignore[list-item]
+    scorer = int8_kernel.maxsim_scorer(lib, torch.zeros(4, 384))
+    with pytest.raises(ValueError, match=r"uint8 \[n, 388\], were expected; got torch.float32 \[3, 388\]"):
+        scorer([torch.zeros(3, 388)])
