@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from colpg.native import even_runs, kernel_enabled, library, padded, run_parts
+from colpg.native import kernel_enabled, library, padded
+from colpg.threads import even_runs, run_parts
 
 __all__ = ["int8_kernel", "maxsim_scorer", "raws"]
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 
 from colpg.layout import ClusterLayout
-from colpg.native import even_runs, kernel_enabled, library, padded, run_parts
+from colpg.native import kernel_enabled, library, padded
+from colpg.threads import even_runs, run_parts
 
 __all__ = ["fused_best", "int16_table", "kernel_for"]
 

@@ -6,7 +6,7 @@ source, compiler and CPU, with ``-O3 -march=native``, into the user cache (~0.5 
 from there by later processes. Where no C compiler is found or the build fails, a warning says
 so once and searches run in PyTorch, with the same results; ``COLPG_KERNEL=off`` asks for
 PyTorch outright. ctypes releases the GIL during a call, so one stage's parts run on threads
-(:func:`run_parts`).
+(colpg.threads).
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import itertools
 import logging
 import os
 import platform
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import platformdirs
@@ -30,7 +27,7 @@ import torch
 
 from colpg.env import switch
 
-__all__ = ["KERNEL_ENV", "even_runs", "kernel_enabled", "library", "padded", "run_parts"]
+__all__ = ["KERNEL_ENV", "kernel_enabled", "library", "padded"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +36,6 @@ SOURCE = Path(__file__).with_name("kernel.c")
 #: Flags tried in order: the first that compiles is kept (some compilers lack -march=native).
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
 COMPILE_TIMEOUT_S = 120
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
 
 def kernel_enabled() -> bool:
@@ -109,43 +103,6 @@ def library(folder: Path | None = None) -> ctypes.CDLL | None:
         function = getattr(lib, name)
         function.argtypes, function.restype = arguments, result
     return lib
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="colpg-kernel")
-        return _pool
-
-
-def _forget_pool() -> None:
-    """A forked child has none of its parent's threads: it starts a pool of its own."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
-
-def run_parts(work: Callable[[int], None], parts: int) -> None:
-    """``work(part)`` for each of ``parts``: the first on the calling thread, the rest on the pool's."""
-    others = [_executor().submit(work, part) for part in range(1, parts)]
-    work(0)
-    for future in others:
-        future.result()
-
-
-def even_runs(counts: torch.Tensor, parts: int) -> list[tuple[int, int]]:
-    """``parts`` runs of consecutive items (cells, documents) with about equal tokens, for :func:`run_parts`.
-    Shapes: counts [n] tokens per item.
-
-    >>> even_runs(torch.tensor([5, 1, 1, 1, 4]), 2)
-    [(0, 2), (2, 5)]
-    """
-    ends = torch.searchsorted(torch.cumsum(counts, 0), torch.arange(1, parts + 1) * int(counts.sum()) / parts, right=False)
-    bounds = [0, *(min(int(e) + 1, len(counts)) for e in ends[:-1]), len(counts)]
-    return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
 def padded(values: torch.Tensor, columns: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

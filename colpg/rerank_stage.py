@@ -3,11 +3,11 @@
 The candidates' rerank rows come from the byte-capped row cache (colpg.rowcache) at the
 version the searcher's view holds, or are read from PostgreSQL at the version the search's
 snapshot holds, so no stale row is ever scored. Rows are read EXACT_BATCH documents at a time
-and only the best k are kept between batches: an exact search over every document holds no
-more than a batch's rows. They come in binary results (bytea as bytes, where text results send
-hex) and are converted a batch at a time (:meth:`RerankStore.raws`): bench/rows.py times both
-against the old way, and reading the next batch on a thread while this one is scored (no gain
-on 2 cores, not done).
+and only the best k are kept between batches; the next batch is read on a thread
+(colpg.threads) while this one is scored, so the server's reads overlap the scoring, which
+releases the GIL in C: an exact search over every document holds no more than two batches'
+rows. They come in binary results (bytea as bytes, where text results send hex) and are
+converted a batch at a time (:meth:`RerankStore.raws`): bench/rows.py times each way.
 
 With the candidates' first-stage scores and a finite ``slack`` (colpg.params), the rerank goes
 EARLY_STEP documents at a time in first-stage order and stops once the next candidate cannot
@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from concurrent.futures import Future, wait
 from typing import Any
 
 import psycopg
@@ -37,6 +38,7 @@ from colpg.resources import query as sql
 from colpg.results import Ranked
 from colpg.rowcache import RowCache
 from colpg.stores import RerankStore
+from colpg.threads import submit
 from colpg.view import IndexView
 
 __all__ = ["EARLY_STEP", "EXACT_BATCH", "ROW_COLUMNS", "Reranker", "near_top"]
@@ -107,17 +109,25 @@ class Reranker:
         kept: list[tuple[float, int, torch.Tensor]] = []  # by coarse score: the best k and those within 2 x error of them
         gap = -math.inf
         scored_count = 0
-        for start in range(0, len(ids), step):
-            stored = self.rows(pg, view, store, ids[start : start + step])
-            scores = coarse([raw for _, raw in stored])
-            kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], k, 2 * error)
-            scored_count += len(stored)
-            if early and first is not None:
-                position = dict(zip(ids[start : start + step], first[start : start + step], strict=True))
-                gap = max([gap] + [s - position[doc_id] for s, (doc_id, _) in zip(scores, stored, strict=True)])
-                following = start + step
-                if len(kept) >= k and following < len(ids) and first[following] + gap + slack * query.shape[0] < kept[k - 1][0]:
-                    break
+        starts = range(0, len(ids), step)
+        following: Future[list[tuple[int, torch.Tensor]]] | None = submit(self.rows, pg, view, store, ids[:step]) if ids else None
+        try:
+            for start in starts:
+                assert following is not None
+                stored = following.result()
+                ahead = start + step  # read while this step is scored: the kernels and the server's reads overlap
+                following = submit(self.rows, pg, view, store, ids[ahead : ahead + step]) if ahead < len(ids) else None
+                scores = coarse([raw for _, raw in stored])
+                kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], k, 2 * error)
+                scored_count += len(stored)
+                if early and first is not None:
+                    position = dict(zip(ids[start:ahead], first[start:ahead], strict=True))
+                    gap = max([gap] + [s - position[doc_id] for s, (doc_id, _) in zip(scores, stored, strict=True)])
+                    if len(kept) >= k and ahead < len(ids) and first[ahead] + gap + slack * query.shape[0] < kept[k - 1][0]:
+                        break
+        finally:
+            if following is not None:  # the connection is the search's again only once the read ahead is done
+                wait([following])
         if self.cache.trim_due():
             release_freed_memory()  # the rows evicted, scattered among those still cached (colpg.rowcache)
         if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k
