@@ -38,7 +38,7 @@ from colpg.resources import query as sql
 from colpg.results import Ranked
 from colpg.rowcache import RowCache
 from colpg.stores import RerankStore
-from colpg.threads import submit
+from colpg.threads import read
 from colpg.view import IndexView
 
 __all__ = ["EARLY_STEP", "EXACT_BATCH", "ROW_COLUMNS", "Reranker", "near_top"]
@@ -71,7 +71,9 @@ class Reranker:
 
     def rows(self, pg: psycopg.Connection[Any], view: IndexView, store: RerankStore, ids: Sequence[int]) -> list[tuple[int, torch.Tensor]]:
         """The stored rows (as the store's raw tensors) of ``ids`` that exist in this snapshot, in
-        order: from the cache at the version ``view`` holds, else read (and cached at the version read)."""
+        order: from the cache at the version ``view`` holds, else read (and cached at the version read).
+        Called on colpg.threads' reads pool (:func:`colpg.threads.read`), so that the rows the cache
+        holds are allocated on its few threads."""
         versions = dict(zip(ids, view.versions_of(list(ids)), strict=True))
         found: dict[int, torch.Tensor] = {}
         for doc_id, version in versions.items():
@@ -110,13 +112,13 @@ class Reranker:
         gap = -math.inf
         scored_count = 0
         starts = range(0, len(ids), step)
-        following: Future[list[tuple[int, torch.Tensor]]] | None = submit(self.rows, pg, view, store, ids[:step]) if ids else None
+        following: Future[list[tuple[int, torch.Tensor]]] | None = read(self.rows, pg, view, store, ids[:step]) if ids else None
         try:
             for start in starts:
                 assert following is not None
                 stored = following.result()
                 ahead = start + step  # read while this step is scored: the kernels and the server's reads overlap
-                following = submit(self.rows, pg, view, store, ids[ahead : ahead + step]) if ahead < len(ids) else None
+                following = read(self.rows, pg, view, store, ids[ahead : ahead + step]) if ahead < len(ids) else None
                 scores = coarse([raw for _, raw in stored])
                 kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], k, 2 * error)
                 scored_count += len(stored)

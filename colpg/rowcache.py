@@ -100,6 +100,8 @@ class RowCache:
             return True
 
     def clear(self) -> None:
+        """Forget every entry; their bytes count as evicted (:meth:`trim_due`)."""
         with self._lock:
             self._entries.clear()
+            self.evicted += self.bytes
             self.bytes = 0

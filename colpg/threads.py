@@ -1,9 +1,12 @@
-"""colpg's worker threads: one process-wide pool for the parts of a stage that run side by side.
+"""colpg's worker threads: a pool for the parts of a stage that run side by side, and one that reads rows.
 
 The CPU kernels (colpg.native) release the GIL, so a probe's or a rerank's parts run on the
-pool's threads (:func:`run_parts`), and the rerank reads its next rows from PostgreSQL while it
-scores these (colpg.rerank_stage). Reads never wait on the pool, so they cannot starve the
-parts waiting behind them; the pool has threads for both. A forked child starts a pool of its own.
+parts pool's threads (:func:`run_parts`), and the rerank reads its next rows from PostgreSQL
+while it scores these (colpg.rerank_stage) on the reads pool's (:func:`read`). Reads never wait
+on parts, so neither pool can starve the other. The reads pool is small on purpose: glibc gives
+each thread that allocates its own heap, and rows freed by the row cache's evictions leave holes
+that only their own heap's next allocations fill; with the rows read on a few threads, the next
+reads fill them. A forked child starts pools of its own.
 """
 
 from __future__ import annotations
@@ -17,43 +20,46 @@ from typing import ParamSpec, TypeVar
 
 import torch
 
-__all__ = ["even_runs", "run_parts", "submit"]
+__all__ = ["even_runs", "read", "run_parts"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+#: Threads that read rerank rows (and so allocate what the row cache holds).
+READERS = 2
+
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:  # a thread per core for kernel parts, and more for reads (which wait on sockets)
-            _pool = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1) + 4, thread_name_prefix="colpg")
-        return _pool
+def _pool(name: str, workers: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        if name not in _pools:
+            _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"colpg-{name}")
+        return _pools[name]
 
 
-def _forget_pool() -> None:
-    """A forked child has none of its parent's threads: it starts a pool of its own."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+def _forget_pools() -> None:
+    """A forked child has none of its parent's threads: it starts pools of its own."""
+    global _pools, _pools_lock
+    _pools, _pools_lock = {}, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def run_parts(work: Callable[[int], None], parts: int) -> None:
-    """``work(part)`` for each of ``parts``: the first on the calling thread, the rest on the pool's."""
-    others = [_executor().submit(work, part) for part in range(1, parts)]
+    """``work(part)`` for each of ``parts``: the first on the calling thread, the rest on the parts pool's."""
+    pool = _pool("parts", max(1, os.cpu_count() or 1))
+    others = [pool.submit(work, part) for part in range(1, parts)]
     work(0)
     for future in others:
         future.result()
 
 
-def submit(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-    """``work(*args, **kwargs)`` on the pool."""
-    return _executor().submit(work, *args, **kwargs)
+def read(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+    """``work(*args, **kwargs)`` on the reads pool."""
+    return _pool("reads", READERS).submit(work, *args, **kwargs)
 
 
 def even_runs(counts: torch.Tensor, parts: int) -> list[tuple[int, int]]:
