@@ -76,10 +76,10 @@ def maxsim_scorer(lib: ctypes.CDLL, query: torch.Tensor) -> Callable[[list[torch
                 raise ValueError(
                     f"int8 rows of {dim} values and an inverse norm, contiguous uint8 [n, {dim + 4}], were expected; got {row.dtype} {list(row.shape)}"
                 )
-        counts = torch.tensor([row.shape[0] for row in rows], dtype=torch.int64)
+        lengths = [row.shape[0] for row in rows]
+        counts = torch.tensor(lengths, dtype=torch.int64)
         scores = torch.empty(len(rows), dtype=torch.float32)
-        tokens = int(counts.sum())
-        parts = even_runs(counts, max(1, min(torch.get_num_threads(), tokens // MIN_PART_TOKENS)))
+        parts = even_runs(lengths, max(1, min(torch.get_num_threads(), sum(lengths) // MIN_PART_TOKENS)))
         pointers = _pointers([row.data_ptr() for row in rows])
         base = ctypes.cast(pointers, ctypes.c_void_p).value or 0
         size = ctypes.sizeof(ctypes.c_void_p)

@@ -86,7 +86,10 @@ def fused_best(
         work.append((offsets, residuals, owners, offsets[cells + 1] - offsets[cells]))
     tokens = sum(int(counts.sum()) for *_, counts in work)
     parts = max(1, min(torch.get_num_threads(), tokens // MIN_PART_TOKENS))
-    runs = [(offsets, residuals, owners, even_runs(counts, parts) if len(counts) else []) for offsets, residuals, owners, counts in work]
+    runs = [
+        (offsets, residuals, owners, even_runs(counts.tolist(), parts) if len(counts) else [])
+        for offsets, residuals, owners, counts in work
+    ]
     bests = [torch.full((count, columns), float("-inf")) for _ in range(parts)]
 
     def score(part: int) -> None:

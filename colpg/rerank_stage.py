@@ -28,6 +28,7 @@ import functools
 import math
 from collections.abc import Sequence
 from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -41,7 +42,7 @@ from colpg.stores import RerankStore
 from colpg.threads import read
 from colpg.view import IndexView
 
-__all__ = ["EARLY_STEP", "EXACT_BATCH", "ROW_COLUMNS", "Reranker", "near_top"]
+__all__ = ["EARLY_STEP", "EXACT_BATCH", "ROW_COLUMNS", "Reranker", "Step", "near_top"]
 
 EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
 EARLY_STEP = 64  # documents reranked between checks whether the rest can still reach the top k
@@ -62,6 +63,25 @@ def near_top(scored: list[tuple[float, int, torch.Tensor]], k: int, margin: floa
     return [b for i, b in enumerate(ordered) if i < k or b[0] >= cut]
 
 
+@dataclass(frozen=True)
+class Step:
+    """A step's rows being gathered (:meth:`Reranker.begin`): those found in the cache and the read of the rest."""
+
+    ids: Sequence[int]
+    found: dict[int, torch.Tensor]
+    reading: Future[dict[int, torch.Tensor]] | None
+
+    def rows(self) -> list[tuple[int, torch.Tensor]]:
+        """``(id, raw row)`` of each of ``ids`` that exists, in order, once the read is done."""
+        found = self.found | (self.reading.result() if self.reading is not None else {})
+        return [(i, found[i]) for i in self.ids if i in found]
+
+    def settle(self) -> None:
+        """Wait for the read (whatever its outcome): the connection is the caller's again after it."""
+        if self.reading is not None:
+            wait([self.reading])
+
+
 class Reranker:
     """Scores documents exactly from their rerank rows, through one searcher's row cache."""
 
@@ -71,23 +91,29 @@ class Reranker:
 
     def rows(self, pg: psycopg.Connection[Any], view: IndexView, store: RerankStore, ids: Sequence[int]) -> list[tuple[int, torch.Tensor]]:
         """The stored rows (as the store's raw tensors) of ``ids`` that exist in this snapshot, in
-        order: from the cache at the version ``view`` holds, else read (and cached at the version read).
-        Called on colpg.threads' reads pool (:func:`colpg.threads.read`), so that the rows the cache
-        holds are allocated on its few threads."""
-        versions = dict(zip(ids, view.versions_of(list(ids)), strict=True))
+        order: from the cache at the version ``view`` holds, else read (and cached at the version read)."""
+        return self.begin(pg, view, store, ids).rows()
+
+    def begin(self, pg: psycopg.Connection[Any], view: IndexView, store: RerankStore, ids: Sequence[int]) -> Step:
+        """:meth:`rows`, begun: those of ``ids`` the cache holds now, and a read of the rest started
+        on colpg.threads' reads pool, so the rows the cache holds are allocated on its few threads."""
         found: dict[int, torch.Tensor] = {}
-        for doc_id, version in versions.items():
+        for doc_id, version in zip(ids, view.versions_of(list(ids)), strict=True):
             raw = self.cache.get(doc_id, version) if version is not None else None
             if raw is not None:
                 found[doc_id] = raw
         missing = [i for i in ids if i not in found]
-        if missing:
-            fetched = pg.execute(sql("search_rerank_rows"), {"ids": missing, **store.wanted()}, binary=True).fetchall()
-            records = [dict(zip(ROW_COLUMNS, row, strict=True)) for row in fetched]
-            for record, raw in zip(records, store.raws(records), strict=True):
-                self.cache.put(record["document_id"], record["version"], raw)
-                found[record["document_id"]] = raw
-        return [(i, found[i]) for i in ids if i in found]
+        return Step(ids, found, read(self._fetch, pg, store, missing) if missing else None)
+
+    def _fetch(self, pg: psycopg.Connection[Any], store: RerankStore, ids: list[int]) -> dict[int, torch.Tensor]:
+        """The rows of ``ids`` read from PostgreSQL (and cached at the version read)."""
+        fetched = pg.execute(sql("search_rerank_rows"), {"ids": ids, **store.wanted()}, binary=True).fetchall()
+        records = [dict(zip(ROW_COLUMNS, row, strict=True)) for row in fetched]
+        found = {}
+        for record, raw in zip(records, store.raws(records), strict=True):
+            self.cache.put(record["document_id"], record["version"], raw)
+            found[record["document_id"]] = raw
+        return found
 
     def best(
         self,
@@ -111,14 +137,12 @@ class Reranker:
         kept: list[tuple[float, int, torch.Tensor]] = []  # by coarse score: the best k and those within 2 x error of them
         gap = -math.inf
         scored_count = 0
-        starts = range(0, len(ids), step)
-        following: Future[list[tuple[int, torch.Tensor]]] | None = read(self.rows, pg, view, store, ids[:step]) if ids else None
+        following = self.begin(pg, view, store, ids[:step])
         try:
-            for start in starts:
-                assert following is not None
-                stored = following.result()
+            for start in range(0, len(ids), step):
+                stored = following.rows()
                 ahead = start + step  # read while this step is scored: the kernels and the server's reads overlap
-                following = read(self.rows, pg, view, store, ids[ahead : ahead + step]) if ahead < len(ids) else None
+                following = self.begin(pg, view, store, ids[ahead : ahead + step])
                 scores = coarse([raw for _, raw in stored])
                 kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], k, 2 * error)
                 scored_count += len(stored)
@@ -128,8 +152,7 @@ class Reranker:
                     if len(kept) >= k and ahead < len(ids) and first[ahead] + gap + slack * query.shape[0] < kept[k - 1][0]:
                         break
         finally:
-            if following is not None:  # the connection is the search's again only once the read ahead is done
-                wait([following])
+            following.settle()
         if self.cache.trim_due():
             release_freed_memory()  # the rows evicted, scattered among those still cached (colpg.rowcache)
         if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k

@@ -58,7 +58,6 @@ from colpg.results import Hit, Ranked
 from colpg.rowcache import RowCache, cache_bytes_from_env
 from colpg.store import IndexRecord
 from colpg.stores import RerankStore
-from colpg.threads import read
 from colpg.view import IndexView
 
 __all__ = ["Hit", "IndexSearcher", "Ranked", "SearchParams", "TokenMatch", "Where", "default_params"]
@@ -175,7 +174,7 @@ class IndexSearcher:
                 for start in range(0, len(ids), EXACT_BATCH):
                     if self.cache.bytes >= self.cache.max_bytes:
                         break
-                    read(self.reranker.rows, pg, loaded.view, loaded.store, ids[start : start + EXACT_BATCH]).result()
+                    self.reranker.rows(pg, loaded.view, loaded.store, ids[start : start + EXACT_BATCH])
                 release_freed_memory()  # the rows read, now held as tensors in the cache
         return loaded.view.documents
 

@@ -11,14 +11,13 @@ reads fill them. A forked child starts pools of its own.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
-
-import torch
 
 __all__ = ["even_runs", "read", "run_parts"]
 
@@ -62,13 +61,14 @@ def read(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
     return _pool("reads", READERS).submit(work, *args, **kwargs)
 
 
-def even_runs(counts: torch.Tensor, parts: int) -> list[tuple[int, int]]:
-    """``parts`` runs of consecutive items (cells, documents) with about equal tokens, for :func:`run_parts`.
-    Shapes: counts [n] tokens per item.
+def even_runs(counts: Sequence[int], parts: int) -> list[tuple[int, int]]:
+    """``parts`` runs of consecutive items (cells, documents) with about equal tokens, for :func:`run_parts`
+    (plain Python: a few parts of a few thousand items, called per rerank step).
 
-    >>> even_runs(torch.tensor([5, 1, 1, 1, 4]), 2)
+    >>> even_runs([5, 1, 1, 1, 4], 2)
     [(0, 2), (2, 5)]
     """
-    ends = torch.searchsorted(torch.cumsum(counts, 0), torch.arange(1, parts + 1) * int(counts.sum()) / parts, right=False)
-    bounds = [0, *(min(int(e) + 1, len(counts)) for e in ends[:-1]), len(counts)]
+    ends = list(itertools.accumulate(counts))
+    total = ends[-1] if ends else 0
+    bounds = [0, *(min(bisect.bisect_left(ends, total * part / parts) + 1, len(ends)) for part in range(1, parts)), len(ends)]
     return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]

@@ -152,7 +152,7 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rerank_stage, "EARLY_STEP", 2)
     first = [10.0 - i for i in range(10)]
     reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
-    monkeypatch.setattr(reranker, "rows", lambda pg, view, store, ids: [(i, torch.full((1, 1), float(i))) for i in ids])
+    monkeypatch.setattr(reranker, "begin", lambda pg, view, store, ids: rerank_stage.Step(ids, {i: torch.full((1, 1), float(i)) for i in ids}, None))
     query = torch.zeros(1, 1)
 
     def best(slack: float) -> tuple[list[tuple[int, float]], int]:
