@@ -164,6 +164,31 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert best(float("inf"))[1] == 10
 
 
+def test_a_failed_read_is_raised_from_the_step_that_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next step's rows are read while this step is scored (Reranker.begin): a read that fails
+    fails the search when its rows are needed, not silently, and no read is left running."""
+    from concurrent.futures import Future
+
+    from colpg import rerank_stage
+    from colpg.rowcache import RowCache
+
+    monkeypatch.setattr(rerank_stage, "EXACT_BATCH", 2)  # a full rerank, two documents a step
+    reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
+    failed: Future[dict[int, torch.Tensor]] = Future()
+    failed.set_exception(ConnectionError("server closed the connection unexpectedly"))
+
+    def begin(pg: object, view: object, store: object, ids: list[int]) -> rerank_stage.Step:
+        if ids and ids[0] >= 2:
+            return rerank_stage.Step(ids, {}, failed)
+        return rerank_stage.Step(ids, {i: torch.full((1, 1), float(i)) for i in ids}, None)
+
+    monkeypatch.setattr(reranker, "begin", begin)
+    store = _Unchanged(lambda rows: [float(r[0, 0]) for r in rows])
+    with pytest.raises(ConnectionError, match="server closed"):
+        reranker.best(None, None, store, torch.zeros(1, 1), list(range(10)), 2)  # type: ignore[arg-type]
+    assert failed.done()
+
+
 def test_slack_reranks_fewer_documents(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
     """On the real index, an early-stopped rerank scores at most what the full one does and finds its best hit."""
     from colpg import rerank_stage
