@@ -73,11 +73,15 @@ def kernel(on: bool, call: Callable[[], T]) -> Callable[[], T]:
     """``call`` with colpg's CPU kernels on or off ($COLPG_KERNEL, colpg.native)."""
 
     def switched() -> T:
+        before = os.environ.get(KERNEL_ENV)
         os.environ[KERNEL_ENV] = "on" if on else "off"
         try:
             return call()
-        finally:
-            os.environ.pop(KERNEL_ENV)
+        finally:  # the caller's own setting back
+            if before is None:
+                del os.environ[KERNEL_ENV]
+            else:
+                os.environ[KERNEL_ENV] = before
 
     return switched
 

@@ -7,7 +7,7 @@ compute each token's inverse norm. Here a row's tokens are converted a few at a 
 buffer that stays in the L1 cache, their similarities with 16 query tokens stay in registers
 over all dimensions, and each document keeps its maxima as it goes; rows read are copied and
 their norms computed in one pass. The same float32 arithmetic as PyTorch's, summed in another
-order (bench/rerank_kernel.py measures both). The CPU only; dimensions a multiple of 16 (MiniLM's 384, JinaBERT's 768).
+order (bench/rows.py times both). The CPU only; dimensions a multiple of 16 (MiniLM's 384, JinaBERT's 768).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, IndexNotFound, IndexNotReadyWarning
 from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
-from colpg.kernel import kernel_for
+from colpg.native import kernel_enabled, library
 from colpg.params import SearchParams, cells_for, default_params
 from colpg.probe import centroid_scores, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
@@ -152,7 +152,8 @@ class IndexSearcher:
             view = load_view(
                 pg, record.id, int(codec.centroids.shape[0]), codec.residual_bytes, snapshot, self.device, name=self.name, progress=progress
             )
-            kernel_for(view.tokens, self.device)  # the probe's kernel built (or found built) now, not in a search
+            if self.device.type == "cpu" and kernel_enabled():
+                library()  # the CPU kernels built (or found built) now, not in a search: the rerank's run at any size
             loaded = _Loaded(record, codec, rerank, view)
             self.cache.clear()
             self._loaded = loaded
