@@ -14,8 +14,8 @@ EARLY_STEP documents at a time in first-stage order and stops once the next cand
 reach the k-th exact score: its first-stage score, plus the largest gap (exact - first stage)
 seen so far, plus ``slack`` per query token, is below it (bench/probe.py, table 5).
 
-Each store scores documents' rows by :meth:`RerankStore.maxsims`: the int8 store in C where
-its rows are scored in float on a CPU (colpg.int8_kernel), else in PyTorch by blocks. A store
+Each store scores documents' rows by :meth:`RerankStore.maxsims`: the int8 store in C on a
+CPU whose int8 products do not pay in PyTorch (colpg.int8_kernel), else in PyTorch by blocks. A store
 may score faster than exactly (``coarse``: on a CPU whose int8 products pay, the int8 store
 multiplies by the query's first int8 part alone, half the work): then the best k by those
 scores and every document within twice the scorer's error of them are scored again with the
@@ -92,16 +92,13 @@ class Reranker:
     def rows(self, pg: psycopg.Connection[Any], view: IndexView, store: RerankStore, ids: Sequence[int]) -> list[tuple[int, torch.Tensor]]:
         """The stored rows (as the store's raw tensors) of ``ids`` that exist in this snapshot, in
         order: from the cache at the version ``view`` holds, else read (and cached at the version read)."""
-        return self.begin(pg, view, store, ids).rows()
+        return self.begin(pg, view.versions_of(list(ids)), store, ids).rows()
 
-    def begin(self, pg: psycopg.Connection[Any], view: IndexView, store: RerankStore, ids: Sequence[int]) -> Step:
-        """:meth:`rows`, begun: those of ``ids`` the cache holds now, and a read of the rest started
-        on colpg.threads' reads pool, so the rows the cache holds are allocated on its few threads."""
-        found: dict[int, torch.Tensor] = {}
-        for doc_id, version in zip(ids, view.versions_of(list(ids)), strict=True):
-            raw = self.cache.get(doc_id, version) if version is not None else None
-            if raw is not None:
-                found[doc_id] = raw
+    def begin(self, pg: psycopg.Connection[Any], versions: Sequence[int | None], store: RerankStore, ids: Sequence[int]) -> Step:
+        """:meth:`rows`, begun: those of ``ids`` the cache holds now at the view's ``versions`` of
+        them, and a read of the rest started on colpg.threads' reads pool, so the rows the cache
+        holds are allocated on its few threads."""
+        found = self.cache.get_many(ids, versions)
         missing = [i for i in ids if i not in found]
         return Step(ids, found, read(self._fetch, pg, store, missing) if missing else None)
 
@@ -137,18 +134,19 @@ class Reranker:
         kept: list[tuple[float, int, torch.Tensor]] = []  # by coarse score: the best k and those within 2 x error of them
         gap = -math.inf
         scored_count = 0
-        following = self.begin(pg, view, store, ids[:step])
+        versions = view.versions_of(list(ids))  # once: the view is the search's throughout
+        first_of = dict(zip(ids, first, strict=True)) if early and first is not None else {}
+        following = self.begin(pg, versions[:step], store, ids[:step])
         try:
             for start in range(0, len(ids), step):
                 stored = following.rows()
                 ahead = start + step  # read while this step is scored: the kernels and the server's reads overlap
-                following = self.begin(pg, view, store, ids[ahead : ahead + step])
+                following = self.begin(pg, versions[ahead : ahead + step], store, ids[ahead : ahead + step])
                 scores = coarse([raw for _, raw in stored])
                 kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], k, 2 * error)
                 scored_count += len(stored)
                 if early and first is not None:
-                    position = dict(zip(ids[start:ahead], first[start:ahead], strict=True))
-                    gap = max([gap] + [s - position[doc_id] for s, (doc_id, _) in zip(scores, stored, strict=True)])
+                    gap = max([gap] + [s - first_of[doc_id] for s, (doc_id, _) in zip(scores, stored, strict=True)])
                     if len(kept) >= k and ahead < len(ids) and first[ahead] + gap + slack * query.shape[0] < kept[k - 1][0]:
                         break
         finally:

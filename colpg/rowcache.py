@@ -63,15 +63,18 @@ class RowCache:
         return len(self._entries)
 
     def get(self, document_id: int, version: int) -> torch.Tensor | None:
-        with self._lock:
-            entry = self._entries.get(document_id)
-            if entry is None or entry[0] != version:
-                return None
-            self._entries.move_to_end(document_id)
-            return entry[1]
+        return self.get_many([document_id], [version]).get(document_id)
 
-    def get_many(self, ids: Sequence[int], versions: Sequence[int]) -> list[torch.Tensor | None]:
-        return [self.get(i, v) for i, v in zip(ids, versions, strict=True)]
+    def get_many(self, ids: Sequence[int], versions: Sequence[int | None]) -> dict[int, torch.Tensor]:
+        """The rows of ``ids`` held at ``versions`` (None: never held), under one hold of the lock (a rerank step's)."""
+        found = {}
+        with self._lock:
+            for document_id, version in zip(ids, versions, strict=True):
+                entry = self._entries.get(document_id)
+                if entry is not None and entry[0] == version:
+                    self._entries.move_to_end(document_id)
+                    found[document_id] = entry[1]
+        return found
 
     def put(self, document_id: int, version: int, tokens: torch.Tensor) -> None:
         size = tokens.numel() * tokens.element_size()

@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 #: Threads that read rerank rows (and so allocate what the row cache holds).
 READERS = 2
+#: Threads that run parts: one per CPU (looked up once: run_parts is called per rerank step).
+PARTS = max(1, os.cpu_count() or 1)
 
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -49,7 +51,7 @@ os.register_at_fork(after_in_child=_forget_pools)
 
 def run_parts(work: Callable[[int], None], parts: int) -> None:
     """``work(part)`` for each of ``parts``: the first on the calling thread, the rest on the parts pool's."""
-    pool = _pool("parts", max(1, os.cpu_count() or 1))
+    pool = _pool("parts", PARTS)
     others = [pool.submit(work, part) for part in range(1, parts)]
     work(0)
     for future in others:

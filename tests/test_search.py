@@ -142,6 +142,13 @@ class _Unchanged:
         return self.scores, 0.0
 
 
+class _AllHeld:
+    """A view that holds every document at version 1 (for Reranker without PostgreSQL)."""
+
+    def versions_of(self, ids: list[int]) -> list[int | None]:
+        return [1] * len(ids)
+
+
 def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     """First-stage scores 10, 9, ..., 1 and exact scores 0.5 above them, two documents a step, k=2,
     one query token: after the first step the 2nd best exact score is 9.5 and the next candidate can
@@ -152,11 +159,11 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rerank_stage, "EARLY_STEP", 2)
     first = [10.0 - i for i in range(10)]
     reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
-    monkeypatch.setattr(reranker, "begin", lambda pg, view, store, ids: rerank_stage.Step(ids, {i: torch.full((1, 1), float(i)) for i in ids}, None))
+    monkeypatch.setattr(reranker, "begin", lambda pg, versions, store, ids: rerank_stage.Step(ids, {i: torch.full((1, 1), float(i)) for i in ids}, None))
     query = torch.zeros(1, 1)
 
     def best(slack: float) -> tuple[list[tuple[int, float]], int]:
-        ranked, scored = reranker.best(None, None, _Unchanged(lambda rows: [first[int(r[0, 0])] + 0.5 for r in rows]), query, list(range(10)), 2, first, slack)  # type: ignore[arg-type]
+        ranked, scored = reranker.best(None, _AllHeld(), _Unchanged(lambda rows: [first[int(r[0, 0])] + 0.5 for r in rows]), query, list(range(10)), 2, first, slack)  # type: ignore[arg-type]
         return [(r.document_id, r.score) for r in ranked], scored
 
     assert best(0.0) == ([(0, 10.5), (1, 9.5)], 2)
@@ -177,7 +184,7 @@ def test_a_failed_read_is_raised_from_the_step_that_needs_it(monkeypatch: pytest
     failed: Future[dict[int, torch.Tensor]] = Future()
     failed.set_exception(ConnectionError("server closed the connection unexpectedly"))
 
-    def begin(pg: object, view: object, store: object, ids: list[int]) -> rerank_stage.Step:
+    def begin(pg: object, versions: object, store: object, ids: list[int]) -> rerank_stage.Step:
         if ids and ids[0] >= 2:
             return rerank_stage.Step(ids, {}, failed)
         return rerank_stage.Step(ids, {i: torch.full((1, 1), float(i)) for i in ids}, None)
@@ -185,7 +192,7 @@ def test_a_failed_read_is_raised_from_the_step_that_needs_it(monkeypatch: pytest
     monkeypatch.setattr(reranker, "begin", begin)
     store = _Unchanged(lambda rows: [float(r[0, 0]) for r in rows])
     with pytest.raises(ConnectionError, match="server closed"):
-        reranker.best(None, None, store, torch.zeros(1, 1), list(range(10)), 2)  # type: ignore[arg-type]
+        reranker.best(None, _AllHeld(), store, torch.zeros(1, 1), list(range(10)), 2)  # type: ignore[arg-type]
     assert failed.done()
 
 
