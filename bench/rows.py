@@ -11,7 +11,8 @@ of the repeats:
   in binary results (what colpg.rerank_stage asks for); the rows turned into the store's raw
   tensors one by one (``RerankStore.raw``, PyTorch) and all at once (``RerankStore.raws``) in
   PyTorch and in C (colpg.int8_kernel, int8 stores); and their MaxSim with a 32-token query
-  (``RerankStore.maxsims``, what search scores with) in PyTorch and in C;
+  (``RerankStore.maxsims``, what search scores with) in PyTorch and in C, in float and in
+  integers (colpg.int8_kernel.maxsim_scorer's two kernels);
 - **a rerank's steps**: every step read (binary, ``raws``) and scored one after the other, as
   search does (in PyTorch, and with the kernels where they apply), against reading ahead on a thread: the next step read (or only fetched, converted
   by the caller) while this one is scored, per step;
@@ -34,11 +35,11 @@ import psycopg
 import torch
 from sqlalchemy.engine import make_url
 
-from colpg import db, store
+from colpg import db, int8_kernel, store
 from colpg.native import KERNEL_ENV
 from colpg.rerank_stage import EARLY_STEP, ROW_COLUMNS
 from colpg.resources import query as sql
-from colpg.stores import RerankStore
+from colpg.stores import Int8Store, RerankStore
 
 T = TypeVar("T")
 
@@ -86,6 +87,15 @@ def kernel(on: bool, call: Callable[[], T]) -> Callable[[], T]:
     return switched
 
 
+def kernel_maxsim(rerank: RerankStore, query: torch.Tensor, raws: list[torch.Tensor], integer: bool) -> Callable[[], object]:
+    """colpg.int8_kernel's MaxSim in float or in integers (where the CPU has them; else nothing to time)."""
+    lib = int8_kernel.int8_kernel(query.shape[1])
+    if not isinstance(rerank, Int8Store) or lib is None or (integer and not int8_kernel.integer_kernel(lib)):
+        return lambda: None
+    scorer = int8_kernel.maxsim_scorer(lib, query * rerank.codec.scales / 127, integer)
+    return lambda: scorer(raws)
+
+
 def step_calls(
     pg: psycopg.Connection[Any],
     rerank: RerankStore,
@@ -102,7 +112,8 @@ def step_calls(
         "raws at once, PyTorch": kernel(False, lambda: rerank.raws(records)),
         "raws at once, C": kernel(True, lambda: rerank.raws(records)),
         "MaxSim, PyTorch": kernel(False, lambda: rerank.maxsims(query)[0](raws)),
-        "MaxSim, C": kernel(True, lambda: rerank.maxsims(query)[0](raws)),
+        "MaxSim, C in float": kernel_maxsim(rerank, query, raws, integer=False),
+        "MaxSim, C in integers": kernel_maxsim(rerank, query, raws, integer=True),
         "text tokens": lambda: pg.execute(sql("search_tokens"), {"ids": step}).fetchall(),
         "binary tokens": lambda: pg.execute(sql("search_tokens"), {"ids": step}, binary=True).fetchall(),
     }
@@ -122,7 +133,8 @@ def measure(pg: psycopg.Connection[Any], args: argparse.Namespace) -> None:
     scorer = rerank.maxsims(query)[0]
     draw = random.Random(args.seed)
     columns: tuple[str, ...] = (
-        "text rows", "binary rows", "raw one by one", "raws at once, PyTorch", "raws at once, C", "MaxSim, PyTorch", "MaxSim, C",
+        "text rows", "binary rows", "raw one by one", "raws at once, PyTorch", "raws at once, C", "MaxSim, PyTorch",
+        "MaxSim, C in float", "MaxSim, C in integers",
         "text tokens", "binary tokens",
     )  # fmt: skip
     times: dict[str, list[float]] = {column: [] for column in columns}

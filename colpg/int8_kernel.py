@@ -1,14 +1,16 @@
-"""The int8 rerank store's rows in C (colpg_int8_raws and colpg_int8_maxsim in kernel.c, built by colpg.native).
+"""The int8 rerank store's rows in C (colpg_int8_raws, colpg_int8_maxsim and colpg_int8_integer_maxsim in kernel.c, built by colpg.native).
 
-Where int8 products do not pay (colpg.device.int8_products_pay: a CPU without AVX-512 VNNI),
-PyTorch scores int8 rows by converting a block of tokens to float, multiplying it by the query
-and scattering per-document maxima: three passes, and a fourth when the rows are read, to
-compute each token's inverse norm. Here a row's tokens are converted a few at a time into a
-buffer that stays in the L1 cache, their similarities with 16 query tokens stay in registers
-over all dimensions, and each document keeps its maxima as it goes; rows read are copied and
-their norms computed in one pass. The same float32 arithmetic as PyTorch's, summed in another
-order (bench/rows.py times both). The CPU only; dimensions a multiple of 16 (MiniLM's 384, JinaBERT's 768).
-"""
+Where int8 products do not pay in PyTorch (colpg.device.int8_products_pay: a CPU without
+AVX-512 VNNI), PyTorch scores int8 rows by converting a block of tokens to float, multiplying it
+by the query and scattering per-document maxima: three passes, and a fourth when the rows are
+read, to compute each token's inverse norm. Here each document keeps its maxima as it goes and
+rows read are copied and their norms computed in one pass. With AVX2 the products are integer:
+the query as colpg.scoring.Int8Query's two int8 parts in one int16, one 16-bit multiply-add per
+pair of dimensions, so the scores are the integer path's (the float ones to millionths).
+Elsewhere in float: a row's tokens are converted a few at a time into a buffer that stays in
+the L1 cache and their similarities with 16 query tokens stay in registers over all dimensions,
+the same float32 arithmetic as PyTorch's summed in another order. bench/rows.py times each
+way. The CPU only; dimensions a multiple of 16 (MiniLM's 384, JinaBERT's 768)."""
 
 from __future__ import annotations
 
@@ -18,12 +20,15 @@ from collections.abc import Callable, Sequence
 import torch
 
 from colpg.native import kernel_enabled, library, padded
+from colpg.scoring import Int8Query
 from colpg.threads import even_runs, run_parts
 
-__all__ = ["int8_kernel", "maxsim_scorer", "raws"]
+__all__ = ["int8_kernel", "integer_kernel", "maxsim_scorer", "raws"]
 
 #: Tokens below which rows are scored on the calling thread alone: a thread's start costs more.
 MIN_PART_TOKENS = 4_096
+#: Query tokens colpg_int8_integer_maxsim takes at a time: the query is padded to a multiple.
+INTEGER_LANES = 4
 
 
 def int8_kernel(dim: int) -> ctypes.CDLL | None:
@@ -56,48 +61,65 @@ def raws(lib: ctypes.CDLL, payloads: Sequence[bytes], lengths: Sequence[int], sc
     return out
 
 
-def maxsim_scorer(lib: ctypes.CDLL, query: torch.Tensor) -> Callable[[list[torch.Tensor]], list[float]]:
+def integer_kernel(lib: ctypes.CDLL) -> bool:
+    """Whether ``lib`` scores int8 rows in integer arithmetic (built where the CPU has AVX2)."""
+    return bool(ctypes.c_int64.in_dll(lib, "colpg_int8_integer").value)
+
+
+def maxsim_scorer(lib: ctypes.CDLL, query: torch.Tensor, integer: bool | None = None) -> Callable[[list[torch.Tensor]], list[float]]:
     """MaxSim of documents' raw int8 rows (:func:`raws`) with ``query``, already multiplied by the
-    store's scales; parts of many rows on threads.
+    store's scales; parts of many rows on threads. ``integer`` (None: where the library has it,
+    :func:`integer_kernel`): the query as colpg.scoring.Int8Query's two int8 parts in one int16,
+    so the sums are its products' exactly and the scores Int8Query's to float rounding, in
+    about 0.7x the float kernel's time (bench/rows.py); else in float.
 
     Shapes: query [q, dim] float32 on the CPU; the scorer: rows [n_i, dim + 4] uint8 -> n floats.
     """
     q, dim = query.shape
-    lanes = ctypes.c_int64.in_dll(lib, "colpg_int8_lanes").value  # query tokens kernel.c takes at a time: q is padded to a multiple
-    block = ctypes.c_int64.in_dll(lib, "colpg_int8_block").value  # tokens it converts to float at once, in the work buffer
-    columns = -(-q // lanes) * lanes
-    prepared = padded(query.float().T, columns)  # [dim, columns]
+    width = dim + 4
+    if integer if integer is not None else integer_kernel(lib):
+        columns = -(-q // INTEGER_LANES) * INTEGER_LANES
+        int8_query = Int8Query.of(query.float(), 2)
+        combined = int8_query.parts[:, :q].to(torch.int16) * 254 + int8_query.parts[:, q:].to(torch.int16)  # [dim, q]
+        tokens = padded(combined, columns, torch.int16).T.contiguous()  # [columns, dim], token-major
+        step = padded(int8_query.step / 254, columns)
+
+        def kernel(rows: int, counts: int, n: int, scores: int) -> None:
+            best = torch.empty(columns, dtype=torch.float32)
+            lib.colpg_int8_integer_maxsim(rows, counts, n, dim, tokens.data_ptr(), step.data_ptr(), q, columns, best.data_ptr(), scores)
+
+    else:
+        lanes = ctypes.c_int64.in_dll(lib, "colpg_int8_lanes").value  # query tokens kernel.c takes at a time: q is padded to a multiple
+        block = ctypes.c_int64.in_dll(lib, "colpg_int8_block").value  # tokens it converts to float at once, in the work buffer
+        columns = -(-q // lanes) * lanes
+        prepared = padded(query.float().T, columns)  # [dim, columns]
+
+        def kernel(rows: int, counts: int, n: int, scores: int) -> None:
+            work = torch.empty(block * dim + columns, dtype=torch.float32)
+            lib.colpg_int8_maxsim(rows, counts, n, dim, prepared.data_ptr(), q, columns, work.data_ptr(), scores)
 
     def score(rows: list[torch.Tensor]) -> list[float]:
         if not rows:
             return []
-        for row in rows:
-            if row.dtype != torch.uint8 or row.dim() != 2 or row.shape[1] != dim + 4 or not row.is_contiguous():
+        lengths, addresses = [], []
+        for row in rows:  # one pass (per rerank step): checked, measured and located
+            shape = row.shape
+            if row.dtype != torch.uint8 or len(shape) != 2 or shape[1] != width or not row.is_contiguous():
                 raise ValueError(
-                    f"int8 rows of {dim} values and an inverse norm, contiguous uint8 [n, {dim + 4}], were expected; got {row.dtype} {list(row.shape)}"
+                    f"int8 rows of {dim} values and an inverse norm, contiguous uint8 [n, {width}], were expected; got {row.dtype} {list(shape)}"
                 )
-        lengths = [row.shape[0] for row in rows]
+            lengths.append(shape[0])
+            addresses.append(row.data_ptr())
         counts = torch.tensor(lengths, dtype=torch.int64)
         scores = torch.empty(len(rows), dtype=torch.float32)
         parts = even_runs(lengths, max(1, min(torch.get_num_threads(), sum(lengths) // MIN_PART_TOKENS)))
-        pointers = _pointers([row.data_ptr() for row in rows])
+        pointers = _pointers(addresses)
         base = ctypes.cast(pointers, ctypes.c_void_p).value or 0
         size = ctypes.sizeof(ctypes.c_void_p)
 
         def part(number: int) -> None:
             lo, hi = parts[number]
-            work = torch.empty(block * dim + columns, dtype=torch.float32)
-            lib.colpg_int8_maxsim(
-                base + lo * size,
-                counts[lo:].data_ptr(),
-                hi - lo,
-                dim,
-                prepared.data_ptr(),
-                q,
-                columns,
-                work.data_ptr(),
-                scores[lo:].data_ptr(),
-            )
+            kernel(base + lo * size, counts[lo:].data_ptr(), hi - lo, scores[lo:].data_ptr())
 
         run_parts(part, len(parts))
         return scores.tolist()

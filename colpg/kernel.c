@@ -121,8 +121,8 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
     }
 }
 
-/* The int8 rerank store (colpg.int8_kernel): its rows read and scored in float, on CPUs whose int8
-   products do not pay; what colpg.stores.Int8Store computes in PyTorch. */
+/* The int8 rerank store (colpg.int8_kernel): its rows read, and scored in float or (AVX2, below) in
+   integers, on CPUs whose int8 products do not pay in PyTorch; what colpg.stores.Int8Store computes there. */
 
 typedef int8_t bytes16 __attribute__((vector_size(16)));
 
@@ -227,3 +227,77 @@ void colpg_int8_maxsim(const uint8_t *const *rows, const int64_t *ntokens, int64
         scores[r] = score;
     }
 }
+
+/* The same MaxSim in integer arithmetic, where AVX2 has it (colpg_int8_integer is 1; 0 elsewhere, and
+   colpg.int8_kernel scores in float). The query comes as int16 [qp, dim], token-major (qp % 4 == 0, padded
+   tokens zero): colpg.scoring.Int8Query's two int8 parts as one, 254 * high + low, with step [qp] its scale
+   over 254, so the sums are Int8Query.products' exactly. Each 16-bit row value times 16-bit query value goes
+   through one multiply-add of pairs into int32; four query tokens and two row tokens at a time, 16
+   dimensions a step (dim % 16 == 0). The int32 sums are turned into floats every INTEGER_SPAN dimensions:
+   a pair is at most 2 * 128 * 32,385, so 384 dimensions stay below 2^31. best: qp floats of work. */
+#if defined(__AVX2__)
+#include <immintrin.h>
+#define INTEGER_SPAN 384
+const int64_t colpg_int8_integer = 1;
+
+static inline __m256i multiply_add(__m256i sums, __m256i values, __m256i query)
+{
+    return _mm256_add_epi32(sums, _mm256_madd_epi16(values, query));
+}
+
+/* The totals of four accumulators of eight int32 sums, as floats. */
+static inline __m128 totals(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    const __m256i all = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(all), _mm256_extracti128_si256(all, 1)));
+}
+
+static inline __m256i widened(const uint8_t *values) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)values)); }
+
+void colpg_int8_integer_maxsim(const uint8_t *const *rows, const int64_t *ntokens, int64_t nrows, int64_t dim,
+                               const int16_t *query, const float *step, int64_t q, int64_t qp, float *best, float *scores)
+{
+    const int64_t stride = dim + 4;
+    for (int64_t r = 0; r < nrows; r++) {
+        const int64_t count = ntokens[r];
+        for (int64_t j = 0; j < qp; j++) best[j] = -__builtin_inff();
+        for (int64_t t = 0; t < count; t += 2) {  /* an odd row repeats its last token */
+            const uint8_t *first = rows[r] + t * stride, *second = rows[r] + (t + 1 < count ? t + 1 : t) * stride;
+            float inverse[2];
+            memcpy(&inverse[0], first + dim, sizeof(float));
+            memcpy(&inverse[1], second + dim, sizeof(float));
+            for (int64_t j = 0; j < qp; j += 4) {
+                const int16_t *tokens = query + j * dim;
+                __m128 x = _mm_setzero_ps(), y = x;
+                for (int64_t span = 0; span < dim; span += INTEGER_SPAN) {
+                    const int64_t end = span + INTEGER_SPAN < dim ? span + INTEGER_SPAN : dim;
+                    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+                    for (int64_t d = span; d < end; d += 16) {
+                        const __m256i u = widened(first + d), w = widened(second + d);
+                        __m256i v = _mm256_loadu_si256((const __m256i *)(tokens + d));
+                        a0 = multiply_add(a0, u, v), b0 = multiply_add(b0, w, v);
+                        v = _mm256_loadu_si256((const __m256i *)(tokens + dim + d));
+                        a1 = multiply_add(a1, u, v), b1 = multiply_add(b1, w, v);
+                        v = _mm256_loadu_si256((const __m256i *)(tokens + 2 * dim + d));
+                        a2 = multiply_add(a2, u, v), b2 = multiply_add(b2, w, v);
+                        v = _mm256_loadu_si256((const __m256i *)(tokens + 3 * dim + d));
+                        a3 = multiply_add(a3, u, v), b3 = multiply_add(b3, w, v);
+                    }
+                    x = _mm_add_ps(x, totals(a0, a1, a2, a3));
+                    y = _mm_add_ps(y, totals(b0, b1, b2, b3));
+                }
+                const __m128 scale = _mm_loadu_ps(step + j);
+                __m128 top = _mm_loadu_ps(best + j);
+                top = _mm_max_ps(top, _mm_mul_ps(_mm_mul_ps(x, scale), _mm_set1_ps(inverse[0])));
+                top = _mm_max_ps(top, _mm_mul_ps(_mm_mul_ps(y, scale), _mm_set1_ps(inverse[1])));
+                _mm_storeu_ps(best + j, top);
+            }
+        }
+        float score = 0.0f;
+        for (int64_t j = 0; j < q; j++) score += best[j];
+        scores[r] = score;
+    }
+}
+#else
+const int64_t colpg_int8_integer = 0;
+#endif

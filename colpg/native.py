@@ -98,8 +98,11 @@ def library(folder: Path | None = None) -> ctypes.CDLL | None:
         "colpg_score": ([pointer, pointer, pointer, count, count, pointer, pointer, pointer, pointer, count, pointer, pointer], None),
         "colpg_int8_raws": ([pointer, pointer, count, count, pointer, pointer], None),
         "colpg_int8_maxsim": ([pointer, pointer, count, count, pointer, count, count, pointer, pointer], None),
+        "colpg_int8_integer_maxsim": ([pointer, pointer, count, count, pointer, pointer, count, count, pointer, pointer], None),
     }
     for name, (arguments, result) in signatures.items():
+        if not hasattr(lib, name):  # built only where the CPU has it (colpg_int8_integer)
+            continue
         function = getattr(lib, name)
         function.argtypes, function.restype = arguments, result
     return lib

@@ -192,7 +192,7 @@ class Int8Store(RerankStore):
         return self.scorer(query, parts=1), COARSE_ERROR * query.shape[0]
 
     def maxsims(self, query: torch.Tensor, coarse: bool = False) -> tuple[Callable[[list[torch.Tensor]], list[float]], float]:
-        """Where the rows are scored in float on a CPU, in C (colpg.int8_kernel), coarse or not."""
+        """On a CPU whose int8 products do not pay in PyTorch, in C (colpg.int8_kernel), coarse or not."""
         lib = int8_kernel(query.shape[1]) if query.device.type == "cpu" and not _integer(query) else None
         if lib is None:
             return super().maxsims(query, coarse)

@@ -41,18 +41,46 @@ def test_rows_read_in_c_are_pytorchs_bytes(monkeypatch: pytest.MonkeyPatch) -> N
     assert len({r.untyped_storage().data_ptr() for r in fused if len(r)}) == len([r for r in fused if len(r)])  # cached and freed apart
 
 
-@pytest.mark.parametrize("query_tokens", [5, 16, 32, 40])
-def test_the_kernel_scores_what_pytorch_scores(query_tokens: int) -> None:
+def _integer_maxsims(store: Int8Store, query: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
+    """PyTorch's integer scores: the store's scorer with the query in two int8 parts (colpg.scoring.Int8Query)."""
+    return torch.tensor(maxsim_blocks(store.scorer(query, parts=2), rows, torch.device("cpu")))
+
+
+def _integer_available() -> bool:
+    lib = native.library()
+    return lib is not None and int8_kernel.integer_kernel(lib)
+
+
+@pytest.mark.parametrize("integer", [False, pytest.param(True, marks=pytest.mark.skipif(not _integer_available(), reason="no AVX2 here"))])
+@pytest.mark.parametrize("query_tokens", [1, 5, 16, 32, 40])
+def test_the_kernel_scores_what_pytorch_scores(query_tokens: int, integer: bool) -> None:
+    """In float, PyTorch's float scores; in integers, its integer scores (the same sums, scaled in
+    another order), and the float ones to the query's rounding (Int8Query: millionths)."""
     store, records = _store_and_records()
     rows = store.raws(records)
     query = torch.nn.functional.normalize(torch.randn(query_tokens, 384, generator=torch.Generator().manual_seed(query_tokens)), dim=1)
     lib = native.library()
     assert lib is not None
-    fused = torch.tensor(int8_kernel.maxsim_scorer(lib, query * store.codec.scales / 127)(rows))
-    want = _float_maxsims(store, query, rows)
+    fused = torch.tensor(int8_kernel.maxsim_scorer(lib, query * store.codec.scales / 127, integer)(rows))
+    want = _integer_maxsims(store, query, rows) if integer else _float_maxsims(store, query, rows)
     assert torch.isneginf(fused[LENGTHS.index(0)]) and torch.isneginf(want[LENGTHS.index(0)])
     present = torch.tensor(LENGTHS) > 0
     assert torch.allclose(fused[present], want[present], atol=2e-6 * query_tokens)  # float32 sums in another order
+    if integer:
+        assert torch.allclose(fused[present], _float_maxsims(store, query, rows)[present], atol=1e-5 * query_tokens)
+
+
+@pytest.mark.skipif(not _integer_available(), reason="no AVX2 here")
+def test_integer_sums_past_one_span() -> None:
+    """800 dimensions: two spans of 384 and a rest of 32, each span's int32 sums taken to float before they could overflow."""
+    store, records = _store_and_records(dim=800)
+    rows = store.raws(records)
+    query = torch.nn.functional.normalize(torch.randn(8, 800, generator=torch.Generator().manual_seed(8)), dim=1)
+    lib = native.library()
+    assert lib is not None
+    fused = torch.tensor(int8_kernel.maxsim_scorer(lib, query * store.codec.scales / 127, integer=True)(rows))
+    present = torch.tensor(LENGTHS) > 0
+    assert torch.allclose(fused[present], _integer_maxsims(store, query, rows)[present], atol=2e-6 * 8)
 
 
 def test_threads_split_the_rows_without_changing_a_score(monkeypatch: pytest.MonkeyPatch) -> None:
