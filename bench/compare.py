@@ -291,16 +291,23 @@ class Suite:
             local.close()
 
     def plaid(self, python: Path, checkpoint: Path, nbits: int, timeout_s: int) -> None:
+        """PLAID in its own venv; a collection written as a float16 shard keeps PLAID's build in
+        its folder, so a run that is stopped resumes the build and a later run reuses it."""
         v = self.vectors
         RESULTS.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="colpg-plaid-", dir=RESULTS) as work:
-            workdir = Path(work)
-            np.save(workdir / "tokens.npy", v.tokens.numpy())
+            workdir = Path(work) if v.folder is None else v.folder / "plaid"
+            workdir.mkdir(exist_ok=True)
+            if v.folder is None:
+                np.save(workdir / "tokens.npy", v.tokens.numpy())
+            elif not (workdir / "tokens.npy").exists():
+                (workdir / "tokens.npy").symlink_to(v.folder / "00000.tokens.npy")
             np.save(workdir / "doclens.npy", np.array(v.doclens, dtype=np.int64))
             np.save(workdir / "queries.npy", self.queries.numpy())
             params = {"nbits": nbits, "k": self.k, "settings": PLAID_SETTINGS, "clients": self.clients,
-                      "qps_queries": self.qps_queries, "checkpoint": str(checkpoint)}
+                      "qps_queries": self.qps_queries, "checkpoint": str(checkpoint), "keep": v.folder is not None}
             (workdir / "params.json").write_text(json.dumps(params))
+            (workdir / "result.json").unlink(missing_ok=True)
             command = ["timeout", str(timeout_s), str(python), str(BENCH / "plaid_runner.py"), str(workdir)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             output = workdir / "result.json"

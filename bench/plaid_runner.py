@@ -5,8 +5,8 @@ started by compare.py, under `timeout`, as
 
     .venv-plaid/bin/python bench/plaid_runner.py WORKDIR
 
-WORKDIR holds tokens.npy [n_tokens, dim] float32, doclens.npy, queries.npy [n_queries, q, dim]
-and params.json; the runner writes result.json there, with the process's resident memory
+WORKDIR holds tokens.npy [n_tokens, dim] (float32, or a float16 shard; memory-mapped), doclens.npy,
+queries.npy [n_queries, q, dim] and params.json; the runner writes result.json there, with the process's resident memory
 (RSS) before the Searcher is made and after every search ran. colbert-ai cannot be handed vectors, so
 its own classes are driven with ours: the collection is the passage numbers, and its
 CollectionEncoder returns our vectors for them instead of encoding text (the checkpoint folder
@@ -15,6 +15,11 @@ Searcher.search calls after encoding. One change to its training: colbert-ai com
 residual buckets with torch.quantile over the flattened held-out residuals, which refuses more
 than 2**24 values (at dim 384 its 50,000 held-out rows are 19.2M); the held-out set is cut to
 the rows that fit, a random subset since colbert-ai shuffles it first.
+
+With ``"keep": true`` in params.json the build stays in WORKDIR: a later run reuses a finished
+one, and resumes one stopped after its k-means (colbert-ai deletes its sample when the k-means
+starts, so a build stopped before the codec is saved starts again). build.json keeps the build's
+seconds, summed over the runs that worked on it (written every 30 s, so a killed run counts too).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +40,7 @@ from colbert.indexing.collection_indexer import CollectionIndexer
 from colbert.infra import ColBERTConfig, Run, RunConfig
 
 QUANTILE_LIMIT = 2**24
+CODEC_FILES = ("centroids.pt", "avg_residual.pt", "buckets.pt")
 
 
 def feed(tokens: torch.Tensor, doclens: np.ndarray) -> None:
@@ -44,7 +51,7 @@ def feed(tokens: torch.Tensor, doclens: np.ndarray) -> None:
         if not passages:
             return None, None
         pids = [int(p) for p in passages]
-        return torch.cat([tokens[offsets[p] : offsets[p + 1]] for p in pids]), [int(doclens[p]) for p in pids]
+        return torch.cat([tokens[offsets[p] : offsets[p + 1]] for p in pids]).float(), [int(doclens[p]) for p in pids]
 
     original_split = CollectionIndexer._concatenate_and_split_sample
 
@@ -65,6 +72,33 @@ def folder_bytes(path: Path) -> dict[str, int]:
     return sizes
 
 
+def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir: Path, keep: bool) -> tuple[Path, float, bool]:
+    """The index's folder, the build's seconds (over every run that worked on it) and whether it was resumed or reused."""
+    clock = workdir / "build.json"
+    state = json.loads(clock.read_text()) if keep and clock.is_file() else {"seconds": 0.0, "complete": False}
+    folder = workdir / "experiments" / "plaid" / "indexes" / "bench"
+    if state["complete"]:
+        overwrite = "reuse"
+    elif keep and all((folder / name).is_file() for name in CODEC_FILES):
+        overwrite = "resume"
+    else:
+        overwrite, state["seconds"] = "force_silent_overwrite", 0.0
+    earlier, started, done = state["seconds"], time.perf_counter(), threading.Event()
+
+    def tick() -> None:
+        while not done.wait(30):
+            clock.write_text(json.dumps(state | {"seconds": earlier + time.perf_counter() - started}))
+
+    threading.Thread(target=tick, daemon=True).start()
+    indexer = Indexer(checkpoint=checkpoint, config=config, verbose=0)
+    path = Path(indexer.index(name="bench", collection=collection, overwrite=overwrite))
+    done.set()
+    if overwrite != "reuse":
+        state = {"seconds": earlier + time.perf_counter() - started, "complete": True}
+        clock.write_text(json.dumps(state))
+    return path, state["seconds"], overwrite != "force_silent_overwrite"
+
+
 def rss_bytes() -> int:
     """This process's resident memory now (colpg_runner.py has the same; this venv cannot import it)."""
     with open(f"/proc/{os.getpid()}/statm") as handle:
@@ -74,7 +108,7 @@ def rss_bytes() -> int:
 def main() -> None:
     workdir = Path(sys.argv[1])
     params = json.loads((workdir / "params.json").read_text())
-    tokens = torch.from_numpy(np.load(workdir / "tokens.npy"))
+    tokens = torch.from_numpy(np.load(workdir / "tokens.npy", mmap_mode="c"))  # copy-on-write: never written
     doclens = np.load(workdir / "doclens.npy")
     queries = torch.from_numpy(np.load(workdir / "queries.npy"))
     feed(tokens, doclens)
@@ -85,13 +119,9 @@ def main() -> None:
             nbits=params["nbits"], dim=tokens.shape[1], doc_maxlen=max(int(doclens.max()), 1),
             query_maxlen=queries.shape[1], kmeans_niters=params.get("kmeans_niters", 4), avoid_fork_if_possible=True,
         )
-        started = time.perf_counter()
-        indexer = Indexer(checkpoint=params["checkpoint"], config=config, verbose=0)
-        path = Path(indexer.index(name="bench", collection=collection, overwrite="force_silent_overwrite"))
-        result["build_s"] = time.perf_counter() - started
+        path, result["build_s"], result["build_resumed"] = build(config, params["checkpoint"], collection, workdir, params.get("keep", False))
         result["bytes"] = folder_bytes(path)
         result["tokens"] = int(doclens.sum())
-        del indexer
         memory = {"baseline": rss_bytes()}
         searcher = Searcher(index="bench", collection=collection, verbose=0)
         k = params["k"]
