@@ -104,7 +104,8 @@ class Reranker:
 
     def _fetch(self, pg: psycopg.Connection[Any], store: RerankStore, ids: list[int]) -> dict[int, torch.Tensor]:
         """The rows of ``ids`` read from PostgreSQL (and cached at the version read)."""
-        fetched = pg.execute(sql("search_rerank_rows"), {"ids": ids, **store.wanted()}, binary=True).fetchall()
+        with pg.execute(sql("search_rerank_rows"), {"ids": ids, **store.wanted()}, binary=True) as cursor:
+            fetched = cursor.fetchall()
         records = [dict(zip(ROW_COLUMNS, row, strict=True)) for row in fetched]
         found = {}
         for record, raw in zip(records, store.raws(records), strict=True):

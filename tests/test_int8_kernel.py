@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -49,6 +51,19 @@ def _integer_maxsims(store: Int8Store, query: torch.Tensor, rows: list[torch.Ten
 def _integer_available() -> bool:
     lib = native.library()
     return lib is not None and int8_kernel.integer_kernel(lib)
+
+
+def test_rows_read_in_c_leave_nothing_to_the_garbage_collector() -> None:
+    """Every payload read is freed when the call returns, not by a later collection (an array of
+    c_char_p held them in dicts that only the collector freed: 1.35 GB at 100k documents)."""
+    store, records = _store_and_records()
+    gc.collect()
+    gc.disable()
+    try:
+        store.raws(records)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("integer", [False, pytest.param(True, marks=pytest.mark.skipif(not _integer_available(), reason="no AVX2 here"))])
