@@ -6,8 +6,8 @@ Started by compare.py as
 
 WORKDIR holds queries.npy [n_queries, q, dim] and params.json (database URL, index name, k,
 settings, clients, queries for QPS, row-cache bytes); the runner writes result.json there:
-per setting the results' external ids, each query's latency (excluding query encoding) and
-the QPS of concurrent clients (each setting from the same row cache: filled in document order),
+per setting the results' external ids, each query's latency (excluding query encoding), its
+stages' times and the garbage collector's (full collections counted apart), and the QPS of concurrent clients (each setting from the same row cache: filled in document order),
 and the process's resident memory (RSS, from /proc) before the index is opened, after its
 resident tokens are loaded, after every search ran, and after the allocator then returned its
 free heap (colpg.device.release_freed_memory).
@@ -15,6 +15,7 @@ free heap (colpg.device.release_freed_memory).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -37,6 +38,24 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+#: Seconds of each garbage collection during the query being timed; a full one's negated.
+collections: list[float] = []
+
+
+def clock_collections() -> None:
+    """Time the garbage collector's work into ``collections`` (a query pays for the one it triggers)."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            spent = time.perf_counter() - started[0]
+            collections.append(-spent if info["generation"] == 2 else spent)
+
+    gc.callbacks.append(callback)
+
+
 def main() -> None:
     workdir = Path(sys.argv[1])
     params = json.loads((workdir / "params.json").read_text())
@@ -44,6 +63,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     encoder = Encoder.from_pretrained(params["checkpoint"])  # what a search process holds anyway
     memory = {"baseline": rss_bytes()}
+    clock_collections()
     index = Index(params["index"], url=params["url"], encoder=encoder, cache_bytes=params["cache_bytes"])
     searcher = index.searcher
     started = time.perf_counter()
@@ -69,10 +89,11 @@ def main() -> None:
         one(queries[0])  # warm-up: connection pool, first allocations
         found, times, stages, reranked = [], [], [], []
         for vectors in queries:
+            collections.clear()
             begun = time.perf_counter()
             found.append(one(vectors))
             times.append(time.perf_counter() - begun)
-            stages.append(dict(searcher.timings))
+            stages.append(dict(searcher.timings) | {"gc": sum(map(abs, collections)), "full collections": len([g for g in collections if g < 0])})
             reranked.append(searcher.stats["reranked"])
         count = min(len(queries), params["qps_queries"])
         begun = time.perf_counter()

@@ -366,9 +366,12 @@ class Suite:
         for run in result["runs"]:
             counts = sorted(run["reranked"])
             probe, rerank = (percentile([1000 * t.get(name, 0.0) for t in run["stages"]], 0.5) for name in ("probe", "rerank"))
+            collected = [1000 * t.get("gc", 0.0) for t in run["stages"]]
+            full = sum(int(t.get("full collections", 0)) for t in run["stages"])
             print(f"<!-- {v.name}: {run['label']}{built}: documents reranked mean {sum(counts) / len(counts):.0f},"
                   f" p50 {percentile(counts, 0.5):.0f}, p95 {percentile(counts, 0.95):.0f}; probe p50 {probe:.1f} ms,"
-                  f" rerank p50 {rerank:.1f} ms -->", flush=True)
+                  f" rerank p50 {rerank:.1f} ms; garbage collection {sum(collected) / len(collected):.1f} ms a query on average,"
+                  f" {full} full collections, the longest {max(collected):.0f} ms -->", flush=True)
 
 
     def _build_colpg(self, url: str, encoder: Encoder, config: IndexConfig) -> tuple[Index, float]:

@@ -42,7 +42,7 @@ import torch
 
 from colpg import db, store
 from colpg.codec import ResidualCodec
-from colpg.device import keep_freed_memory, release_freed_memory
+from colpg.device import freeze_long_lived, keep_freed_memory, release_freed_memory
 from colpg.distribute import is_distributed
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, IndexNotFound, IndexNotReadyWarning
@@ -158,6 +158,7 @@ class IndexSearcher:
             self.cache.clear()
             self._loaded = loaded
             release_freed_memory()  # the rows read to build the view
+            freeze_long_lived()  # the view's objects, the model's and the modules': not visited by every full collection
             return loaded
 
     def loaded(self) -> _Loaded:

@@ -461,3 +461,18 @@ def test_default_cells_follow_the_index_size(migrated_url: str, encoder: Encoder
     assert searcher.stats["ncells"] == 96
     searcher.search_vectors(query, 3, params=default_params(3).replace(ncells=5))
     assert searcher.stats["ncells"] == 5
+
+
+def test_a_loaded_index_is_left_out_of_garbage_collections(index: Index) -> None:
+    """Loading an index freezes what the process holds by then (colpg.device.freeze_long_lived), so
+    full collections skip the modules, the model and the view; and searches still find the same."""
+    import gc
+
+    gc.unfreeze()
+    before = index.search("white matter development in the newborn brain", k=3)
+    assert gc.get_freeze_count() > 0  # the first search loaded the index
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    index.searcher.warm()  # loaded already: nothing more is frozen
+    assert gc.get_freeze_count() == 0
+    assert [h.external_id for h in index.search("white matter development in the newborn brain", k=3)] == [h.external_id for h in before]
