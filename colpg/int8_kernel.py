@@ -15,7 +15,6 @@ way. The CPU only; dimensions a multiple of 16 (MiniLM's 384, JinaBERT's 768).""
 from __future__ import annotations
 
 import ctypes
-import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -59,11 +58,11 @@ def raws(lib: ctypes.CDLL, payloads: Sequence[bytes], lengths: Sequence[int], sc
         if len(payload) != length * dim:
             raise ValueError(f"row {number}: {length} tokens of {dim} int8 values are {length * dim} bytes, got {len(payload)}")
     out = [torch.empty(length, dim + 4, dtype=torch.uint8) for length in lengths]
-    joined = b"".join(payloads)  # one buffer, addressed in place
-    starts = itertools.accumulate((len(p) for p in payloads[:-1]), initial=ctypes.cast(ctypes.c_char_p(joined), ctypes.c_void_p).value or 0)
+    held = [bytes(p) for p in payloads]  # the same objects where they are bytes already, addressed in place
     counts = torch.tensor(lengths, dtype=torch.int64)
     scale = scale.float().contiguous()
-    sources, targets = _pointers(list(starts)), _pointers([t.data_ptr() for t in out])
+    sources = _pointers([ctypes.cast(ctypes.c_char_p(p), ctypes.c_void_p).value or 0 for p in held])
+    targets = _pointers([t.data_ptr() for t in out])
     lib.colpg_int8_raws(sources.data_ptr(), counts.data_ptr(), len(out), dim, scale.data_ptr(), targets.data_ptr())
     return out
 
