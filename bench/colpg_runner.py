@@ -7,7 +7,8 @@ Started by compare.py as
 WORKDIR holds queries.npy [n_queries, q, dim] and params.json (database URL, index name, k,
 settings, clients, queries for QPS, row-cache bytes); the runner writes result.json there:
 per setting the results' external ids, each query's latency (excluding query encoding), its
-stages' times and the garbage collector's (full collections counted apart), and the QPS of concurrent clients (each setting from the same row cache: filled in document order),
+stages' times and the garbage collector's (full collections counted apart), and the QPS of
+concurrent clients (each setting from the same row cache: filled in document order),
 and the process's resident memory (RSS, from /proc) before the index is opened, after its
 resident tokens are loaded, after every search ran, and after the allocator then returned its
 free heap (colpg.device.release_freed_memory).
@@ -38,20 +39,19 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-#: Seconds of each garbage collection during the query being timed; a full one's negated.
-collections: list[float] = []
+#: (generation, seconds) of each garbage collection during the query being timed.
+collected: list[tuple[int, float]] = []
 
 
 def clock_collections() -> None:
-    """Time the garbage collector's work into ``collections`` (a query pays for the one it triggers)."""
+    """Time the garbage collector's work into ``collected`` (a query pays for the one it triggers)."""
     started = [0.0]
 
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            spent = time.perf_counter() - started[0]
-            collections.append(-spent if info["generation"] == 2 else spent)
+            collected.append((info["generation"], time.perf_counter() - started[0]))
 
     gc.callbacks.append(callback)
 
@@ -89,11 +89,12 @@ def main() -> None:
         one(queries[0])  # warm-up: connection pool, first allocations
         found, times, stages, reranked = [], [], [], []
         for vectors in queries:
-            collections.clear()
+            collected.clear()
             begun = time.perf_counter()
             found.append(one(vectors))
             times.append(time.perf_counter() - begun)
-            stages.append(dict(searcher.timings) | {"gc": sum(map(abs, collections)), "full collections": len([g for g in collections if g < 0])})
+            full = sum(generation == 2 for generation, _ in collected)
+            stages.append(dict(searcher.timings) | {"gc": sum(spent for _, spent in collected), "full collections": full})
             reranked.append(searcher.stats["reranked"])
         count = min(len(queries), params["qps_queries"])
         begun = time.perf_counter()

@@ -34,6 +34,7 @@ collection replaces its earlier rows, the others stay), a plot of latency agains
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -295,8 +296,9 @@ class Suite:
         its folder, so a run that is stopped resumes the build and a later run reuses it."""
         v = self.vectors
         RESULTS.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="colpg-plaid-", dir=RESULTS) as work:
-            workdir = Path(work) if v.folder is None else v.folder / "plaid"
+        kept = None if v.folder is None else contextlib.nullcontext(str(v.folder / "plaid"))
+        with kept or tempfile.TemporaryDirectory(prefix="colpg-plaid-", dir=RESULTS) as work:
+            workdir = Path(work)
             workdir.mkdir(exist_ok=True)
             if v.folder is None:
                 np.save(workdir / "tokens.npy", v.tokens.numpy())

@@ -72,8 +72,8 @@ def folder_bytes(path: Path) -> dict[str, int]:
     return sizes
 
 
-def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir: Path, keep: bool) -> tuple[Path, float, bool]:
-    """The index's folder, the build's seconds (over every run that worked on it) and whether it was resumed or reused."""
+def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir: Path, keep: bool) -> tuple[Path, float]:
+    """The index's folder and the build's seconds (over every run that worked on it)."""
     clock = workdir / "build.json"
     state = json.loads(clock.read_text()) if keep and clock.is_file() else {"seconds": 0.0, "complete": False}
     folder = workdir / "experiments" / "plaid" / "indexes" / "bench"
@@ -96,7 +96,7 @@ def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir
     if overwrite != "reuse":
         state = {"seconds": earlier + time.perf_counter() - started, "complete": True}
         clock.write_text(json.dumps(state))
-    return path, state["seconds"], overwrite != "force_silent_overwrite"
+    return path, state["seconds"]
 
 
 def rss_bytes() -> int:
@@ -119,7 +119,7 @@ def main() -> None:
             nbits=params["nbits"], dim=tokens.shape[1], doc_maxlen=max(int(doclens.max()), 1),
             query_maxlen=queries.shape[1], kmeans_niters=params.get("kmeans_niters", 4), avoid_fork_if_possible=True,
         )
-        path, result["build_s"], result["build_resumed"] = build(config, params["checkpoint"], collection, workdir, params.get("keep", False))
+        path, result["build_s"] = build(config, params["checkpoint"], collection, workdir, params.get("keep", False))
         result["bytes"] = folder_bytes(path)
         result["tokens"] = int(doclens.sum())
         memory = {"baseline": rss_bytes()}

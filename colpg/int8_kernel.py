@@ -29,13 +29,15 @@ __all__ = ["int8_kernel", "integer_kernel", "maxsim_scorer", "raws"]
 MIN_PART_TOKENS = 4_096
 #: The integer type of a C pointer's width, for arrays of addresses.
 POINTER = torch.int64 if ctypes.sizeof(ctypes.c_void_p) == 8 else torch.int32
+#: Dimensions the kernels take at a time: a row's must be a multiple (kernel.c's 16-value loads).
+DIM_MULTIPLE = 16
 #: Query tokens colpg_int8_integer_maxsim takes at a time: the query is padded to a multiple.
 INTEGER_LANES = 4
 
 
 def int8_kernel(dim: int) -> ctypes.CDLL | None:
     """The kernels for int8 rows of ``dim`` dimensions, unless turned off or unbuildable; else None (PyTorch)."""
-    if not kernel_enabled() or dim % 16:
+    if not kernel_enabled() or dim % DIM_MULTIPLE:
         return None
     return library()
 
@@ -82,6 +84,8 @@ def maxsim_scorer(lib: ctypes.CDLL, query: torch.Tensor, integer: bool | None = 
     Shapes: query [q, dim] float32 on the CPU; the scorer: rows [n_i, dim + 4] uint8 -> n floats.
     """
     q, dim = query.shape
+    if dim % DIM_MULTIPLE:
+        raise ValueError(f"colpg's int8 kernels take dimensions in multiples of {DIM_MULTIPLE} (int8_kernel says which), got {dim}")
     width = dim + 4
     if integer if integer is not None else integer_kernel(lib):
         columns = -(-q // INTEGER_LANES) * INTEGER_LANES

@@ -43,8 +43,8 @@ class RowCache:
 
     >>> cache = RowCache(max_bytes=8)
     >>> cache.put(1, 100, torch.zeros(1, 6, dtype=torch.uint8)); cache.put(2, 100, torch.zeros(1, 6, dtype=torch.uint8))
-    >>> cache.get(1, 100) is None, cache.get(2, 100) is not None, cache.get(2, 101) is None, cache.bytes
-    (True, True, True, 6)
+    >>> sorted(cache.get_many([1, 2], [100, 100])), sorted(cache.get_many([2], [101])), cache.bytes
+    ([2], [], 6)
     >>> cache.evicted, cache.trim_due(trim_bytes=6), cache.trim_due(trim_bytes=6), cache.evicted
     (6, True, False, 0)
     """
@@ -61,9 +61,6 @@ class RowCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def get(self, document_id: int, version: int) -> torch.Tensor | None:
-        return self.get_many([document_id], [version]).get(document_id)
 
     def get_many(self, ids: Sequence[int], versions: Sequence[int | None]) -> dict[int, torch.Tensor]:
         """The rows of ``ids`` held at ``versions`` (None: never held), under one hold of the lock (a rerank step's)."""

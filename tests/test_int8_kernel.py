@@ -98,6 +98,13 @@ def test_integer_sums_past_one_span() -> None:
     assert torch.allclose(fused[present], _integer_maxsims(store, query, rows)[present], atol=2e-6 * 8)
 
 
+def test_a_query_of_dimensions_the_kernels_cannot_take_is_refused() -> None:
+    lib = native.library()
+    assert lib is not None
+    with pytest.raises(ValueError, match="multiples of 16.*got 40"):
+        int8_kernel.maxsim_scorer(lib, torch.zeros(4, 40))
+
+
 def test_threads_split_the_rows_without_changing_a_score(monkeypatch: pytest.MonkeyPatch) -> None:
     store, records = _store_and_records()
     rows = store.raws(records)
