@@ -21,7 +21,7 @@ import torch
 
 from colpg.native import kernel_enabled, library, padded
 from colpg.scoring import Int8Query
-from colpg.threads import even_runs, run_parts
+from colpg.threads import run_parts
 
 __all__ = ["int8_kernel", "integer_kernel", "maxsim_scorer", "raws"]
 
@@ -94,9 +94,11 @@ def maxsim_scorer(lib: ctypes.CDLL, query: torch.Tensor, integer: bool | None = 
         tokens = padded(combined, columns, torch.int16).T.contiguous()  # [columns, dim], token-major
         step = padded(int8_query.step / 254, columns)
 
-        def kernel(rows: int, counts: int, n: int, scores: int) -> None:
+        def kernel(rows: int, counts: int, n: int, scores: int, shared: int, part: int, parts: int) -> None:
             best = torch.empty(columns, dtype=torch.float32)
-            lib.colpg_int8_integer_maxsim(rows, counts, n, dim, tokens.data_ptr(), step.data_ptr(), q, columns, best.data_ptr(), scores)
+            lib.colpg_int8_integer_maxsim(
+                rows, counts, n, dim, tokens.data_ptr(), step.data_ptr(), q, columns, best.data_ptr(), scores, shared, part, parts
+            )
 
     else:
         lanes = ctypes.c_int64.in_dll(lib, "colpg_int8_lanes").value  # query tokens kernel.c takes at a time: q is padded to a multiple
@@ -104,9 +106,9 @@ def maxsim_scorer(lib: ctypes.CDLL, query: torch.Tensor, integer: bool | None = 
         columns = -(-q // lanes) * lanes
         prepared = padded(query.float().T, columns)  # [dim, columns]
 
-        def kernel(rows: int, counts: int, n: int, scores: int) -> None:
+        def kernel(rows: int, counts: int, n: int, scores: int, shared: int, part: int, parts: int) -> None:
             work = torch.empty(block * dim + columns, dtype=torch.float32)
-            lib.colpg_int8_maxsim(rows, counts, n, dim, prepared.data_ptr(), q, columns, work.data_ptr(), scores)
+            lib.colpg_int8_maxsim(rows, counts, n, dim, prepared.data_ptr(), q, columns, work.data_ptr(), scores, shared, part, parts)
 
     def score(rows: list[torch.Tensor]) -> list[float]:
         if not rows:
@@ -122,15 +124,14 @@ def maxsim_scorer(lib: ctypes.CDLL, query: torch.Tensor, integer: bool | None = 
             addresses.append(row.data_ptr())
         counts = torch.tensor(lengths, dtype=torch.int64)
         scores = torch.empty(len(rows), dtype=torch.float32)
-        parts = even_runs(lengths, max(1, min(torch.get_num_threads(), sum(lengths) // MIN_PART_TOKENS)))
+        parts = max(1, min(torch.get_num_threads(), sum(lengths) // MIN_PART_TOKENS))
         pointers = _pointers(addresses)
-        base, size = pointers.data_ptr(), pointers.element_size()
+        shared = torch.zeros(parts, dtype=torch.int64)  # the next row and the parts' states (kernel.c)
 
         def part(number: int) -> None:
-            lo, hi = parts[number]
-            kernel(base + lo * size, counts[lo:].data_ptr(), hi - lo, scores[lo:].data_ptr())
+            kernel(pointers.data_ptr(), counts.data_ptr(), len(rows), scores.data_ptr(), shared.data_ptr(), number, parts)
 
-        run_parts(part, len(parts))
+        run_parts(part, parts)
         return scores.tolist()
 
     return score

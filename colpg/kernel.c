@@ -38,6 +38,47 @@ static inline vec to_float(shorts sums, int half)
     return __builtin_convertvector(__builtin_convertvector(part, ints), vec);
 }
 
+/* The parts of one call (colpg.threads.run_parts) share its items (cells, rows): shared[0] is the next
+   item no part has claimed, so a part that starts late takes what is left instead of what was set aside
+   for it. A thread pool's thread woken on the other CPU started its part 0.1-5 ms late on this project's
+   VMs, and a fixed half for it made the caller wait that long, idle, at every probe and rerank step
+   (bench/README.md, session 18). shared[p] for p >= 1 is part p's state. Part 0, the caller's, cancels
+   the parts that have not started once no item is left and waits for the running ones to finish theirs,
+   so the call is complete when part 0 returns; a cancelled part returns without touching anything. */
+enum { PART_WAITING, PART_RUNNING, PART_DONE, PART_CANCELLED };
+
+static inline void spin_hint(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* Whether part ``part`` is to run: part 0 always, another unless part 0 cancelled it first. */
+static int part_begins(int64_t *shared, int64_t part)
+{
+    int64_t waiting = PART_WAITING;
+    return part == 0 || __atomic_compare_exchange_n(shared + part, &waiting, PART_RUNNING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static inline int64_t claim(int64_t *shared) { return __atomic_fetch_add(shared, 1, __ATOMIC_RELAXED); }
+
+/* A part's end: part 0 cancels the parts not started and waits for the running ones (each is within its last item). */
+static void part_ends(int64_t *shared, int64_t part, int64_t parts)
+{
+    if (part) {
+        __atomic_store_n(shared + part, PART_DONE, __ATOMIC_RELEASE);
+        return;
+    }
+    for (int64_t p = 1; p < parts; p++) {
+        int64_t waiting = PART_WAITING;
+        if (!__atomic_compare_exchange_n(shared + p, &waiting, PART_CANCELLED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            while (__atomic_load_n(shared + p, __ATOMIC_ACQUIRE) != PART_DONE) spin_hint();
+    }
+}
+
 /* Give each document owning a token of ``cells`` a local number, in the order first met:
    local_of[slot] (-1: none yet) and slots[local]. Returns the documents numbered so far. */
 int64_t colpg_number(const int64_t *offsets, const int32_t *owners, const int64_t *cells, int64_t ncells,
@@ -74,19 +115,25 @@ static inline void keep_best(float *row, const float *base, const float *scale, 
 #define SPAN 8
 #define BATCH 64
 
-/* table [width * 256, q] int16: row (b * 256 + v) is what value v of residual byte b adds to each
-   query token's similarity, in units of scale [q] and small enough that width of them add up
-   without overflow; cell_scores [ncells, q]: each probed centroid's score for each query token;
-   best [numbered, q], -inf where no token has been scored yet, raised in place. q % LANES == 0. */
+/* table [q / LANES][width * 256][LANES] int16, a block of rows per LANES query tokens: row (b * 256 + v)
+   of a block is what value v of residual byte b adds to each of its query tokens' similarity, in units
+   of scale [q] and small enough that width of them add up without overflow. Rows a fixed LANES apart
+   make a lookup a shift and an add (a multiply by q took a fifth of the loop's time: SciFact's probe
+   31.1 -> 25.5 ms on one core, ad hoc). cell_scores [ncells, q]: each probed centroid's score for each
+   query token; best [numbered, q], this part's: -inf where no token has been scored yet, raised in place.
+   q % LANES == 0. The parts share the cells through ``shared`` (above). */
 void colpg_score(const int16_t *table, const float *scale, const float *cell_scores, int64_t q, int64_t width,
                  const int64_t *offsets, const uint8_t *residuals, const int32_t *owners,
-                 const int64_t *cells, int64_t ncells, const int32_t *local_of, float *best)
+                 const int64_t *cells, int64_t ncells, const int32_t *local_of, float *best,
+                 int64_t *shared, int64_t part, int64_t parts)
 {
     shorts sums[BATCH][2];
-    for (int64_t i = 0; i < ncells; i++) {
+    if (!part_begins(shared, part)) return;
+    for (int64_t i = claim(shared); i < ncells; i = claim(shared)) {
         const int64_t cell = cells[i], end = offsets[cell + 1];
         for (int64_t lane = 0; lane < q; lane += LANES) {
             const float *base = cell_scores + i * q + lane, *units = scale + lane;
+            const int16_t *block = table + lane * width * 256;
             for (int64_t first = offsets[cell]; first < end; first += BATCH) {
                 const int64_t n = end - first < BATCH ? end - first : BATCH;
                 const uint8_t *batch = residuals + first * width;
@@ -97,8 +144,9 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
                     for (; j + 1 < n; j += 2) {
                         const uint8_t *x = batch + j * width, *y = x + width;
                         shorts a0 = sums[j][0], a1 = sums[j][1], c0 = sums[j + 1][0], c1 = sums[j + 1][1];
-                        for (int64_t b = from; b < to; b++) {
-                            const int16_t *r = table + ((b << 8) | x[b]) * q + lane, *s = table + ((b << 8) | y[b]) * q + lane;
+                        const int16_t *rows = block + from * 256 * LANES;
+                        for (int64_t b = from; b < to; b++, rows += 256 * LANES) {
+                            const int16_t *r = rows + x[b] * LANES, *s = rows + y[b] * LANES;
                             a0 += load_shorts(r), a1 += load_shorts(r + 16);
                             c0 += load_shorts(s), c1 += load_shorts(s + 16);
                         }
@@ -107,8 +155,9 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
                     if (j < n) {
                         const uint8_t *x = batch + j * width;
                         shorts a0 = sums[j][0], a1 = sums[j][1];
-                        for (int64_t b = from; b < to; b++) {
-                            const int16_t *r = table + ((b << 8) | x[b]) * q + lane;
+                        const int16_t *rows = block + from * 256 * LANES;
+                        for (int64_t b = from; b < to; b++, rows += 256 * LANES) {
+                            const int16_t *r = rows + x[b] * LANES;
                             a0 += load_shorts(r), a1 += load_shorts(r + 16);
                         }
                         sums[j][0] = a0, sums[j][1] = a1;
@@ -119,6 +168,7 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
             }
         }
     }
+    part_ends(shared, part, parts);
 }
 
 /* The int8 rerank store (colpg.int8_kernel): its rows read, and scored in float or (AVX2, below) in
@@ -180,13 +230,16 @@ static inline vec splat(float x) { return (vec){x, x, x, x, x, x, x, x}; }
 /* MaxSim of each document from its raw int8 rows: scores[r] = sum over the first q query tokens of the best
    over the row's tokens of (values . query) * inverse norm. rows[r]: [ntokens[r], dim + 4] as colpg_int8_raws
    writes them; query [dim, qp] float32 (qp % RERANK_LANES == 0, lanes past q ignored), already multiplied by the
-   dimensions' scales; work: RERANK_T * dim + qp floats. A row of no tokens scores -inf. */
+   dimensions' scales; work: RERANK_T * dim + qp floats, this part's. A row of no tokens scores -inf. The
+   parts share the rows through ``shared`` (above). */
 void colpg_int8_maxsim(const uint8_t *const *rows, const int64_t *ntokens, int64_t nrows, int64_t dim,
-                       const float *query, int64_t q, int64_t qp, float *work, float *scores)
+                       const float *query, int64_t q, int64_t qp, float *work, float *scores,
+                       int64_t *shared, int64_t part, int64_t parts)
 {
     const int64_t stride = dim + 4;
     float *best = work + RERANK_T * dim;
-    for (int64_t r = 0; r < nrows; r++) {
+    if (!part_begins(shared, part)) return;
+    for (int64_t r = claim(shared); r < nrows; r = claim(shared)) {
         const int64_t count = ntokens[r];
         for (int64_t j = 0; j < qp; j++) best[j] = -__builtin_inff();
         for (int64_t t = 0; t < count; t += RERANK_T) {
@@ -226,6 +279,7 @@ void colpg_int8_maxsim(const uint8_t *const *rows, const int64_t *ntokens, int64
         for (int64_t j = 0; j < q; j++) score += best[j];
         scores[r] = score;
     }
+    part_ends(shared, part, parts);
 }
 
 /* The same MaxSim in integer arithmetic, where AVX2 has it (colpg_int8_integer is 1; 0 elsewhere, and
@@ -234,7 +288,8 @@ void colpg_int8_maxsim(const uint8_t *const *rows, const int64_t *ntokens, int64
    over 254, so the sums are Int8Query.products' exactly. Each 16-bit row value times 16-bit query value goes
    through one multiply-add of pairs into int32; four query tokens and two row tokens at a time, 16
    dimensions a step (dim % 16 == 0). The int32 sums are turned into floats every INTEGER_SPAN dimensions:
-   a pair is at most 2 * 128 * 32,385, so 384 dimensions stay below 2^31. best: qp floats of work. */
+   a pair is at most 2 * 128 * 32,385, so 384 dimensions stay below 2^31. best: qp floats of this part's
+   work. The parts share the rows through ``shared`` (above). */
 #if defined(__AVX2__)
 #include <immintrin.h>
 #define INTEGER_SPAN 384
@@ -255,10 +310,12 @@ static inline __m128 totals(__m256i a, __m256i b, __m256i c, __m256i d)
 static inline __m256i widened(const uint8_t *values) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)values)); }
 
 void colpg_int8_integer_maxsim(const uint8_t *const *rows, const int64_t *ntokens, int64_t nrows, int64_t dim,
-                               const int16_t *query, const float *step, int64_t q, int64_t qp, float *best, float *scores)
+                               const int16_t *query, const float *step, int64_t q, int64_t qp, float *best, float *scores,
+                               int64_t *shared, int64_t part, int64_t parts)
 {
     const int64_t stride = dim + 4;
-    for (int64_t r = 0; r < nrows; r++) {
+    if (!part_begins(shared, part)) return;
+    for (int64_t r = claim(shared); r < nrows; r = claim(shared)) {
         const int64_t count = ntokens[r];
         for (int64_t j = 0; j < qp; j++) best[j] = -__builtin_inff();
         for (int64_t t = 0; t < count; t += 2) {  /* an odd row repeats its last token */
@@ -297,6 +354,7 @@ void colpg_int8_integer_maxsim(const uint8_t *const *rows, const int64_t *ntoken
         for (int64_t j = 0; j < q; j++) score += best[j];
         scores[r] = score;
     }
+    part_ends(shared, part, parts);
 }
 #else
 const int64_t colpg_int8_integer = 0;

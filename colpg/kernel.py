@@ -16,7 +16,7 @@ import torch
 
 from colpg.layout import ClusterLayout
 from colpg.native import kernel_enabled, library, padded
-from colpg.threads import even_runs, run_parts
+from colpg.threads import run_parts
 
 __all__ = ["fused_best", "int16_table", "kernel_for"]
 
@@ -67,7 +67,8 @@ def fused_best(
     lanes = ctypes.c_int64.in_dll(lib, "colpg_lanes").value  # query tokens kernel.c takes at a time: q is padded to a multiple
     columns = -(-q // lanes) * lanes
     values, scale = int16_table(table.float())
-    values, scale = padded(values, columns, torch.int16), padded(scale[None], columns)
+    blocks = padded(values, columns, torch.int16).view(-1, columns // lanes, lanes).transpose(0, 1).contiguous()  # kernel.c's layout
+    scale = padded(scale[None], columns)
     cells = cells.to(torch.int64).contiguous()
     cell_scores = padded(centroid_scores[:, cells].T.float(), columns)
     local_of = torch.full((slots,), -1, dtype=torch.int32)
@@ -86,21 +87,15 @@ def fused_best(
         work.append((offsets, residuals, owners, offsets[cells + 1] - offsets[cells]))
     tokens = sum(int(counts.sum()) for *_, counts in work)
     parts = max(1, min(torch.get_num_threads(), tokens // MIN_PART_TOKENS))
-    runs = [
-        (offsets, residuals, owners, even_runs(counts.tolist(), parts) if len(counts) else [])
-        for offsets, residuals, owners, counts in work
-    ]
     bests = [torch.full((count, columns), float("-inf")) for _ in range(parts)]
+    shared = torch.zeros(len(work), parts, dtype=torch.int64)  # per segment: the next cell and the parts' states (kernel.c)
 
     def score(part: int) -> None:
         best = bests[part]
-        for offsets, residuals, owners, cuts in runs:
-            if part >= len(cuts):
-                continue
-            lo, hi = cuts[part]
+        for number, (offsets, residuals, owners, _) in enumerate(work):
             lib.colpg_score(
-                values.data_ptr(), scale.data_ptr(), cell_scores[lo:].data_ptr(), columns, width, offsets.data_ptr(), residuals.data_ptr(),
-                owners.data_ptr(), cells[lo:].data_ptr(), hi - lo, local_of.data_ptr(), best.data_ptr(),
+                blocks.data_ptr(), scale.data_ptr(), cell_scores.data_ptr(), columns, width, offsets.data_ptr(), residuals.data_ptr(),
+                owners.data_ptr(), cells.data_ptr(), len(cells), local_of.data_ptr(), best.data_ptr(), shared[number].data_ptr(), part, parts,
             )  # fmt: skip
 
     run_parts(score, parts)

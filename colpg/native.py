@@ -95,10 +95,16 @@ def library(folder: Path | None = None) -> ctypes.CDLL | None:
     pointer, count = ctypes.c_void_p, ctypes.c_int64
     signatures = {
         "colpg_number": ([pointer, pointer, pointer, count, pointer, pointer, count], count),
-        "colpg_score": ([pointer, pointer, pointer, count, count, pointer, pointer, pointer, pointer, count, pointer, pointer], None),
+        "colpg_score": (
+            [pointer, pointer, pointer, count, count, pointer, pointer, pointer, pointer, count, pointer, pointer, pointer, count, count],
+            None,
+        ),
         "colpg_int8_raws": ([pointer, pointer, count, count, pointer, pointer], None),
-        "colpg_int8_maxsim": ([pointer, pointer, count, count, pointer, count, count, pointer, pointer], None),
-        "colpg_int8_integer_maxsim": ([pointer, pointer, count, count, pointer, pointer, count, count, pointer, pointer], None),
+        "colpg_int8_maxsim": ([pointer, pointer, count, count, pointer, count, count, pointer, pointer, pointer, count, count], None),
+        "colpg_int8_integer_maxsim": (
+            [pointer, pointer, count, count, pointer, pointer, count, count, pointer, pointer, pointer, count, count],
+            None,
+        ),
     }
     for name, (arguments, result) in signatures.items():
         if not hasattr(lib, name):  # built only where the CPU has it (colpg_int8_integer)

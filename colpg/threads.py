@@ -11,15 +11,16 @@ reads fill them. A forked child starts pools of its own.
 
 from __future__ import annotations
 
-import bisect
-import itertools
+import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-__all__ = ["even_runs", "read", "run_parts"]
+__all__ = ["read", "run_parts"]
+
+logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -50,27 +51,24 @@ os.register_at_fork(after_in_child=_forget_pools)
 
 
 def run_parts(work: Callable[[int], None], parts: int) -> None:
-    """``work(part)`` for each of ``parts``: the first on the calling thread, the rest on the parts pool's."""
+    """``work(part)`` for each of ``parts``: the first on the calling thread, the rest on the parts pool's.
+
+    Returns when the first returns, without waiting for the others: the parts are kernel.c's,
+    which share their items, and whose first finishes the call's work, cancelling the parts that
+    have not started by then (a pool thread woken on the other CPU started 0.1-5 ms late on this
+    project's VMs) and waiting for the running ones. What a late part raises is logged.
+    """
     pool = _pool("parts", PARTS)
-    others = [pool.submit(work, part) for part in range(1, parts)]
+    for part in range(1, parts):
+        pool.submit(work, part).add_done_callback(_log_failure)
     work(0)
-    for future in others:
-        future.result()
+
+
+def _log_failure(future: Future[None]) -> None:
+    if (error := future.exception()) is not None:
+        logger.error("a part of a kernel's call failed: %r", error)
 
 
 def read(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
     """``work(*args, **kwargs)`` on the reads pool."""
     return _pool("reads", READERS).submit(work, *args, **kwargs)
-
-
-def even_runs(counts: Sequence[int], parts: int) -> list[tuple[int, int]]:
-    """``parts`` runs of consecutive items (cells, documents) with about equal tokens, for :func:`run_parts`
-    (plain Python: a few parts of a few thousand items, called per rerank step).
-
-    >>> even_runs([5, 1, 1, 1, 4], 2)
-    [(0, 2), (2, 5)]
-    """
-    ends = list(itertools.accumulate(counts))
-    total = ends[-1] if ends else 0
-    bounds = [0, *(min(bisect.bisect_left(ends, total * part / parts) + 1, len(ends)) for part in range(1, parts)), len(ends)]
-    return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 
 import pytest
 import torch
+from parts_support import ORDERS, parts_in_order
 
 from colpg import int8_kernel, native
 from colpg.codec import Int8Codec
@@ -117,6 +119,49 @@ def test_threads_split_the_rows_without_changing_a_score(monkeypatch: pytest.Mon
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     assert scorer(rows) == alone
     assert scorer([]) == []
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_row_is_scored_once_whenever_the_other_parts_start(monkeypatch: pytest.MonkeyPatch, order: str, integer: bool) -> None:
+    store, records = _store_and_records()
+    rows = store.raws(records)
+    query = torch.nn.functional.normalize(torch.randn(32, 384, generator=torch.Generator().manual_seed(1)), dim=1)
+    lib = native.library()
+    assert lib is not None
+    if integer and not int8_kernel.integer_kernel(lib):
+        pytest.skip("this CPU's build has no integer kernel (AVX2)")
+    scorer = int8_kernel.maxsim_scorer(lib, query * store.codec.scales / 127, integer=integer)
+    alone = scorer(rows)
+    monkeypatch.setattr(int8_kernel, "MIN_PART_TOKENS", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(int8_kernel, "run_parts", parts_in_order(order))
+    assert scorer(rows) == alone
+
+
+def test_a_part_that_starts_after_the_first_returned_touches_nothing() -> None:
+    store, records = _store_and_records()
+    rows = store.raws(records)
+    lib = native.library()
+    assert lib is not None
+    dim, lanes = 384, ctypes.c_int64.in_dll(lib, "colpg_int8_lanes").value
+    query = native.padded(torch.randn(dim, 4, generator=torch.Generator().manual_seed(2)), lanes)  # [dim, lanes]
+    work = torch.empty(ctypes.c_int64.in_dll(lib, "colpg_int8_block").value * dim + lanes)
+    pointers = torch.tensor([r.data_ptr() for r in rows], dtype=torch.int64)
+    counts = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+    shared = torch.zeros(3, dtype=torch.int64)
+    scores = torch.full((len(rows),), float("nan"))
+
+    def part(number: int) -> None:
+        lib.colpg_int8_maxsim(pointers.data_ptr(), counts.data_ptr(), len(rows), dim, query.data_ptr(), 4, lanes, work.data_ptr(),
+                              scores.data_ptr(), shared.data_ptr(), number, 3)  # fmt: skip
+
+    part(0)  # alone: it scores every row, and the two others, not started, are cancelled
+    assert not scores.isnan().any()
+    scores.fill_(float("nan"))
+    part(2)
+    part(1)
+    assert scores.isnan().all()
 
 
 def test_the_store_scores_in_c_on_a_cpu_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:

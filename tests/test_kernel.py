@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from parts_support import ORDERS, parts_in_order
 
 from colpg import kernel, native, probe
 from colpg.codec import ResidualCodec, train_residual_codec
@@ -58,6 +59,24 @@ def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPat
     alone = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
     monkeypatch.setattr(kernel, "MIN_PART_TOKENS", 1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    split = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
+    assert torch.equal(alone[0], split[0]) and torch.equal(alone[1], split[1]) and alone[2] == split[2]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_probe_is_the_same_whenever_the_other_parts_start(monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """The parts share the cells of each segment (kernel.c): one that starts late finds fewer, or none."""
+    codec, segments, documents = _index(2)
+    query = torch.nn.functional.normalize(torch.randn(32, codec.dim, generator=torch.Generator().manual_seed(3)), dim=1)
+    scores = probe.centroid_scores(query, codec.centroids)
+    cells = torch.unique(probe.Probe.of(scores, 12).cells)
+    lib = native.library()
+    assert lib is not None
+    alone = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
+
+    monkeypatch.setattr(kernel, "MIN_PART_TOKENS", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(kernel, "run_parts", parts_in_order(order))
     split = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
     assert torch.equal(alone[0], split[0]) and torch.equal(alone[1], split[1]) and alone[2] == split[2]
 
