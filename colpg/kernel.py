@@ -24,10 +24,12 @@ __all__ = ["fused_best", "int16_table", "kernel_for"]
 INT16_SUM = 32_000
 #: Tokens below which a probe runs on the calling thread alone: a thread's start costs more.
 MIN_PART_TOKENS = 16_384
-#: Probes of fewer tokens stay in PyTorch, which is as fast there (bench/kernel.py, 2 CPU cores:
-#: the kernel took 0.92-1.05x PyTorch's speed at 20,000-52,000 tokens, 1.20-1.32x at
-#: 80,000-152,000, 1.78-1.86x at 450,000-640,000).
-MIN_TOKENS = 65_536
+#: Probes of fewer tokens stay in PyTorch, which is as fast there. Measured by bench/kernel.py on
+#: 2 CPU cores: session 16's kernel ran at 0.92-1.05x PyTorch's speed at 20,000-52,000 tokens; with the
+#: parts sharing their cells and the table's rows a fixed stride apart (session 18) it ran at 1.2-1.8x
+#: PyTorch's speed at 20,503-152,495 tokens (MS MARCO, NFCorpus, SciFact), 2.4-2.6x at 100k's
+#: 450,000-640,000. The smallest probe measured sets the threshold.
+MIN_TOKENS = 20_000
 
 
 def kernel_for(tokens: int, device: torch.device) -> ctypes.CDLL | None:
