@@ -107,23 +107,10 @@ def test_a_query_of_dimensions_the_kernels_cannot_take_is_refused() -> None:
         int8_kernel.maxsim_scorer(lib, torch.zeros(4, 40))
 
 
-def test_threads_split_the_rows_without_changing_a_score(monkeypatch: pytest.MonkeyPatch) -> None:
-    store, records = _store_and_records()
-    rows = store.raws(records)
-    query = torch.nn.functional.normalize(torch.randn(32, 384, generator=torch.Generator().manual_seed(1)), dim=1)
-    lib = native.library()
-    assert lib is not None
-    scorer = int8_kernel.maxsim_scorer(lib, query * store.codec.scales / 127)
-    alone = scorer(rows)
-    monkeypatch.setattr(int8_kernel, "MIN_PART_TOKENS", 1)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    assert scorer(rows) == alone
-    assert scorer([]) == []
-
-
 @pytest.mark.parametrize("integer", [False, True])
-@pytest.mark.parametrize("order", ORDERS)
-def test_a_row_is_scored_once_whenever_the_other_parts_start(monkeypatch: pytest.MonkeyPatch, order: str, integer: bool) -> None:
+@pytest.mark.parametrize("order", ["pool", *ORDERS])
+def test_threads_split_the_rows_without_changing_a_score(monkeypatch: pytest.MonkeyPatch, order: str, integer: bool) -> None:
+    """The parts share the rows (kernel.c): on the pool, or one that starts late scoring fewer, or none."""
     store, records = _store_and_records()
     rows = store.raws(records)
     query = torch.nn.functional.normalize(torch.randn(32, 384, generator=torch.Generator().manual_seed(1)), dim=1)
@@ -135,8 +122,10 @@ def test_a_row_is_scored_once_whenever_the_other_parts_start(monkeypatch: pytest
     alone = scorer(rows)
     monkeypatch.setattr(int8_kernel, "MIN_PART_TOKENS", 1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    monkeypatch.setattr(int8_kernel, "run_parts", parts_in_order(order))
+    if order != "pool":
+        monkeypatch.setattr(int8_kernel, "run_parts", parts_in_order(order))
     assert scorer(rows) == alone
+    assert scorer([]) == []
 
 
 def test_a_part_that_starts_after_the_first_returned_touches_nothing() -> None:

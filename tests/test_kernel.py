@@ -49,7 +49,9 @@ def test_the_kernel_finds_what_pytorch_finds(nbits: int, query_tokens: int) -> N
     assert torch.allclose(best[order], want, atol=5e-3)
 
 
-def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("order", ["pool", *ORDERS])
+def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """The parts share the cells of each segment (kernel.c): on the pool, or one that starts late finding fewer, or none."""
     codec, segments, documents = _index(2)
     query = torch.nn.functional.normalize(torch.randn(32, codec.dim, generator=torch.Generator().manual_seed(3)), dim=1)
     scores = probe.centroid_scores(query, codec.centroids)
@@ -59,24 +61,8 @@ def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPat
     alone = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
     monkeypatch.setattr(kernel, "MIN_PART_TOKENS", 1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    split = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
-    assert torch.equal(alone[0], split[0]) and torch.equal(alone[1], split[1]) and alone[2] == split[2]
-
-
-@pytest.mark.parametrize("order", ORDERS)
-def test_a_probe_is_the_same_whenever_the_other_parts_start(monkeypatch: pytest.MonkeyPatch, order: str) -> None:
-    """The parts share the cells of each segment (kernel.c): one that starts late finds fewer, or none."""
-    codec, segments, documents = _index(2)
-    query = torch.nn.functional.normalize(torch.randn(32, codec.dim, generator=torch.Generator().manual_seed(3)), dim=1)
-    scores = probe.centroid_scores(query, codec.centroids)
-    cells = torch.unique(probe.Probe.of(scores, 12).cells)
-    lib = native.library()
-    assert lib is not None
-    alone = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
-
-    monkeypatch.setattr(kernel, "MIN_PART_TOKENS", 1)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    monkeypatch.setattr(kernel, "run_parts", parts_in_order(order))
+    if order != "pool":
+        monkeypatch.setattr(kernel, "run_parts", parts_in_order(order))
     split = kernel.fused_best(lib, codec.residual_table(query), scores, cells, segments, documents)
     assert torch.equal(alone[0], split[0]) and torch.equal(alone[1], split[1]) and alone[2] == split[2]
 
