@@ -12,6 +12,7 @@
    same source builds on any CPU the compiler targets. colpg.native compiles it at first use and
    calls it through ctypes, which releases the GIL, so parts of one probe or rerank run on threads. */
 
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -46,6 +47,7 @@ static inline vec to_float(shorts sums, int half)
    the parts that have not started once no item is left and waits for the running ones to finish theirs,
    so the call is complete when part 0 returns; a cancelled part returns without touching anything. */
 enum { PART_WAITING, PART_RUNNING, PART_DONE, PART_CANCELLED };
+#define SPINS 4096
 
 static inline void spin_hint(void)
 {
@@ -74,8 +76,14 @@ static void part_ends(int64_t *shared, int64_t part, int64_t parts)
     }
     for (int64_t p = 1; p < parts; p++) {
         int64_t waiting = PART_WAITING;
-        if (!__atomic_compare_exchange_n(shared + p, &waiting, PART_CANCELLED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            while (__atomic_load_n(shared + p, __ATOMIC_ACQUIRE) != PART_DONE) spin_hint();
+        if (__atomic_compare_exchange_n(shared + p, &waiting, PART_CANCELLED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
+        /* spin briefly (an item takes well under a millisecond), then yield: with more searching threads
+           than CPUs, the part being waited for may need this CPU to finish */
+        for (int64_t spins = 0; __atomic_load_n(shared + p, __ATOMIC_ACQUIRE) != PART_DONE; spins++) {
+            if (spins < SPINS) spin_hint();
+            else sched_yield();
+        }
     }
 }
 
