@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colpg.device import release_freed_memory
+from colpg.device import keep_freed_memory, release_freed_memory
 from colpg.encoder import Encoder
 from colpg.index import Index
 from colpg.params import default_params
@@ -61,6 +61,7 @@ def main() -> None:
     params = json.loads((workdir / "params.json").read_text())
     queries = torch.from_numpy(np.load(workdir / "queries.npy"))
     torch.set_grad_enabled(False)
+    keep_freed_memory()  # as colpg serve does before it loads a model (one heap for every thread)
     encoder = Encoder.from_pretrained(params["checkpoint"])  # what a search process holds anyway
     memory = {"baseline": rss_bytes()}
     clock_collections()

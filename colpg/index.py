@@ -14,6 +14,7 @@ import psycopg
 
 from colpg import db, store
 from colpg.collection import CollectionDocument, documents_from
+from colpg.device import keep_freed_memory
 from colpg.distribute import lock_index
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, DocumentError, DocumentNotFound
@@ -36,6 +37,7 @@ class Index:
     """A built index: documents can be added, updated and deleted; each call commits whole or not at all."""
 
     def __init__(self, name: str, *, url: str | None = None, encoder: Encoder | None = None, cache_bytes: int | None = None) -> None:
+        keep_freed_memory()  # before this process loads a model, whose threads would make heaps of their own
         self.name = name
         self.cache_bytes = cache_bytes
         self.url = url or db.database_url()

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from colpg import db
 from colpg.auth import ApiKeys, requirement
 from colpg.constants import INDEX_NAME_PATTERN
+from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, SchemaError
 from colpg.hybrid import hybrid_search
@@ -121,6 +122,7 @@ def create_app(
         )
     limit = max_body_bytes if max_body_bytes is not None else max_body_bytes_from_env()
     database_url = url or db.database_url()
+    keep_freed_memory()  # before the server's threads start, each of which could make a heap of its own
     app = FastAPI(title="colpg", summary="ColBERT late-interaction retrieval inside PostgreSQL.")
     app.add_middleware(BodyLimit, max_bytes=limit)
     app.add_middleware(LastResort)

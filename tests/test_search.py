@@ -363,6 +363,46 @@ def test_a_small_row_cache_hands_back_what_it_evicts(
     assert trims and small.searcher.cache.evicted < (256 << 10) // 4  # each search ends with the count below the share
 
 
+HEAPS_SCRIPT = """
+import ctypes, os, re, sys, tempfile, threading
+from colpg.device import keep_freed_memory
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+barrier = threading.Barrier(8)
+def work():
+    held = bytearray(64 << 10)  # from the thread's heap (below glibc's mmap threshold either way)
+    barrier.wait()  # all eight hold memory at once, so none can take over another's heap
+libc = ctypes.CDLL(None)
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+with tempfile.TemporaryDirectory() as folder:
+    path = os.path.join(folder, "info.xml")
+    libc.fopen.restype = ctypes.c_void_p
+    handle = libc.fopen(path.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(handle))
+    libc.fclose(ctypes.c_void_p(handle))
+    print(len(re.findall("<heap nr=", open(path).read())))
+"""
+
+
+def test_a_search_process_keeps_one_heap_for_all_its_threads() -> None:
+    """glibc keeps the free top of every heap but the first, which no hand-back returns: once colpg
+    asks (colpg.device.keep_freed_memory, before a model loads), threads share one heap instead."""
+    import ctypes
+    import subprocess
+    import sys
+
+    if not hasattr(ctypes.CDLL(None), "malloc_info"):
+        pytest.skip("not glibc: its heaps are what this checks")
+
+    def heaps(mode: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", HEAPS_SCRIPT, mode], capture_output=True, text=True, check=True).stdout)
+
+    assert heaps("default") > 1  # what the setting is for: glibc's default gives threads heaps of their own
+    assert heaps("kept") == 1
+
+
 def test_concurrent_changes_never_serve_a_stale_document(index: Index, migrated_url: str, encoder: Encoder) -> None:
     """Searches during adds, updates and deletes only return documents as some snapshot held them;
     afterwards the long-running searcher answers exactly as a fresh one and as exact search."""
