@@ -26,7 +26,7 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum: blocks up to this size come from the heap
 TRIM_THRESHOLD = 64 << 20  # free heap memory kept for the next query, at most
 TOP_PAD = 16 << 20  # the heap grows by this much more than asked
-ARENAS = 1  # heaps the threads share (glibc's default: up to 8 per core)
+ARENAS = 2  # heaps the threads share (glibc's default: up to 8 per core)
 
 
 def default_device() -> torch.device:
@@ -106,13 +106,14 @@ def keep_freed_memory() -> bool:
     to float conversion of 24,000 x 384 values took 19.5 ms, 2.0 ms with these settings). Allocations
     up to 32 MB then come from the heap, and up to 64 MB of free heap is kept.
 
-    One heap (arena), because glibc gives threads up to 8 arenas per core and keeps the free top of
-    every arena but the first (up to TRIM_THRESHOLD + TOP_PAD each), which :func:`release_freed_memory`
-    cannot hand back: four clients on the assembled 100k left 16 arenas and the process 2,508 MiB
-    above its start after a hand-back, 2,363 with one (its resident tokens and row cache: 2,309;
-    bench/README.md, session 19). Search's threads hold the GIL between their large allocations,
-    so they rarely wait for the heap's lock. glibc fixes its arena limit when a ninth arena is made,
-    so this is asked before search's threads start: arenas made before stay.
+    Two heaps (arenas), because glibc gives threads up to 8 arenas per core and keeps the free top
+    of every arena but the first (up to TRIM_THRESHOLD + TOP_PAD each), which
+    :func:`release_freed_memory` cannot hand back: four clients on the assembled 100k left 16
+    arenas and the process 2,485-2,506 MiB above its start after a hand-back, against 2,400-2,404
+    with two and 2,363-2,364 with one (its resident tokens and row cache: 2,309). One heap made the
+    rerank 10-20% slower (its reads, on another thread, wait for the heap's lock); two did not
+    (bench/README.md, session 19). glibc fixes its arena limit when a ninth arena is made, so this
+    is asked before search's threads start: arenas made before stay.
 
     Process-wide, done once, by the first searcher; elsewhere than glibc it does nothing. Returns
     whether it applied.
