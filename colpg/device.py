@@ -99,7 +99,7 @@ def release_freed_memory() -> None:
 @functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed heap memory for reuse instead of returning it after each query,
-    in one heap for every thread.
+    in two heaps that every thread shares.
 
     Search allocates temporaries of a few MB per query; by default glibc maps each one afresh
     and returns it when freed, so every query page-faults its memory in again (measured: an int8
@@ -109,14 +109,14 @@ def keep_freed_memory() -> bool:
     Two heaps (arenas), because glibc gives threads up to 8 arenas per core and keeps the free top
     of every arena but the first (up to TRIM_THRESHOLD + TOP_PAD each), which
     :func:`release_freed_memory` cannot hand back: four clients on the assembled 100k left 16
-    arenas and the process 2,485-2,506 MiB above its start after a hand-back, against 2,400-2,404
+    arenas and the process 2,485-2,509 MiB above its start after a hand-back, against 2,400-2,404
     with two and 2,363-2,364 with one (its resident tokens and row cache: 2,309). One heap made the
     rerank 10-20% slower (its reads, on another thread, wait for the heap's lock); two did not
     (bench/README.md, session 19). glibc fixes its arena limit when a ninth arena is made, so this
     is asked before search's threads start: arenas made before stay.
 
-    Process-wide, done once, by the first searcher; elsewhere than glibc it does nothing. Returns
-    whether it applied.
+    Process-wide, done once, by the first Index, service or searcher; elsewhere than glibc it does
+    nothing. Returns whether it applied.
     """
     libc = _libc()
     mallopt = getattr(libc, "mallopt", None)
