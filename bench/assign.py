@@ -89,8 +89,9 @@ def grouped(batch: torch.Tensor, centroids: torch.Tensor, expected: torch.Tensor
     Shapes: batch [n, dim] unit rows; centroids [k, dim]; expected [n], the exact nearest centroids."""
     groups = 2 ** round(math.log2(math.sqrt(len(centroids))))
     coarse = kmeans(centroids, groups, niters=10, seed=0)
-    order = torch.argsort((centroids @ coarse.T).argmax(dim=1), stable=True)  # centroids group by group
-    bounds = torch.searchsorted((centroids @ coarse.T).argmax(dim=1)[order], torch.arange(groups + 1)).tolist()
+    member = (centroids @ coarse.T).argmax(dim=1)  # each centroid's group
+    order = torch.argsort(member, stable=True)  # centroids group by group
+    bounds = torch.searchsorted(member[order], torch.arange(groups + 1)).tolist()
     by_group = centroids[order]
     exact_best = (batch * centroids[expected]).sum(dim=1)
     rows = []

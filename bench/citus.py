@@ -11,7 +11,7 @@ servers are the embedded PostgreSQL 18 binaries, each in a temporary folder; the
 three nodes share this machine's cores with the client, so its figures say what the
 distribution costs here, not what three machines would give.
 
-    cd bench && ../.venv/bin/python citus.py --assembled 100000 --pool scifact nfcorpus msmarco-5k --ingest-rows 0
+    cd bench && ../.venv/bin/python citus.py --assembled 100000 --pool scifact nfcorpus msmarco-5k
 
 ``--assembled N`` takes compare.py's assembled collection instead (its float16 shard under
 results/cache, ``--pool`` its ``--datasets``). Its one-server build is the one compare.py's
@@ -39,6 +39,7 @@ import build_vectors  # bench/build_vectors.py
 import compare  # bench/compare.py
 import torch
 import vectors as token_vectors
+from search import percentile  # bench/search.py
 
 from colpg import citus_build, cluster, db, embedded, migrate
 from colpg.collection import read_collection
@@ -60,11 +61,6 @@ CENTROIDS_SQL = """SELECT c.centroid::text FROM colpg.centroids c JOIN colpg.ind
                    WHERE i.name = %(name)s ORDER BY c.code"""
 #: where the cluster of an assembled collection is kept (its build resumes or is reused)
 CLUSTER_CACHE = token_vectors.CACHE / "citus"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def build_here(url: str, distributed: bool, shards: Path, encoder: Encoder) -> float:
@@ -163,6 +159,10 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="default results/citus.json, results/citus-assembled-N.json")
     args = parser.parse_args()
+    if args.assembled is not None and args.assembled < 1:
+        parser.error(f"--assembled takes a positive number of documents, got {args.assembled}")
+    if args.assembled and args.documents:
+        parser.error("--documents cuts --dataset; --assembled takes compare.py's collection whole: give one of them")
     if args.assembled and args.ingest_rows:
         parser.error("--assembled searches compare.py's kept database, which ingest would change: leave out --ingest-rows")
     args.ingest_rows = 0 if args.assembled else (2000 if args.ingest_rows is None else args.ingest_rows)

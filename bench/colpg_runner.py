@@ -61,7 +61,7 @@ def main() -> None:
     params = json.loads((workdir / "params.json").read_text())
     queries = torch.from_numpy(np.load(workdir / "queries.npy"))
     torch.set_grad_enabled(False)
-    keep_freed_memory()  # as colpg serve does before it loads a model (one heap for every thread)
+    keep_freed_memory()  # as colpg serve does before it loads a model (two heaps that every thread shares)
     encoder = Encoder.from_pretrained(params["checkpoint"])  # what a search process holds anyway
     memory = {"baseline": rss_bytes()}
     clock_collections()
