@@ -17,9 +17,12 @@ than 2**24 values (at dim 384 its 50,000 held-out rows are 19.2M); the held-out 
 the rows that fit, a random subset since colbert-ai shuffles it first.
 
 With ``"keep": true`` in params.json the build stays in WORKDIR: a later run reuses a finished
-one, and resumes one stopped after its k-means (colbert-ai deletes its sample when the k-means
-starts, so a build stopped before the codec is saved starts again). build.json keeps the build's
-seconds, summed over the runs that worked on it (written every 30 s, so a killed run counts too).
+one and resumes a stopped one, at its first chunk not written or at its k-means iteration. For
+the latter the runner keeps what colbert-ai would not: its k-means sample (colbert-ai deletes its
+sample files when the k-means starts; kept as kmeans-sample.pt) and the centroids after each
+iteration (kmeans-N.npy), by running faiss one iteration at a time from the last centroids, which
+gives the same centroids as one run of all the iterations. build.json keeps the build's seconds,
+summed over the runs that worked on it (written every 30 s, so a killed run counts too).
 """
 
 from __future__ import annotations
@@ -32,15 +35,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import faiss
 import numpy as np
 import torch
 from colbert import Indexer, Searcher
+from colbert.indexing import collection_indexer
 from colbert.indexing.collection_encoder import CollectionEncoder
 from colbert.indexing.collection_indexer import CollectionIndexer
 from colbert.infra import ColBERTConfig, Run, RunConfig
 
 QUANTILE_LIMIT = 2**24
 CODEC_FILES = ("centroids.pt", "avg_residual.pt", "buckets.pt")
+SAMPLE = "kmeans-sample.pt"  # colbert-ai's k-means sample and held-out rows, kept for a resumed build
 
 
 def feed(tokens: torch.Tensor, doclens: np.ndarray) -> None:
@@ -53,14 +59,45 @@ def feed(tokens: torch.Tensor, doclens: np.ndarray) -> None:
         pids = [int(p) for p in passages]
         return torch.cat([tokens[offsets[p] : offsets[p + 1]] for p in pids]).float(), [int(doclens[p]) for p in pids]
 
+    CollectionEncoder.encode_passages = encode_passages  # type: ignore[method-assign]
+
+
+def resumable_kmeans(workdir: Path) -> None:
+    """Make colbert-ai's k-means resumable (module docstring), and cut its held-out rows to what
+    torch.quantile takes."""
     original_split = CollectionIndexer._concatenate_and_split_sample
 
     def split_sample(self: CollectionIndexer) -> tuple[torch.Tensor, torch.Tensor]:
+        if (workdir / SAMPLE).is_file():
+            return torch.load(workdir / SAMPLE)
         sample, heldout = original_split(self)
-        return sample, heldout[: QUANTILE_LIMIT // heldout.shape[1] - 1]
+        heldout = heldout[: QUANTILE_LIMIT // heldout.shape[1] - 1]
+        torch.save((sample, heldout), workdir / f"{SAMPLE}.partial")
+        (workdir / f"{SAMPLE}.partial").rename(workdir / SAMPLE)
+        return sample, heldout
 
-    CollectionEncoder.encode_passages = encode_passages  # type: ignore[method-assign]
+    def kmeans(dim: int, num_partitions: int, niters: int, shared_lists: list[list[torch.Tensor]], return_value_queue: object = None) -> torch.Tensor:
+        sample = shared_lists[0][0].float().numpy()
+        centroids = None
+        for i in range(niters):
+            saved = workdir / f"kmeans-{i}.npy"
+            if saved.is_file():
+                centroids = np.load(saved)
+                continue
+            step = faiss.Kmeans(dim, num_partitions, niter=1, seed=123, verbose=True)  # colbert-ai's seed
+            step.train(sample, init_centroids=centroids)
+            centroids = step.centroids.copy()
+            np.save(workdir / f"kmeans-{i}.partial.npy", centroids)
+            (workdir / f"kmeans-{i}.partial.npy").rename(saved)
+        return torch.from_numpy(centroids)
+
     CollectionIndexer._concatenate_and_split_sample = split_sample  # type: ignore[method-assign]
+    collection_indexer.compute_faiss_kmeans = kmeans
+
+
+def training_files(workdir: Path) -> list[Path]:
+    """What :func:`resumable_kmeans` keeps between runs."""
+    return [*workdir.glob("kmeans-*.npy"), *workdir.glob(f"{SAMPLE}*")]
 
 
 def folder_bytes(path: Path) -> dict[str, int]:
@@ -79,10 +116,12 @@ def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir
     folder = workdir / "experiments" / "plaid" / "indexes" / "bench"
     if state["complete"]:
         overwrite = "reuse"
-    elif keep and all((folder / name).is_file() for name in CODEC_FILES):
+    elif keep and (all((folder / name).is_file() for name in CODEC_FILES) or ((folder / "plan.json").is_file() and (workdir / SAMPLE).is_file())):
         overwrite = "resume"
     else:
         overwrite, state["seconds"] = "force_silent_overwrite", 0.0
+        for path in training_files(workdir):
+            path.unlink()
     earlier, started, done = state["seconds"], time.perf_counter(), threading.Event()
 
     def tick() -> None:
@@ -96,6 +135,8 @@ def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir
     if overwrite != "reuse":
         state = {"seconds": earlier + time.perf_counter() - started, "complete": True}
         clock.write_text(json.dumps(state))
+        for file in training_files(workdir):
+            file.unlink()
     return path, state["seconds"]
 
 
@@ -112,6 +153,7 @@ def main() -> None:
     doclens = np.load(workdir / "doclens.npy")
     queries = torch.from_numpy(np.load(workdir / "queries.npy"))
     feed(tokens, doclens)
+    resumable_kmeans(workdir)
     collection = [str(p) for p in range(len(doclens))]
     result: dict[str, object] = {"colbert_threads": torch.get_num_threads()}
     with Run().context(RunConfig(nranks=1, experiment="plaid", root=str(workdir / "experiments"), avoid_fork_if_possible=True)):
