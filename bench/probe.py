@@ -26,12 +26,19 @@ against exact MaxSim over the original float vectors. Printed, per collection:
 9. (``--positions``) the first stage's error on the query's own tokens and on its [MASK] padding;
 10. (``--float-blocks``) the float rerank's time by tokens converted to float at once;
 11. (``--codec-loss``) the first stage's shortfall on the exact top 10, split between probing and
-    the 2-bit codec, by how well the best-matching token's centroid represents it.
+    the 2-bit codec, by how well the best-matching token's centroid represents it;
+12. (``--normalised``) table 5's rule when the first stage divides each token's 2-bit similarity
+    by the norm of its decompressed vector (centroid + residual), as PLAID's decompression does,
+    or scores residuals bucketed after dividing by a per-token scale;
+13. (``--grouped``) table 5's rule on MaxSim with the query's tokens grouped (a lower bound, fewer
+    query rows: colpg.scoring.grouped_query), then the best of those by it scored with the whole
+    query, in that order, with the same rule (colpg.rerank_stage).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -39,14 +46,14 @@ from pathlib import Path
 import torch
 import vectors as token_vectors  # bench/vectors.py
 
-from colpg.codec import Int8Codec, num_centroids_for, sample_size, train_residual_codec
+from colpg.codec import Int8Codec, num_centroids_for, pack_bits, sample_size, train_residual_codec
 from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
 from colpg.evaluate import read_queries
 from colpg.layout import ranges
 from colpg.probe import IMPUTED_DISCOUNT, Probe, centroid_scores, floored_sum, probe
 from colpg.rerank_stage import near_top
-from colpg.scoring import maxsim_flat, owners, token_maxima, token_runs
+from colpg.scoring import grouped_query, maxsim_flat, owners, token_maxima, token_runs
 from colpg.stores import COARSE_ERROR, FLOAT_BLOCK, Int8Store
 from colpg.view import DocumentRows, IndexView
 
@@ -99,6 +106,29 @@ class Collection:
         self.view = IndexView.build(rows, self.codec.centroids.shape[0], "", torch.device("cpu"))
         self.starts = torch.cumsum(lengths, 0) - lengths
         self.lengths = lengths
+
+    @functools.cached_property
+    def layout_order(self) -> torch.Tensor:
+        """The token (document after document) at each position of the cluster-major layout."""
+        return torch.argsort(self.codes.long(), stable=True)  # as colpg.layout.ClusterLayout.build
+
+    @functools.cached_property
+    def norms(self) -> torch.Tensor:
+        """Each token's decompressed norm (centroid + residual, before re-normalising), in the layout's order."""
+        parts = zip(torch.split(self.codes, 1 << 16), torch.split(self.residuals, 1 << 16), strict=True)
+        norms = torch.cat([torch.linalg.vector_norm(self.codec.centroids[c] + self.codec.residual_values(r), dim=1) for c, r in parts])
+        return norms[self.layout_order]
+
+    @functools.cached_property
+    def scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each token's residual divided by its scale before bucketing, and the scale: its norm over
+        the median residual norm, at least 1, so outliers' residuals fit the buckets (a direction,
+        not in colpg). In the layout's order. Shapes: -> ([tokens, residual_bytes] uint8, [tokens])."""
+        residuals = [t.float() - self.codec.centroids[c] for t, c in zip(torch.split(self.v.tokens, 1 << 16), torch.split(self.codes, 1 << 16), strict=True)]
+        lengths = torch.cat([torch.linalg.vector_norm(r, dim=1) for r in residuals])
+        scales = (lengths / lengths.median()).clamp(min=1.0)
+        packed = torch.cat([pack_bits(self.codec.buckets(r / s[:, None]), self.codec.nbits) for r, s in zip(residuals, torch.split(scales, 1 << 16), strict=True)])
+        return packed[self.layout_order], scales[self.layout_order]
 
     def scores(self, query: torch.Tensor, docs: torch.Tensor, parts: int | None = None, block: int = FLOAT_BLOCK) -> torch.Tensor:
         """MaxSim of each of ``docs`` over their int8 tokens, in blocks as colpg.search scores them
@@ -394,6 +424,77 @@ def outlier_replay(c: Collection, cos: torch.Tensor, ncells: int, cap: int, slac
         print(f"| {label} | {share:.1%} | {statistics.mean(recalls[tau]):.3f} | {statistics.mean(depths[tau]):.0f} | {statistics.median(depths[tau]):.0f} |", flush=True)
 
 
+def first_stage_codecs(c: Collection, ncells: int, cap: int, slack: float, chunk: int) -> None:
+    """Table 5's rule over the first stage's best ``cap``, with the first stage's 2-bit similarities
+    as search computes them (centroid score + residual lookups), divided by each token's
+    decompressed norm (as PLAID's decompression re-normalises), or from residuals scaled per token
+    (:attr:`Collection.scaled`)."""
+    print(f"\n### {c.v.name}: the first stage's similarities, ncells {ncells}, slack {slack}, at most {cap}\n")
+    norms, (packed, scales) = c.norms, c.scaled
+    print(f"decompressed norms p1 / p50 / p99: {float(norms.quantile(0.01)):.3f} / {float(norms.median()):.3f} / {float(norms.quantile(0.99)):.3f};"
+          f" residual scales above 1: {float((scales > 1).float().mean()):.1%}, p99 {float(scales.quantile(0.99)):.2f}, max {float(scales.max()):.2f}")
+    print("\n| similarities | first stage alone, recall@10 | recall@10 | documents reranked, mean | p50 | p95 |\n|---|---|---|---|---|---|")
+    layout = c.view.main
+    names = ("as search scores them", "divided by the decompressed norm", "residuals scaled per token")
+    rows: dict[str, tuple[list[float], list[float], list[int]]] = {name: ([], [], []) for name in names}
+    for i, q in enumerate(c.queries):
+        scores = centroid_scores(q, c.codec.centroids)
+        plan = Probe.of(scores, ncells)
+        table = c.codec.query_table(q, scores)
+        positions, codes = layout.positions(torch.unique(plan.cells))
+        owner = layout.owners[positions].long()
+        plain = c.codec.similarity(table, codes, layout.residuals_at(positions))
+        centroid = scores.T[codes]
+        rescaled = centroid + scales[positions][:, None] * (c.codec.similarity(table, codes, packed[positions]) - centroid)
+        for (alone, recalls, depths), sims in zip(rows.values(), (plain, plain / norms[positions][:, None], rescaled), strict=True):
+            first = floored_sum(token_maxima(sims, owner, len(c.v.ids)), plan.floor, IMPUTED_DISCOUNT)
+            first = first.masked_fill(~torch.isin(torch.arange(len(c.v.ids)), owner), float("-inf"))  # as colpg.probe: touched documents only
+            top = first.topk(min(cap, int((~torch.isneginf(first)).sum())))
+            exact = c.scores(q, top.indices)
+            done = replayed_depth(top.values, exact, q.shape[0], c.k, slack, chunk)
+            alone.append(c.recall(i, top.indices))
+            recalls.append(c.recall(i, top.indices[:done][exact[:done].topk(min(c.k, done)).indices]))
+            depths.append(done)
+    for name, (alone, recalls, depths) in rows.items():
+        ordered = sorted(depths)
+        print(f"| {name} | {statistics.mean(alone):.3f} | {statistics.mean(recalls):.3f} | {statistics.mean(depths):.0f} | {statistics.median(depths):.0f}"
+              f" | {ordered[int(0.95 * (len(ordered) - 1))]} |", flush=True)
+
+
+def grouped(c: Collection, ncells: int, cap: int, slack: float, chunk: int, thresholds: list[float], slacks: list[float], kept: int) -> None:
+    """Table 5's rule over the first stage's best ``cap`` with MaxSim from the grouped query's rows,
+    then the best ``kept`` by it rescored with the whole query in their order, stopped by the same
+    rule (its gap: whole - grouped) at each of ``slacks``. Cost: documents scored, each grouped
+    one counted as its rows over the query's."""
+    print(f"\n### {c.v.name}: the rerank on grouped query tokens first, ncells {ncells}, slack {slack}, at most {cap}, the best {kept} rescored\n")
+    print("| threshold | second slack | query rows, mean | recall@10 | grouped: documents, mean | p50 | whole query: documents, mean | p95 | cost, mean | cost, p50 |\n|---|---|---|---|---|---|---|---|---|---|")
+    replays = []
+    for q in c.queries:
+        candidates = probe(q, centroid_scores(q, c.codec.centroids), c.codec, c.view.segments, ncells, c.view.alive, cap)
+        whole = c.scores(q, candidates.slots)
+        replays.append((q, candidates, whole, {t: (rows := grouped_query(q, t), c.scores(rows, candidates.slots)) for t in thresholds}))
+    base = [replayed_depth(cand.scores, whole, q.shape[0], c.k, slack, chunk) for q, cand, whole, _ in replays]
+    recall = statistics.mean(c.recall(i, cand.slots[:d][whole[:d].topk(min(c.k, d)).indices]) for i, ((_, cand, whole, _), d) in enumerate(zip(replays, base, strict=True)))
+    print(f"| none | - | 32 | {recall:.3f} | - | - | {statistics.mean(base):.0f} | {sorted(base)[int(0.95 * (len(base) - 1))]} | {statistics.mean(base):.0f} | {statistics.median(base):.0f} |")
+    for threshold in thresholds:
+        for second in slacks:
+            recalls, firsts, seconds, costs, rows_count = [], [], [], [], []
+            for i, (q, cand, whole, proxies) in enumerate(replays):
+                rows, proxy = proxies[threshold]
+                done = replayed_depth(cand.scores, proxy, q.shape[0], c.k, slack, chunk)
+                order = proxy[:done].sort(descending=True)
+                best = order.indices[:kept]
+                rescored = whole[:done][best]
+                again = replayed_depth(order.values[:kept], rescored, q.shape[0], c.k, second, chunk)
+                recalls.append(c.recall(i, cand.slots[:done][best[:again]][rescored[:again].topk(min(c.k, again)).indices]))
+                firsts.append(done)
+                seconds.append(again)
+                rows_count.append(rows.shape[0])
+                costs.append(done * rows.shape[0] / q.shape[0] + again)
+            print(f"| {threshold} | {second} | {statistics.mean(rows_count):.1f} | {statistics.mean(recalls):.3f} | {statistics.mean(firsts):.0f} | {statistics.median(firsts):.0f}"
+                  f" | {statistics.mean(seconds):.0f} | {sorted(seconds)[int(0.95 * (len(seconds) - 1))]} | {statistics.mean(costs):.0f} | {statistics.median(costs):.0f} |", flush=True)
+
+
 def imputation(c: Collection, ncells: int, cap: int) -> None:
     """How far the first stage is from the int8 MaxSim (gap = exact - first stage), by how many of
     a document's query tokens were credited with the floor rather than scored (Candidates.imputed)."""
@@ -505,6 +606,10 @@ def main() -> None:
     parser.add_argument("--positions", action="store_true", help="table 9: the first stage's error on the query's own tokens and on its [MASK] padding (at --ncells' first and --cap)")
     parser.add_argument("--float-blocks", type=int, nargs="*", default=[], help="table 10: the float rerank with these tokens converted at once (at --ncells' first and --cap)")
     parser.add_argument("--codec-loss", action="store_true", help="table 11: the first stage's shortfall on the exact top 10, probing against the codec (at --ncells' first)")
+    parser.add_argument("--normalised", action="store_true", help="table 12: the rule of table 5 with the first stage's similarities divided by the decompressed norm, or from residuals scaled per token (at --ncells' first, --cap, --slacks' first or 0.04)")
+    parser.add_argument("--grouped", type=float, nargs="*", default=[], help="table 13: the rerank on the query's tokens grouped at these cosines first (at --ncells' first, --cap, --slacks' first or 0.04)")
+    parser.add_argument("--second-slacks", type=float, nargs="*", default=[0.0, 0.01, 0.04], help="table 13: the rescoring's slacks")
+    parser.add_argument("--kept", type=int, default=256, help="table 13: the best documents by the grouped rows rescored with the whole query")
     parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
     if any(block < 1 for block in args.float_blocks):
@@ -528,6 +633,10 @@ def main() -> None:
             arithmetic(collection, args.ncells[0], args.cap)
         if args.float_blocks:
             float_blocks(collection, args.ncells[0], args.cap, args.float_blocks)
+        if args.normalised:
+            first_stage_codecs(collection, args.ncells[0], args.cap, args.slacks[0] if args.slacks else 0.04, args.chunk)
+        if args.grouped:
+            grouped(collection, args.ncells[0], args.cap, args.slacks[0] if args.slacks else 0.04, args.chunk, args.grouped, args.second_slacks, args.kept)
         if args.imputed:
             imputation(collection, args.ncells[0], args.cap)
         if args.positions or args.codec_loss:

@@ -14,6 +14,13 @@ EARLY_STEP documents at a time in first-stage order and stops once the next cand
 reach the k-th exact score: its first-stage score, plus the largest gap (exact - first stage)
 seen so far, plus ``slack`` per query token, is below it (bench/probe.py, table 5).
 
+That walk scores the query's tokens in groups where they group well (colpg.scoring.grouped_query:
+ColBERT's [MASK] padding, most of a short query, is alike), one row a group: fewer rows, so the
+int8 kernel takes less time a document, and a MaxSim that is a lower bound of the whole query's.
+The best RESCORED by it are then scored with the whole query in that order, and the same rule
+stops them: the next one's bound plus the largest (whole - bound) gap seen plus RESCORE_SLACK
+per query token is below the k-th whole score (bench/probe.py, table 13).
+
 Each store scores documents' rows by :meth:`RerankStore.maxsims`: the int8 store in C on a
 CPU whose int8 products do not pay in PyTorch (colpg.int8_kernel), else in PyTorch by blocks. A store
 may score faster than exactly (``coarse``: on a CPU whose int8 products pay, the int8 store
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
@@ -38,14 +45,38 @@ from colpg.device import release_freed_memory
 from colpg.resources import query as sql
 from colpg.results import Ranked
 from colpg.rowcache import RowCache
+from colpg.scoring import grouped_query
 from colpg.stores import RerankStore
 from colpg.threads import read
 from colpg.view import IndexView
 
-__all__ = ["EARLY_STEP", "EXACT_BATCH", "ROW_COLUMNS", "Reranker", "Step", "near_top"]
+__all__ = [
+    "EARLY_STEP",
+    "EXACT_BATCH",
+    "GROUPED_COSINE",
+    "GROUPED_SHARE",
+    "RESCORED",
+    "RESCORE_SLACK",
+    "ROW_COLUMNS",
+    "Reranker",
+    "Step",
+    "near_top",
+]
 
 EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
 EARLY_STEP = 64  # documents reranked between checks whether the rest can still reach the top k
+#: Query tokens of this cosine with a group's first token join its group (colpg.scoring.grouped_query);
+#: bench/probe.py, table 13: 9-19 rows for 32 query tokens at the same recall.
+GROUPED_COSINE = 0.85
+#: The grouped rows go first where they are at most this share of the query's tokens: below it
+#: the int8 kernel's time per document falls by more than a second pass costs (table 13).
+GROUPED_SHARE = 0.75
+#: The best documents by the grouped rows that are rescored with the whole query: four steps,
+#: where table 13's rescoring stopped after one for every query.
+RESCORED = 4 * EARLY_STEP
+#: The rescoring's slack per query token (at most the search's): the grouped rows' bound is far
+#: tighter than the first stage, and 0 or 0.01 kept recall where 0.04 rescored twice as many (table 13).
+RESCORE_SLACK = 0.01
 #: The columns of ``search_rerank_rows``, in order.
 ROW_COLUMNS = ("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors")
 
@@ -127,36 +158,81 @@ class Reranker:
         """The best ``k`` of ``ids`` by exact MaxSim, and how many documents were scored for them.
 
         ``first``: the first-stage scores of ``ids`` (best first); with a finite ``slack`` the
-        rerank may stop before the end (module docstring).
+        rerank may stop before the end, and goes on the query's grouped rows first where they are
+        few enough (module docstring).
         """
         early = first is not None and not math.isinf(slack)
-        step = EARLY_STEP if early else EXACT_BATCH
-        coarse, error = store.maxsims(query, coarse=True)
-        kept: list[tuple[float, int, torch.Tensor]] = []  # by coarse score: the best k and those within 2 x error of them
+        rows = grouped_query(query, GROUPED_COSINE) if early else query
+        if early and rows.shape[0] <= GROUPED_SHARE * query.shape[0]:
+            bounds, _ = store.maxsims(rows)
+            scanned, count = self._scan(pg, view, store, bounds, ids, k, first, slack * query.shape[0], keep=max(k, RESCORED))
+            kept = self._rescored(store.maxsims(query)[0], scanned, k, min(slack, RESCORE_SLACK) * query.shape[0])
+        else:
+            coarse, error = store.maxsims(query, coarse=True)
+            kept, count = self._scan(pg, view, store, coarse, ids, k, first if early else None, slack * query.shape[0], margin=2 * error)
+            if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k
+                exact = store.maxsims(query)[0]([raw for _, _, raw in kept])
+                kept = sorted(((s, doc_id, raw) for s, (_, doc_id, raw) in zip(exact, kept, strict=True)), key=lambda b: -b[0])
+        if self.cache.trim_due():
+            release_freed_memory()  # the rows evicted, scattered among those still cached (colpg.rowcache)
+        return [Ranked(doc_id, score, functools.partial(store.decode, raw.to(self.device))) for score, doc_id, raw in kept[:k]], count
+
+    def _scan(
+        self,
+        pg: psycopg.Connection[Any],
+        view: IndexView,
+        store: RerankStore,
+        score: Callable[[list[torch.Tensor]], list[float]],
+        ids: Sequence[int],
+        k: int,
+        first: Sequence[float] | None,
+        slack: float,
+        *,
+        keep: int | None = None,
+        margin: float = 0.0,
+    ) -> tuple[list[tuple[float, int, torch.Tensor]], int]:
+        """``ids``' rows scored by ``score`` in order, read a step ahead, stopping early where
+        ``first`` is given once the next cannot reach the k-th score (``slack``: for the whole
+        query); the best ``keep`` (default ``k``) by those scores and any within ``margin`` of them
+        (:func:`near_top`), best first, and how many documents were scored."""
+        step = EARLY_STEP if first is not None else EXACT_BATCH
+        kept: list[tuple[float, int, torch.Tensor]] = []
         gap = -math.inf
-        scored_count = 0
+        count = 0
         versions = view.versions_of(list(ids))  # once: the view is the search's throughout
-        first_of = dict(zip(ids, first, strict=True)) if early and first is not None else {}
+        first_of = dict(zip(ids, first, strict=True)) if first is not None else {}
         following = self.begin(pg, versions[:step], store, ids[:step])
         try:
             for start in range(0, len(ids), step):
                 stored = following.rows()
                 ahead = start + step  # read while this step is scored: the kernels and the server's reads overlap
                 following = self.begin(pg, versions[ahead : ahead + step], store, ids[ahead : ahead + step])
-                scores = coarse([raw for _, raw in stored])
-                kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], k, 2 * error)
-                scored_count += len(stored)
-                if early and first is not None:
+                scores = score([raw for _, raw in stored])
+                kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], keep or k, margin)
+                count += len(stored)
+                if first is not None:
                     gap = max([gap] + [s - first_of[doc_id] for s, (doc_id, _) in zip(scores, stored, strict=True)])
-                    if len(kept) >= k and ahead < len(ids) and first[ahead] + gap + slack * query.shape[0] < kept[k - 1][0]:
+                    if len(kept) >= k and ahead < len(ids) and first[ahead] + gap + slack < kept[k - 1][0]:
                         break
         finally:
             following.settle()
-        if self.cache.trim_due():
-            release_freed_memory()  # the rows evicted, scattered among those still cached (colpg.rowcache)
-        if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k
-            exact = store.maxsims(query)[0]([raw for _, _, raw in kept])
-            kept = sorted(((s, doc_id, raw) for s, (_, doc_id, raw) in zip(exact, kept, strict=True)), key=lambda b: -b[0])
-        return [
-            Ranked(doc_id, score, functools.partial(store.decode, raw.to(self.device))) for score, doc_id, raw in kept[:k]
-        ], scored_count
+        return kept, count
+
+    @staticmethod
+    def _rescored(
+        exact: Callable[[list[torch.Tensor]], list[float]], scanned: list[tuple[float, int, torch.Tensor]], k: int, slack: float
+    ) -> list[tuple[float, int, torch.Tensor]]:
+        """The best ``k`` by ``exact`` of ``scanned`` (lower bounds, best first), scored in that
+        order EARLY_STEP at a time until the next bound, plus the largest (exact - bound) gap seen so
+        far, plus ``slack``, is below the k-th exact score. Best first."""
+        done: list[tuple[float, int, torch.Tensor]] = []
+        gap = -math.inf
+        for start in range(0, len(scanned), EARLY_STEP):
+            part = scanned[start : start + EARLY_STEP]
+            scores = exact([raw for _, _, raw in part])
+            done = sorted(done + [(s, doc_id, raw) for s, (_, doc_id, raw) in zip(scores, part, strict=True)], key=lambda b: -b[0])
+            gap = max([gap] + [s - bound for s, (bound, _, _) in zip(scores, part, strict=True)])
+            ahead = start + EARLY_STEP
+            if len(done) >= k and ahead < len(scanned) and scanned[ahead][0] + gap + slack < done[k - 1][0]:
+                break
+        return done

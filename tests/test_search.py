@@ -171,6 +171,56 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert best(float("inf"))[1] == 10
 
 
+def test_grouped_rows_walk_first_and_the_whole_query_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four like query tokens make one grouped row, whose MaxSims (0.1 below the whole query's: a
+    lower bound) the early stop walks on; its best are then rescored with the whole query. First
+    stage 10, 9, ..., 1, two documents a step, k=2: slack 0 stops the walk at 2 documents (the next
+    bound reaches 8 + 0.4 < 9.4), slack 1 a token at 6 (4 + 0.4 + 4 < 9.4), as the whole query alone
+    would; the results carry the whole query's scores."""
+    from colpg import rerank_stage
+    from colpg.rowcache import RowCache
+
+    monkeypatch.setattr(rerank_stage, "EARLY_STEP", 2)
+    monkeypatch.setattr(rerank_stage, "RESCORED", 4)
+    first = [10.0 - i for i in range(10)]
+    rows_scored: list[int] = []
+
+    class Store(_Unchanged):
+        def maxsims(self, query: torch.Tensor, coarse: bool = False) -> tuple[Callable[[list[torch.Tensor]], list[float]], float]:
+            rows_scored.append(query.shape[0])
+            whole = [first[i] + 0.5 for i in range(10)]
+            lower = 0.0 if query.shape[0] == 4 else 0.1
+            return (lambda rows: [whole[int(r[0, 0])] - lower for r in rows]), 0.0
+
+    reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
+    monkeypatch.setattr(reranker, "begin", lambda pg, versions, store, ids: rerank_stage.Step(ids, {i: torch.full((1, 1), float(i)) for i in ids}, None))
+    query = torch.tensor([[1.0, 0.0]] * 4)
+
+    def best(slack: float) -> tuple[list[tuple[int, float]], int]:
+        ranked, scored = reranker.best(None, _AllHeld(), Store(lambda rows: []), query, list(range(10)), 2, first, slack)  # type: ignore[arg-type]
+        return [(r.document_id, r.score) for r in ranked], scored
+
+    assert best(0.0) == ([(0, 10.5), (1, 9.5)], 2)
+    assert rows_scored == [1, 4]
+    assert best(1.0) == ([(0, 10.5), (1, 9.5)], 6)
+    monkeypatch.setattr(rerank_stage, "GROUPED_SHARE", 0.0)  # the whole query alone
+    assert best(1.0) == ([(0, 10.5), (1, 9.5)], 6)
+
+
+def test_the_grouped_walk_finds_what_the_whole_query_finds(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the real index, queries whose [MASK] padding groups (few rows for 32 tokens) get the same
+    hits and scores from the walk on grouped rows as from the walk on the whole query."""
+    from colpg import rerank_stage
+    from colpg.scoring import grouped_query
+
+    queries = ("brain development", "vaccine trial outcomes", "protein folding in cells")
+    for vectors in index.encoder.encode_queries(list(queries)):
+        assert grouped_query(vectors, rerank_stage.GROUPED_COSINE).shape[0] <= rerank_stage.GROUPED_SHARE * vectors.shape[0]
+    grouped = [_ranking(index.search(query, k=5)) for query in queries]
+    monkeypatch.setattr(rerank_stage, "GROUPED_SHARE", 0.0)
+    assert [_ranking(index.search(query, k=5)) for query in queries] == grouped
+
+
 def test_a_failed_read_is_raised_from_the_step_that_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """The next step's rows are read while this step is scored (Reranker.begin): a read that fails
     fails the search when its rows are needed, not silently, and no read is left running."""
