@@ -47,7 +47,7 @@ def grouped_query(query: torch.Tensor, threshold: float) -> torch.Tensor:
     >>> [round(float((document @ rows.T).max(0).values.sum()), 2) for rows in (grouped_query(q, 0.9), q)]
     [2.24, 2.28]
     """
-    similar = (query @ query.T) >= threshold
+    similar = ((query @ query.T) >= threshold).cpu()  # the grouping walks tokens one by one: on the CPU
     leader = torch.full((query.shape[0],), -1, dtype=torch.long)
     for i in range(query.shape[0]):
         if leader[i] < 0:
