@@ -61,6 +61,7 @@ __all__ = [
     "Reranker",
     "Step",
     "near_top",
+    "out_of_reach",
 ]
 
 EXACT_BATCH = 256  # documents read at once (row cache or PostgreSQL) when many are scored
@@ -93,6 +94,17 @@ def near_top(scored: list[tuple[float, int, torch.Tensor]], k: int, margin: floa
         return ordered
     cut = ordered[k - 1][0] - margin
     return [b for i, b in enumerate(ordered) if i < k or b[0] >= cut]
+
+
+def out_of_reach(kept: list[tuple[float, int, torch.Tensor]], k: int, following: float, gap: float, slack: float) -> bool:
+    """Table 5's rule: whether the candidates from one of earlier score ``following`` on cannot
+    reach the k-th score of ``kept`` (best first): ``following``, plus the largest (score - earlier
+    score) ``gap`` seen so far, plus ``slack``, is below it.
+
+    >>> out_of_reach([(9.5, 1, None), (8.0, 2, None)], 2, 7.0, 0.5, 0.4), out_of_reach([(9.5, 1, None)], 2, 0.0, 0.0, 0.0)
+    (True, False)
+    """
+    return len(kept) >= k and following + gap + slack < kept[k - 1][0]
 
 
 @dataclass(frozen=True)
@@ -213,7 +225,7 @@ class Reranker:
                 count += len(stored)
                 if first is not None:
                     gap = max([gap] + [s - first_of[doc_id] for s, (doc_id, _) in zip(scores, stored, strict=True)])
-                    if len(kept) >= k and ahead < len(ids) and first[ahead] + gap + slack < kept[k - 1][0]:
+                    if ahead < len(ids) and out_of_reach(kept, k, first[ahead], gap, slack):
                         break
         finally:
             following.settle()
@@ -234,6 +246,6 @@ class Reranker:
             done = sorted(done + [(s, doc_id, raw) for s, (_, doc_id, raw) in zip(scores, part, strict=True)], key=lambda b: -b[0])
             gap = max([gap] + [s - bound for s, (bound, _, _) in zip(scores, part, strict=True)])
             ahead = start + EARLY_STEP
-            if len(done) >= k and ahead < len(scanned) and scanned[ahead][0] + gap + slack < done[k - 1][0]:
+            if ahead < len(scanned) and out_of_reach(done, k, scanned[ahead][0], gap, slack):
                 break
         return done
