@@ -22,6 +22,7 @@ import torch
 from colpg.codec import ResidualCodec
 from colpg.kernel import fused_best, kernel_for
 from colpg.layout import ClusterLayout
+from colpg.outliers import Outliers
 
 __all__ = ["IMPUTED_DISCOUNT", "Candidates", "Probe", "best_by_document", "centroid_scores", "floored_sum", "probe"]
 
@@ -110,13 +111,16 @@ def probe(
     ncells: int,
     allowed: torch.Tensor,
     limit: int,
+    outliers: Outliers | None = None,
 ) -> Candidates:
     """The ``limit`` best documents by probed-token scores, among the ``allowed`` slots.
 
     Every token under a centroid that some query token probes is scored against every query
     token; a document's score for a query token is the best of those, or where that is below
     the query token's ``ncells``-th centroid score, that score less IMPUTED_DISCOUNT
-    (bench/probe.py compares this with WARP's imputation).
+    (bench/probe.py compares this with WARP's imputation). The ``limit`` best are then scored
+    again with their ``outliers``' int8 rows in the place of those tokens' residuals where that
+    credits more, and re-ordered (colpg.outliers; bench/probe.py, table 11).
 
     Shapes: query [q, dim]; centroid_scores [q, num_centroids]; allowed [slots] bool.
     """
@@ -131,8 +135,13 @@ def probe(
     scores = floored_sum(best, plan.floor, IMPUTED_DISCOUNT).masked_fill(~allowed[slots.long()], float("-inf"))
     top = scores.topk(min(limit, len(slots)))
     chosen = top.indices[~torch.isneginf(top.values)]
-    imputed = (best[chosen] < plan.floor).sum(dim=1)
-    return Candidates(slots[chosen].long(), scores[chosen], tokens * query.shape[0], imputed)
+    chosen_best, chosen_scores = best[chosen], scores[chosen]
+    if outliers is not None and len(outliers):
+        chosen_best = outliers.raised(chosen_best, slots[chosen].long(), query, len(allowed))
+        chosen_scores, order = floored_sum(chosen_best, plan.floor, IMPUTED_DISCOUNT).sort(descending=True)
+        chosen, chosen_best = chosen[order], chosen_best[order]
+    imputed = (chosen_best < plan.floor).sum(dim=1)
+    return Candidates(slots[chosen].long(), chosen_scores, tokens * query.shape[0], imputed)
 
 
 def best_by_document(

@@ -131,7 +131,7 @@ class IndexSearcher:
             return self._load(pg, snapshot, loaded, progress)
         if not newer(snapshot, loaded.view.watermark):
             return loaded  # nothing changed, or another search synced to a newer snapshot already
-        view = loaded.view.apply(changed, changed_rows(pg, changed, loaded.codec.residual_bytes), snapshot)
+        view = loaded.view.apply(changed, changed_rows(pg, changed, loaded.codec.residual_bytes, loaded.codec.dim), snapshot)
         current = dataclasses.replace(loaded, view=view)
         with self._swap_lock:
             if self._loaded is loaded:
@@ -150,7 +150,15 @@ class IndexSearcher:
                 )
             codec, rerank = store.load_codec(pg, record, self.device)
             view = load_view(
-                pg, record.id, int(codec.centroids.shape[0]), codec.residual_bytes, snapshot, self.device, name=self.name, progress=progress
+                pg,
+                record.id,
+                int(codec.centroids.shape[0]),
+                codec.residual_bytes,
+                codec.dim,
+                snapshot,
+                self.device,
+                name=self.name,
+                progress=progress,
             )
             if self.device.type == "cpu" and kernel_enabled():
                 library()  # the CPU kernels built (or found built) now, not in a search: the rerank's run at any size
@@ -214,7 +222,7 @@ class IndexSearcher:
         passing: list[tuple[int, float]] = []
         while True:
             started = time.perf_counter()
-            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit)
+            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit, view.outliers)
             ranked = list(zip(view.ids[candidates.slots.cpu()].tolist(), candidates.scores.tolist(), strict=True))
             self._add_time("probe", started)
             self._local.stats["tokens_scored"] += candidates.tokens_scored

@@ -539,6 +539,30 @@ def test_search_cost_follows_the_probed_cells_not_the_collection(migrated_url: s
     assert [r.external_id for r in after] == [r.external_id for r in before]
 
 
+def test_the_first_stage_credits_tokens_far_from_every_centroid_at_int8(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> None:
+    """A document of random unit tokens (far from every centroid) gets its outlier rows stored and
+    held, and the first stage scores a query made of those tokens from them: near its exact MaxSim,
+    above what the 2-bit residuals credit it with."""
+    from colpg import store
+    from colpg.probe import centroid_scores, probe
+
+    index = Indexer(encoder, CONFIG).index("far", small_texts[:12])
+    searcher = index.searcher
+    loaded = searcher.loaded()
+    tokens = torch.nn.functional.normalize(torch.randn(8, encoder.dim, generator=torch.Generator().manual_seed(3)), dim=1)
+    with db.connect(migrated_url) as conn, conn.transaction():
+        store.write_documents(conn, loaded.record.id, [CollectionDocument("far", "random", {})], [tokens], loaded.codec, loaded.store)
+    view = searcher.loaded().view
+    (slot,) = view.slots_of([int(view.ids.max())])
+    assert slot is not None and int((view.outliers.slots == slot).sum()) == 8  # no random token lies near a centroid
+    codec = searcher.loaded().codec
+    scores = centroid_scores(tokens, codec.centroids)
+    with_rows, without = (probe(tokens, scores, codec, view.segments, 8, view.alive, 64, held) for held in (view.outliers, None))
+    assert int(with_rows.slots[0]) == slot and float(with_rows.scores[0]) == pytest.approx(8.0, abs=0.05)
+    assert float(without.scores[without.slots == slot][0]) < float(with_rows.scores[0]) - 0.5
+    assert [r.external_id for r in searcher.search_vectors(tokens, 1)] == ["far"]
+
+
 def test_default_cells_follow_the_index_size(migrated_url: str, encoder: Encoder, small_texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """ncells=None probes cells_for(the view's tokens); an ncells given is kept whatever the size."""
     from colpg import params
