@@ -1,4 +1,4 @@
-"""What the search process keeps of an index: every token's residual, cluster-major, and each document's version.
+"""What the search process keeps of an index: every token's residual, cluster-major, the outlier rows, and each document's version.
 
 PostgreSQL stays the source of truth. A view is built from the token rows of one snapshot
 and then moved forward by the rows that changed since (colpg.resident reads them): a
