@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from colpg.layout import rows_at
+
 __all__ = ["OUTLIER_COSINE", "Outliers", "encode", "quantize"]
 
 #: Tokens below this cosine with their centroid are kept as int8 rows too: 1.1% (NFCorpus) to 2.1%
@@ -59,29 +61,32 @@ def encode(vectors: torch.Tensor, centroids: torch.Tensor, lengths: Sequence[int
 
 @dataclass(frozen=True)
 class Outliers:
-    """The outlier rows a search process holds, with the view slot of each one's document.
+    """The outlier rows a search process holds, with the view slot of each one's document and
+    each row's inverse norm (computed once, so scoring never re-normalises).
 
-    Shapes: slots [n] int64; rows [n, dim] int8.
+    Shapes: slots [n] int64; rows [n, dim] int8; inverse_norms [n] float32.
     """
 
     slots: torch.Tensor
     rows: torch.Tensor
+    inverse_norms: torch.Tensor
 
     @classmethod
-    def empty(cls, dim: int, device: torch.device) -> Outliers:
-        return cls(torch.empty(0, dtype=torch.long, device=device), torch.empty(0, dim, dtype=torch.int8, device=device))
+    def of(cls, slots: torch.Tensor, rows: torch.Tensor) -> Outliers:
+        """Shapes: slots [n] int64; rows [n, dim] int8."""
+        return cls(slots, rows, torch.linalg.vector_norm(rows.float(), dim=1).clamp(min=1.0).reciprocal())
 
     def __len__(self) -> int:
         return int(self.slots.shape[0])
 
     @property
     def nbytes(self) -> int:
-        return self.slots.numel() * self.slots.element_size() + self.rows.numel()
+        return sum(t.numel() * t.element_size() for t in (self.slots, self.rows, self.inverse_norms))
 
     def extended(self, slots: torch.Tensor, rows: torch.Tensor) -> Outliers:
         """These rows and more. Shapes: slots [m] int64; rows [m, dim] int8."""
-        device = self.slots.device
-        return Outliers(torch.cat([self.slots, slots.to(device)]), torch.cat([self.rows, rows.to(device)]))
+        more = Outliers.of(slots.to(self.slots.device), rows.to(self.slots.device))
+        return Outliers(*(torch.cat([getattr(self, name), getattr(more, name)]) for name in ("slots", "rows", "inverse_norms")))
 
     def renumbered(self, renumber: torch.Tensor) -> Outliers:
         """The rows whose slot maps to a new one (``renumber[slot]`` >= 0), with it.
@@ -90,7 +95,7 @@ class Outliers:
         """
         new = renumber.to(self.slots.device)[self.slots]
         kept = new >= 0
-        return Outliers(new[kept], self.rows[kept])
+        return Outliers(new[kept], self.rows[kept], self.inverse_norms[kept])
 
     def raised(self, best: torch.Tensor, slots: torch.Tensor, query: torch.Tensor, num_slots: int) -> torch.Tensor:
         """``best`` with each document's similarity raised to its outlier rows' where those are
@@ -98,7 +103,7 @@ class Outliers:
 
         Shapes: best [m, q], per document and query token; slots [m] int64; query [q, dim] -> [m, q].
 
-        >>> held = Outliers(torch.tensor([4, 9]), torch.tensor([[0, 127], [127, 0]], dtype=torch.int8))
+        >>> held = Outliers.of(torch.tensor([4, 9]), torch.tensor([[0, 127], [127, 0]], dtype=torch.int8))
         >>> held.raised(torch.tensor([[0.5, 0.1]]), torch.tensor([4]), torch.eye(2), 10).tolist()
         [[0.5, 1.0]]
         """
@@ -110,6 +115,7 @@ class Outliers:
         mine = torch.nonzero(owner >= 0).flatten()
         if not len(mine):
             return best
-        sims = F.normalize(self.rows[mine].to(query.device).float(), dim=1) @ query.T
+        values = rows_at(self.rows, mine).to(query.device, query.dtype)
+        sims = (values @ query.T).mul_(self.inverse_norms[mine].to(query.device, query.dtype)[:, None])
         rows = owner[mine].to(best.device)[:, None].expand(-1, best.shape[1])
         return best.scatter_reduce(0, rows, sims.to(best.dtype), "amax")

@@ -118,7 +118,7 @@ class IndexView:
             versions=rows.versions[order],
             lengths=rows.lengths[order],
             alive=torch.ones(len(order), dtype=torch.bool, device=device),
-            outliers=Outliers(rows.outlier_owners(slots).to(device), rows.outliers.to(device)),
+            outliers=Outliers.of(rows.outlier_owners(slots).to(device), rows.outliers.to(device)),
             watermark=watermark,
             num_centroids=num_centroids,
         )
