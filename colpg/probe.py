@@ -14,7 +14,7 @@ a centroid holds ~sqrt(tokens)/16 of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +24,7 @@ from colpg.kernel import fused_best, kernel_for
 from colpg.layout import ClusterLayout
 from colpg.outliers import Outliers
 
-__all__ = ["IMPUTED_DISCOUNT", "Candidates", "Probe", "best_by_document", "centroid_scores", "floored_sum", "probe"]
+__all__ = ["IMPUTED_DISCOUNT", "Candidates", "Probe", "Reorder", "best_by_document", "centroid_scores", "floored_sum", "probe"]
 
 
 #: Tokens scored per step: temporaries stay a few MB, below glibc's mmap threshold, so they
@@ -68,6 +68,11 @@ class Probe:
         return probed.scatter_(1, self.cells, True).T.contiguous()
 
 
+#: Candidates ``(document id, first-stage score)`` to the same documents with their scores
+#: counting the outlier rows, best first (:meth:`Candidates.reorder`).
+Reorder = Callable[[list[tuple[int, float]]], list[tuple[int, float]]]
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Documents (view slots) by approximate score, best first. Shapes: slots [n] int64, scores [n]."""
@@ -79,6 +84,24 @@ class Candidates:
     #: Per document, the query tokens credited with the floor rather than a scored token [n]
     #: (bench/probe.py, table 7: the more, the more the first stage overestimates the document).
     imputed: torch.Tensor
+    #: Per document and query token, the best scored similarity [n, q] (-inf where none), and the floor [q].
+    best: torch.Tensor
+    floor: torch.Tensor
+
+    def with_outliers(self, outliers: Outliers, query: torch.Tensor, num_slots: int) -> torch.Tensor:
+        """The scores again, each document's similarities raised to its ``outliers``' int8 rows
+        where those credit more (colpg.outliers; bench/probe.py, table 11). Shapes: query [q, dim] -> [n]."""
+        return floored_sum(outliers.raised(self.best, self.slots, query, num_slots), self.floor, IMPUTED_DISCOUNT)
+
+    def reorder(self, ids: torch.Tensor, outliers: Outliers, query: torch.Tensor, num_slots: int) -> Reorder:
+        """The rerank's re-ordering of these candidates with ``outliers`` (colpg.rerank_stage), scored
+        when the walk asks. Shapes: ids [num_slots], each slot's document id."""
+
+        def reorder(rest: list[tuple[int, float]]) -> list[tuple[int, float]]:
+            rescored = dict(zip(ids[self.slots.cpu()].tolist(), self.with_outliers(outliers, query, num_slots).tolist(), strict=True))
+            return sorted(((doc_id, rescored.get(doc_id, score)) for doc_id, score in rest), key=lambda item: -item[1])
+
+        return reorder
 
 
 #: What a query token credited with the floor counts below it: the floor over-credits ~0.1 a
@@ -111,16 +134,13 @@ def probe(
     ncells: int,
     allowed: torch.Tensor,
     limit: int,
-    outliers: Outliers | None = None,
 ) -> Candidates:
     """The ``limit`` best documents by probed-token scores, among the ``allowed`` slots.
 
     Every token under a centroid that some query token probes is scored against every query
     token; a document's score for a query token is the best of those, or where that is below
     the query token's ``ncells``-th centroid score, that score less IMPUTED_DISCOUNT
-    (bench/probe.py compares this with WARP's imputation). The ``limit`` best are then scored
-    again with their ``outliers``' int8 rows in the place of those tokens' residuals where that
-    credits more, and re-ordered (colpg.outliers; bench/probe.py, table 11).
+    (bench/probe.py compares this with WARP's imputation).
 
     Shapes: query [q, dim]; centroid_scores [q, num_centroids]; allowed [slots] bool.
     """
@@ -135,13 +155,8 @@ def probe(
     scores = floored_sum(best, plan.floor, IMPUTED_DISCOUNT).masked_fill(~allowed[slots.long()], float("-inf"))
     top = scores.topk(min(limit, len(slots)))
     chosen = top.indices[~torch.isneginf(top.values)]
-    chosen_best, chosen_scores = best[chosen], scores[chosen]
-    if outliers is not None and len(outliers):
-        chosen_best = outliers.raised(chosen_best, slots[chosen].long(), query, len(allowed))
-        chosen_scores, order = floored_sum(chosen_best, plan.floor, IMPUTED_DISCOUNT).sort(descending=True)
-        chosen, chosen_best = chosen[order], chosen_best[order]
-    imputed = (chosen_best < plan.floor).sum(dim=1)
-    return Candidates(slots[chosen].long(), chosen_scores, tokens * query.shape[0], imputed)
+    imputed = (best[chosen] < plan.floor).sum(dim=1)
+    return Candidates(slots[chosen].long(), scores[chosen], tokens * query.shape[0], imputed, best[chosen], plan.floor)
 
 
 def best_by_document(

@@ -50,7 +50,7 @@ from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
 from colpg.native import kernel_enabled, library
 from colpg.params import SearchParams, cells_for, default_params
-from colpg.probe import centroid_scores, probe
+from colpg.probe import Reorder, centroid_scores, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
 from colpg.resources import query as sql
@@ -207,9 +207,10 @@ class IndexSearcher:
         params: SearchParams,
         where: Where,
         allowed: torch.Tensor | None,
-    ) -> list[tuple[int, float]]:
+    ) -> tuple[list[tuple[int, float]], Reorder | None]:
         """Documents to rerank with their first-stage scores, best first: the best by probed-token
-        scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``."""
+        scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at
+        most ``nrerank``; and how to re-order them with the view's outlier rows (None: it holds none)."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
         ncells = params.ncells or cells_for(view.tokens)
@@ -222,7 +223,7 @@ class IndexSearcher:
         passing: list[tuple[int, float]] = []
         while True:
             started = time.perf_counter()
-            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit, view.outliers)
+            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit)
             ranked = list(zip(view.ids[candidates.slots.cpu()].tolist(), candidates.scores.tolist(), strict=True))
             self._add_time("probe", started)
             self._local.stats["tokens_scored"] += candidates.tokens_scored
@@ -238,10 +239,11 @@ class IndexSearcher:
                 break
             checked, limit = len(ranked), limit * FILTER_WIDEN
         passing = passing[: params.nrerank]
+        reorder = candidates.reorder(view.ids, view.outliers, query, len(view.alive)) if len(view.outliers) else None
         if len(passing) <= k:
-            return passing
+            return passing, reorder
         cut = passing[k - 1][1] - params.margin * query.shape[0]
-        return [(doc_id, score) for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut]
+        return [(doc_id, score) for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut], reorder
 
     def _add_time(self, stage: str, started: float) -> None:
         timings: dict[str, float] = self._local.timings
@@ -334,9 +336,9 @@ class IndexSearcher:
         if among is not None:
             allowed = torch.zeros_like(loaded.view.alive)
             allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
-        candidates = self._candidates(connection, loaded, query, k, params, where, allowed)
+        candidates, reorder = self._candidates(connection, loaded, query, k, params, where, allowed)
         ids, first = [doc_id for doc_id, _ in candidates], [score for _, score in candidates]
-        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, params.slack)
+        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, params.slack, reorder)
         if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
             ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
         return ranked
@@ -350,9 +352,10 @@ class IndexSearcher:
         k: int,
         first: Sequence[float] | None = None,
         slack: float = math.inf,
+        reorder: Reorder | None = None,
     ) -> list[Ranked]:
         started = time.perf_counter()
-        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, ids, k, first, slack)
+        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, ids, k, first, slack, reorder)
         self._local.stats["reranked"] += scored
         self._add_time("rerank", started)
         return ranked
