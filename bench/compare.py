@@ -361,8 +361,7 @@ class Suite:
         stages = {name: percentile([1000 * t.get(name, 0.0) for t in result["runs"][0]["stages"]], 0.5)
                   for name in ("sync", "probe", "filter", "rerank", "rows")}
         print(f"<!-- {v.name}: colpg defaults {result['runs'][0]['params']}, stage p50 ms {stages}; resident tokens"
-              f" {result['resident_bytes'] / 2**20:.0f} MB (outlier rows {info['outlier_column_bytes_per_token']:.1f} B/token of the"
-              f" codes+residuals on disk), row cache {result['cache_bytes'] / 2**20:.0f} MB"
+              f" {result['resident_bytes'] / 2**20:.0f} MB, row cache {result['cache_bytes'] / 2**20:.0f} MB"
               f" (cap {cache_bytes / 2**20:.0f} MB), loaded in {result['load_s']:.1f} s; search memory"
               f" {(memory['searched'] - memory['baseline']) / 2**20:,.0f} MB, {(memory['trimmed'] - memory['baseline']) / 2**20:,.0f} MB"
               " once the free heap is returned -->", flush=True)

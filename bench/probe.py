@@ -102,8 +102,7 @@ class Collection:
         self.exact = [set(e) for e in saved["exact"]]
         self.codes, self.residuals = saved["codes"], saved["residuals"]  # document after document
         ids = torch.arange(len(v.ids))
-        no_outliers = torch.empty(0, v.tokens.shape[1], dtype=torch.int8)  # the first stage as before colpg.outliers, for tables 1-13
-        rows = DocumentRows(ids, torch.zeros_like(ids), lengths, self.codes, self.residuals, torch.zeros_like(ids), no_outliers)
+        rows = DocumentRows(ids, torch.zeros_like(ids), lengths, self.codes, self.residuals)
         self.view = IndexView.build(rows, self.codec.centroids.shape[0], "", torch.device("cpu"))
         self.starts = torch.cumsum(lengths, 0) - lengths
         self.lengths = lengths

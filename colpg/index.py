@@ -185,15 +185,14 @@ class Index:
         return rerank_ids(self, query, external_ids, k, explain=explain)
 
     def info(self) -> dict[str, Any]:
-        """Counts, bytes per token (codes+residuals and rerank store apart; the outlier rows,
-        colpg.outliers, are part of the first table), and table sizes."""
+        """Counts, bytes per token (codes+residuals and rerank store apart), and table sizes."""
         with db.connect(self.url) as conn:
             row = conn.execute(query("index_stats"), {"index_id": self.record.id}).fetchone()
             centroids_row = conn.execute(query("index_centroids"), {"index_id": self.record.id}).fetchone()
             tables = conn.execute(query("table_sizes")).fetchall()
             inverted = conn.execute(query("inverted_list_size")).fetchone()
         assert row is not None and inverted is not None and centroids_row is not None
-        documents, tokens, codes_bytes, residual_bytes, outlier_bytes, rerank_bytes, text_bytes = (int(v) for v in row)
+        documents, tokens, codes_bytes, residual_bytes, rerank_bytes, text_bytes = (int(v) for v in row)
         centroids = int(centroids_row[0])
         sizes = {t[0]: {"heap": t[1], "toast": t[2], "indexes": t[3], "total": t[4]} for t in tables}
         per_token = (lambda b: b / tokens) if tokens else (lambda b: 0.0)
@@ -211,7 +210,6 @@ class Index:
             "compressed_bytes_per_token": compressed,
             "codes_residuals_column_bytes_per_token": per_token(codes_bytes + residual_bytes),
             "codes_residuals_table_bytes_per_token": per_token(sizes["document_tokens"]["total"]),
-            "outlier_column_bytes_per_token": per_token(outlier_bytes),
             "inverted_list_bytes_per_token": per_token(inverted[0]),
             "rerank_column_bytes_per_token": per_token(rerank_bytes),
             "rerank_table_bytes_per_token": per_token(sizes["rerank_vectors"]["total"]),

@@ -14,21 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ClusterLayout", "ranges", "rows_at"]
-
-
-def rows_at(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``rows[positions]`` for rows of bytes, gathered as 8-byte words where the width allows:
-    4x faster than row by row in bytes (0.4 against 3.6 ms for 100,000 rows of 96 bytes, 2 CPU cores).
-
-    Shapes: rows [n, width] uint8 or int8; positions [t] int64 -> [t, width].
-
-    >>> rows_at(torch.arange(16, dtype=torch.int8).view(2, 8), torch.tensor([1, 1]))[:, 0].tolist()
-    [8, 8]
-    """
-    if rows.shape[1] % 8 or rows.storage_offset() % 8 or not rows.is_contiguous():
-        return rows[positions]
-    return rows.view(torch.int64).index_select(0, positions).view(rows.dtype)
+__all__ = ["ClusterLayout", "ranges"]
 
 
 def ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -102,13 +88,19 @@ class ClusterLayout:
         return ranges(starts, lengths), torch.repeat_interleave(cells, lengths)
 
     def residuals_at(self, positions: torch.Tensor) -> torch.Tensor:
-        """The packed residuals at ``positions``. Shapes: positions [t] int64 -> [t, residual_bytes] uint8.
+        """The packed residuals at ``positions``, gathered as 8-byte words where the width allows:
+        4x faster than row by row in bytes (0.4 against 3.6 ms for 100,000 tokens of 96 bytes, 2 CPU cores).
+
+        Shapes: positions [t] int64 -> [t, residual_bytes] uint8.
 
         >>> layout = ClusterLayout.build(torch.tensor([1, 0]), torch.arange(16, dtype=torch.uint8).view(2, 8), torch.tensor([3, 4]), 2)
         >>> layout.residuals_at(torch.tensor([1, 0, 1]))[:, 0].tolist()
         [0, 8, 0]
         """
-        return rows_at(self.residuals, positions)
+        residuals = self.residuals
+        if residuals.shape[1] % 8 or residuals.storage_offset() % 8 or not residuals.is_contiguous():
+            return residuals[positions]
+        return residuals.view(torch.int64).index_select(0, positions).view(torch.uint8)
 
     def decompose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every token's code, residual and owner, for merging layouts.

@@ -213,12 +213,6 @@ class DocumentTokens(Base):
     ntokens: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     codes: Mapped[list[int]] = mapped_column(ARRAY(sa.Integer, dimensions=1), nullable=False)
     residuals: Mapped[bytes] = mapped_column(BYTEA, nullable=False)
-    outliers: Mapped[bytes] = mapped_column(
-        BYTEA,
-        nullable=False,
-        server_default=sa.text("''::bytea"),
-        comment="int8 rows (dim bytes each, token order) of the tokens far from their centroid, scored by the first stage instead of their residuals.",
-    )
     index_id: Mapped[int] = mapped_column(
         sa.Integer,
         nullable=False,

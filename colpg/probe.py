@@ -14,7 +14,7 @@ a centroid holds ~sqrt(tokens)/16 of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,9 +22,8 @@ import torch
 from colpg.codec import ResidualCodec
 from colpg.kernel import fused_best, kernel_for
 from colpg.layout import ClusterLayout
-from colpg.outliers import Outliers
 
-__all__ = ["IMPUTED_DISCOUNT", "Candidates", "Probe", "Reorder", "best_by_document", "centroid_scores", "floored_sum", "probe"]
+__all__ = ["IMPUTED_DISCOUNT", "Candidates", "Probe", "best_by_document", "centroid_scores", "floored_sum", "probe"]
 
 
 #: Tokens scored per step: temporaries stay a few MB, below glibc's mmap threshold, so they
@@ -68,11 +67,6 @@ class Probe:
         return probed.scatter_(1, self.cells, True).T.contiguous()
 
 
-#: Candidates ``(document id, first-stage score)`` to the same documents with their scores
-#: counting the outlier rows, best first (:meth:`Candidates.reorder`).
-Reorder = Callable[[list[tuple[int, float]]], list[tuple[int, float]]]
-
-
 @dataclass(frozen=True)
 class Candidates:
     """Documents (view slots) by approximate score, best first. Shapes: slots [n] int64, scores [n]."""
@@ -84,24 +78,6 @@ class Candidates:
     #: Per document, the query tokens credited with the floor rather than a scored token [n]
     #: (bench/probe.py, table 7: the more, the more the first stage overestimates the document).
     imputed: torch.Tensor
-    #: Per document and query token, the best scored similarity [n, q] (-inf where none), and the floor [q].
-    best: torch.Tensor
-    floor: torch.Tensor
-
-    def with_outliers(self, outliers: Outliers, query: torch.Tensor, num_slots: int) -> torch.Tensor:
-        """The scores again, each document's similarities raised to its ``outliers``' int8 rows
-        where those credit more (colpg.outliers; bench/probe.py, table 11). Shapes: query [q, dim] -> [n]."""
-        return floored_sum(outliers.raised(self.best, self.slots, query, num_slots), self.floor, IMPUTED_DISCOUNT)
-
-    def reorder(self, ids: torch.Tensor, outliers: Outliers, query: torch.Tensor, num_slots: int) -> Reorder:
-        """The rerank's re-ordering of these candidates with ``outliers`` (colpg.rerank_stage), scored
-        when the walk asks. Shapes: ids [num_slots], each slot's document id."""
-
-        def reorder(rest: list[tuple[int, float]]) -> list[tuple[int, float]]:
-            rescored = dict(zip(ids[self.slots.cpu()].tolist(), self.with_outliers(outliers, query, num_slots).tolist(), strict=True))
-            return sorted(((doc_id, rescored.get(doc_id, score)) for doc_id, score in rest), key=lambda item: -item[1])
-
-        return reorder
 
 
 #: What a query token credited with the floor counts below it: the floor over-credits ~0.1 a
@@ -156,7 +132,7 @@ def probe(
     top = scores.topk(min(limit, len(slots)))
     chosen = top.indices[~torch.isneginf(top.values)]
     imputed = (best[chosen] < plan.floor).sum(dim=1)
-    return Candidates(slots[chosen].long(), scores[chosen], tokens * query.shape[0], imputed, best[chosen], plan.floor)
+    return Candidates(slots[chosen].long(), scores[chosen], tokens * query.shape[0], imputed)
 
 
 def best_by_document(

@@ -21,14 +21,6 @@ The best RESCORED by it are then scored with the whole query in that order, and 
 stops them: the next one's bound plus the largest (whole - bound) gap seen plus RESCORE_SLACK
 per query token is below the k-th whole score (bench/probe.py, table 13).
 
-A walk still going at OUTLIERS_FROM documents takes the candidates' first-stage scores again
-with the outlier rows (colpg.outliers, ``reorder``): the rest is re-ordered by them, so the
-candidates whose best match is a token far from its centroid, underrated by its 2-bit residual,
-come first, and the largest gap is taken again against them, so the rule stops sooner (the
-gaps those candidates opened are what kept it going). Scoring those rows costs a few ms for
-2,048 candidates, which a walk that stops within a few hundred documents does not pay
-(bench/outliers.py).
-
 Each store scores documents' rows by :meth:`RerankStore.maxsims`: the int8 store in C on a
 CPU whose int8 products do not pay in PyTorch (colpg.int8_kernel), else in PyTorch by blocks. A store
 may score faster than exactly (``coarse``: on a CPU whose int8 products pay, the int8 store
@@ -50,7 +42,6 @@ import psycopg
 import torch
 
 from colpg.device import release_freed_memory
-from colpg.probe import Reorder
 from colpg.resources import query as sql
 from colpg.results import Ranked
 from colpg.rowcache import RowCache
@@ -64,7 +55,6 @@ __all__ = [
     "EXACT_BATCH",
     "GROUPED_COSINE",
     "GROUPED_SHARE",
-    "OUTLIERS_FROM",
     "RESCORED",
     "RESCORE_SLACK",
     "ROW_COLUMNS",
@@ -89,8 +79,6 @@ RESCORED = 4 * EARLY_STEP
 #: The rescoring's slack per query token (at most the search's): the grouped rows' bound is far
 #: tighter than the first stage, and 0 or 0.01 kept recall where 0.04 rescored twice as many (table 13).
 RESCORE_SLACK = 0.01
-#: The walk's depth at which the rest is re-ordered with the outlier rows (module docstring).
-OUTLIERS_FROM = 8 * EARLY_STEP
 #: The columns of ``search_rerank_rows``, in order.
 ROW_COLUMNS = ("document_id", "version", "ntokens", "codes", "residuals", "payload", "vectors")
 
@@ -179,27 +167,22 @@ class Reranker:
         k: int,
         first: Sequence[float] | None = None,
         slack: float = math.inf,
-        reorder: Reorder | None = None,
     ) -> tuple[list[Ranked], int]:
         """The best ``k`` of ``ids`` by exact MaxSim, and how many documents were scored for them.
 
         ``first``: the first-stage scores of ``ids`` (best first); with a finite ``slack`` the
-        rerank may stop before the end, goes on the query's grouped rows first where they are
-        few enough, and past OUTLIERS_FROM documents in ``reorder``'s order (module docstring).
+        rerank may stop before the end, and goes on the query's grouped rows first where they are
+        few enough (module docstring).
         """
         early = first is not None and not math.isinf(slack)
         rows = grouped_query(query, GROUPED_COSINE) if early else query
         if early and rows.shape[0] <= GROUPED_SHARE * query.shape[0]:
             bounds, _ = store.maxsims(rows)
-            scanned, count = self._scan(
-                pg, view, store, bounds, ids, k, first, slack * query.shape[0], keep=max(k, RESCORED), reorder=reorder
-            )
+            scanned, count = self._scan(pg, view, store, bounds, ids, k, first, slack * query.shape[0], keep=max(k, RESCORED))
             kept = self._rescored(store.maxsims(query)[0], scanned, k, min(slack, RESCORE_SLACK) * query.shape[0])
         else:
             coarse, error = store.maxsims(query, coarse=True)
-            kept, count = self._scan(
-                pg, view, store, coarse, ids, k, first if early else None, slack * query.shape[0], margin=2 * error, reorder=reorder
-            )
+            kept, count = self._scan(pg, view, store, coarse, ids, k, first if early else None, slack * query.shape[0], margin=2 * error)
             if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k
                 exact = store.maxsims(query)[0]([raw for _, _, raw in kept])
                 kept = sorted(((s, doc_id, raw) for s, (_, doc_id, raw) in zip(exact, kept, strict=True)), key=lambda b: -b[0])
@@ -220,35 +203,24 @@ class Reranker:
         *,
         keep: int | None = None,
         margin: float = 0.0,
-        reorder: Reorder | None = None,
     ) -> tuple[list[tuple[float, int, torch.Tensor]], int]:
         """``ids``' rows scored by ``score`` in order, read a step ahead, stopping early where
         ``first`` is given once the next cannot reach the k-th score (``slack``: for the whole
-        query), the rest in ``reorder``'s order from OUTLIERS_FROM on; the best ``keep`` (default
-        ``k``) by those scores and any within ``margin`` of them (:func:`near_top`), best first,
-        and how many documents were scored."""
+        query); the best ``keep`` (default ``k``) by those scores and any within ``margin`` of them
+        (:func:`near_top`), best first, and how many documents were scored."""
         step = EARLY_STEP if first is not None else EXACT_BATCH
         kept: list[tuple[float, int, torch.Tensor]] = []
         gap = -math.inf
         count = 0
-        ids, versions = list(ids), view.versions_of(list(ids))  # once: the view is the search's throughout
-        first = list(first) if first is not None else None
+        versions = view.versions_of(list(ids))  # once: the view is the search's throughout
         first_of = dict(zip(ids, first, strict=True)) if first is not None else {}
-        seen: dict[int, float] = {}  # each scored document's score
         following = self.begin(pg, versions[:step], store, ids[:step])
         try:
             for start in range(0, len(ids), step):
                 stored = following.rows()
                 ahead = start + step  # read while this step is scored: the kernels and the server's reads overlap
-                if reorder is not None and first is not None and ahead == OUTLIERS_FROM and ahead < len(ids):
-                    first_of = dict(reorder(list(zip(ids, first, strict=True))))
-                    gap = max([-math.inf] + [value - first_of[doc_id] for doc_id, value in seen.items()])  # against the new scores
-                    ids[ahead:] = sorted(ids[ahead:], key=lambda doc_id: -first_of[doc_id])
-                    first[ahead:] = [first_of[doc_id] for doc_id in ids[ahead:]]
-                    versions[ahead:] = view.versions_of(ids[ahead:])
                 following = self.begin(pg, versions[ahead : ahead + step], store, ids[ahead : ahead + step])
                 scores = score([raw for _, raw in stored])
-                seen.update((doc_id, s) for s, (doc_id, _) in zip(scores, stored, strict=True))
                 kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], keep or k, margin)
                 count += len(stored)
                 if first is not None:

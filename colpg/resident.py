@@ -27,20 +27,17 @@ __all__ = ["changed_rows", "load_view", "newer", "sync"]
 LOAD_BATCH = 2048  # token rows per round trip when loading a view
 
 
-def _rows(records: Sequence[tuple[Any, ...]], residual_bytes: int, dim: int) -> DocumentRows:
-    """``(document_id, version, ntokens, array_send(codes), residuals, outliers)`` records as tensors."""
+def _rows(records: Sequence[tuple[Any, ...]], residual_bytes: int) -> DocumentRows:
+    """``(document_id, version, ntokens, array_send(codes), residuals)`` records as tensors."""
     if not records:
-        return DocumentRows.concat([], residual_bytes, dim)
+        return DocumentRows.concat([], residual_bytes)
     residuals = np.frombuffer(b"".join(r[4] for r in records), dtype=np.uint8).reshape(-1, residual_bytes)
-    outliers = np.frombuffer(b"".join(r[5] for r in records), dtype=np.int8).reshape(-1, dim)
     return DocumentRows(
         ids=torch.tensor([r[0] for r in records], dtype=torch.long),
         versions=torch.tensor([r[1] for r in records], dtype=torch.long),
         lengths=torch.tensor([r[2] for r in records], dtype=torch.long),
         codes=torch.from_numpy(np.concatenate([codes_from_array_send(r[3]) for r in records]).astype(np.int64)),
         residuals=torch.from_numpy(residuals.copy()),
-        outlier_counts=torch.tensor([len(r[5]) // dim for r in records], dtype=torch.long),
-        outliers=torch.from_numpy(outliers.copy()),
     )
 
 
@@ -54,7 +51,6 @@ def load_view(
     index_id: int,
     num_centroids: int,
     residual_bytes: int,
-    dim: int,
     snapshot: str,
     device: torch.device,
     *,
@@ -67,15 +63,15 @@ def load_view(
         cursor.execute(query("index_tokens"), {"index_id": index_id})
         with progress_bar(show=progress, desc=f"loading {name}", unit=" docs") as bar:
             for batch in _batches(cursor):
-                parts.append(_rows(batch, residual_bytes, dim))
+                parts.append(_rows(batch, residual_bytes))
                 bar.update(len(batch))
-    return IndexView.build(DocumentRows.concat(parts, residual_bytes, dim), num_centroids, snapshot, device)
+    return IndexView.build(DocumentRows.concat(parts, residual_bytes), num_centroids, snapshot, device)
 
 
-def changed_rows(conn: psycopg.Connection[Any], ids: Sequence[int], residual_bytes: int, dim: int) -> DocumentRows:
+def changed_rows(conn: psycopg.Connection[Any], ids: Sequence[int], residual_bytes: int) -> DocumentRows:
     """The current token rows of ``ids``; a deleted document has none."""
     records = conn.execute(query("search_tokens"), {"ids": list(ids)}, binary=True).fetchall()
-    return _rows(records, residual_bytes, dim)
+    return _rows(records, residual_bytes)
 
 
 def sync(conn: psycopg.Connection[Any], name: str, view: IndexView | None, *, distributed: bool) -> SyncRow | None:

@@ -50,7 +50,7 @@ from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
 from colpg.native import kernel_enabled, library
 from colpg.params import SearchParams, cells_for, default_params
-from colpg.probe import Reorder, centroid_scores, probe
+from colpg.probe import centroid_scores, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
 from colpg.resources import query as sql
@@ -131,7 +131,7 @@ class IndexSearcher:
             return self._load(pg, snapshot, loaded, progress)
         if not newer(snapshot, loaded.view.watermark):
             return loaded  # nothing changed, or another search synced to a newer snapshot already
-        view = loaded.view.apply(changed, changed_rows(pg, changed, loaded.codec.residual_bytes, loaded.codec.dim), snapshot)
+        view = loaded.view.apply(changed, changed_rows(pg, changed, loaded.codec.residual_bytes), snapshot)
         current = dataclasses.replace(loaded, view=view)
         with self._swap_lock:
             if self._loaded is loaded:
@@ -150,15 +150,7 @@ class IndexSearcher:
                 )
             codec, rerank = store.load_codec(pg, record, self.device)
             view = load_view(
-                pg,
-                record.id,
-                int(codec.centroids.shape[0]),
-                codec.residual_bytes,
-                codec.dim,
-                snapshot,
-                self.device,
-                name=self.name,
-                progress=progress,
+                pg, record.id, int(codec.centroids.shape[0]), codec.residual_bytes, snapshot, self.device, name=self.name, progress=progress
             )
             if self.device.type == "cpu" and kernel_enabled():
                 library()  # the CPU kernels built (or found built) now, not in a search: the rerank's run at any size
@@ -207,10 +199,9 @@ class IndexSearcher:
         params: SearchParams,
         where: Where,
         allowed: torch.Tensor | None,
-    ) -> tuple[list[tuple[int, float]], Reorder | None]:
+    ) -> list[tuple[int, float]]:
         """Documents to rerank with their first-stage scores, best first: the best by probed-token
-        scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at
-        most ``nrerank``; and how to re-order them with the view's outlier rows (None: it holds none)."""
+        scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
         ncells = params.ncells or cells_for(view.tokens)
@@ -239,11 +230,10 @@ class IndexSearcher:
                 break
             checked, limit = len(ranked), limit * FILTER_WIDEN
         passing = passing[: params.nrerank]
-        reorder = candidates.reorder(view.ids, view.outliers, query, len(view.alive)) if len(view.outliers) else None
         if len(passing) <= k:
-            return passing, reorder
+            return passing
         cut = passing[k - 1][1] - params.margin * query.shape[0]
-        return [(doc_id, score) for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut], reorder
+        return [(doc_id, score) for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut]
 
     def _add_time(self, stage: str, started: float) -> None:
         timings: dict[str, float] = self._local.timings
@@ -336,9 +326,9 @@ class IndexSearcher:
         if among is not None:
             allowed = torch.zeros_like(loaded.view.alive)
             allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
-        candidates, reorder = self._candidates(connection, loaded, query, k, params, where, allowed)
+        candidates = self._candidates(connection, loaded, query, k, params, where, allowed)
         ids, first = [doc_id for doc_id, _ in candidates], [score for _, score in candidates]
-        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, params.slack, reorder)
+        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, params.slack)
         if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
             ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
         return ranked
@@ -352,10 +342,9 @@ class IndexSearcher:
         k: int,
         first: Sequence[float] | None = None,
         slack: float = math.inf,
-        reorder: Reorder | None = None,
     ) -> list[Ranked]:
         started = time.perf_counter()
-        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, ids, k, first, slack, reorder)
+        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, ids, k, first, slack)
         self._local.stats["reranked"] += scored
         self._add_time("rerank", started)
         return ranked

@@ -21,7 +21,6 @@ from psycopg.types.json import Jsonb
 from colpg.codec import ResidualCodec
 from colpg.collection import CollectionDocument
 from colpg.errors import IndexNotFound, SchemaError
-from colpg.outliers import encode as encode_outliers
 from colpg.resources import query
 from colpg.stores import RerankStore, store_for
 
@@ -177,7 +176,7 @@ def write_compressed_documents(
     if not documents:
         return
     ids = _copy_documents(conn, index_id, documents)
-    _copy_tokens(conn, index_id, ids, codes, packed, [b""] * len(ids))  # no outlier rows: the tokens are known at nbits only
+    _copy_tokens(conn, index_id, ids, codes, packed)
     if rerank.keeps_rows:
         _copy_rerank(conn, ids, [codec.decompress(c, p) for c, p in zip(codes, packed, strict=True)], codes, rerank)
 
@@ -208,28 +207,21 @@ def write_tokens(
     Shapes: vectors[i] is [tokens_i, dim] float32.
     """
     lengths = [len(v) for v in vectors]
-    tokens = torch.cat(list(vectors)).to(codec.centroids.device)
-    codes, packed = codec.compress(tokens)
+    codes, packed = codec.compress(torch.cat(list(vectors)).to(codec.centroids.device))
     per_doc_codes = torch.split(codes, lengths)
-    far = encode_outliers(tokens, codec.centroids[codes], lengths)
-    _copy_tokens(conn, index_id, ids, per_doc_codes, torch.split(packed.cpu(), lengths), far)  # one device transfer
+    _copy_tokens(conn, index_id, ids, per_doc_codes, torch.split(packed.cpu(), lengths))  # one device transfer
     if rerank.keeps_rows:
         _copy_rerank(conn, ids, vectors, per_doc_codes, rerank)
 
 
 def _copy_tokens(
-    conn: psycopg.Connection[Any],
-    index_id: int,
-    ids: Sequence[int],
-    codes: Sequence[torch.Tensor],
-    packed: Sequence[torch.Tensor],
-    far: Sequence[bytes],
+    conn: psycopg.Connection[Any], index_id: int, ids: Sequence[int], codes: Sequence[torch.Tensor], packed: Sequence[torch.Tensor]
 ) -> None:
-    """COPY each document's codes, packed residuals and outlier rows (colpg.outliers) into document_tokens."""
+    """COPY each document's codes and packed residuals into document_tokens."""
     with conn.cursor().copy(query("document_tokens_copy_in")) as copy:
-        copy.set_types(["int8", "int4", "int4", "int4[]", "bytea", "bytea"])
-        for doc_id, doc_codes, doc_packed, doc_far in zip(ids, codes, packed, far, strict=True):
-            copy.write_row((doc_id, index_id, len(doc_codes), doc_codes.cpu().tolist(), doc_packed.cpu().numpy().tobytes(), doc_far))
+        copy.set_types(["int8", "int4", "int4", "int4[]", "bytea"])
+        for doc_id, doc_codes, doc_packed in zip(ids, codes, packed, strict=True):
+            copy.write_row((doc_id, index_id, len(doc_codes), doc_codes.cpu().tolist(), doc_packed.cpu().numpy().tobytes()))
 
 
 def _copy_rerank(

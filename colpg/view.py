@@ -1,4 +1,4 @@
-"""What the search process keeps of an index: every token's residual, cluster-major, the outlier rows, and each document's version.
+"""What the search process keeps of an index: every token's residual, cluster-major, and each document's version.
 
 PostgreSQL stays the source of truth. A view is built from the token rows of one snapshot
 and then moved forward by the rows that changed since (colpg.resident reads them): a
@@ -13,13 +13,11 @@ search), the delta's follow them (found in a small dict).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from colpg.layout import ClusterLayout
-from colpg.outliers import Outliers
 
 __all__ = ["DocumentRows", "IndexView"]
 
@@ -32,8 +30,7 @@ MERGE_MIN_TOKENS = 1 << 16
 class DocumentRows:
     """Documents' tokens as PostgreSQL stores them: document after document.
 
-    Shapes: ids, versions, lengths, outlier_counts [d] int64; codes [sum(lengths)] int64;
-    residuals [sum(lengths), residual_bytes] uint8; outliers [sum(outlier_counts), dim] int8 (colpg.outliers).
+    Shapes: ids, versions, lengths [d] int64; codes [sum(lengths)] int64; residuals [sum(lengths), residual_bytes] uint8.
     """
 
     ids: torch.Tensor
@@ -41,17 +38,13 @@ class DocumentRows:
     lengths: torch.Tensor
     codes: torch.Tensor
     residuals: torch.Tensor
-    outlier_counts: torch.Tensor
-    outliers: torch.Tensor
 
     @classmethod
-    def concat(cls, parts: list[DocumentRows], residual_bytes: int, dim: int) -> DocumentRows:
+    def concat(cls, parts: list[DocumentRows], residual_bytes: int) -> DocumentRows:
         if not parts:
             empty = torch.empty(0, dtype=torch.long)
-            return cls(
-                empty, empty, empty, empty, torch.empty(0, residual_bytes, dtype=torch.uint8), empty, torch.empty(0, dim, dtype=torch.int8)
-            )
-        return cls(*(torch.cat([getattr(p, field.name) for p in parts]) for field in dataclasses.fields(cls)))
+            return cls(empty, empty, empty, empty, torch.empty(0, residual_bytes, dtype=torch.uint8))
+        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("ids", "versions", "lengths", "codes", "residuals")))
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -60,31 +53,12 @@ class DocumentRows:
         """Each token's slot, given each document's. Shapes: slots [d] -> [sum(lengths)]."""
         return torch.repeat_interleave(slots, self.lengths, output_size=int(self.codes.shape[0]))
 
-    def outlier_owners(self, slots: torch.Tensor) -> torch.Tensor:
-        """Each outlier row's slot, given each document's. Shapes: slots [d] -> [sum(outlier_counts)]."""
-        return torch.repeat_interleave(slots, self.outlier_counts, output_size=int(self.outliers.shape[0]))
-
-    def kept(self, keep: torch.Tensor) -> DocumentRows:
-        """The documents where ``keep`` [d] bool is True."""
-        tokens = torch.repeat_interleave(keep, self.lengths, output_size=int(self.codes.shape[0]))
-        outliers = torch.repeat_interleave(keep, self.outlier_counts, output_size=int(self.outliers.shape[0]))
-        return DocumentRows(
-            self.ids[keep],
-            self.versions[keep],
-            self.lengths[keep],
-            self.codes[tokens],
-            self.residuals[tokens],
-            self.outlier_counts[keep],
-            self.outliers[outliers],
-        )
-
 
 @dataclass(frozen=True)
 class IndexView:
     """An index's resident tokens at one snapshot (``watermark``, PostgreSQL's ``pg_snapshot`` text).
 
     Shapes: main_ids [s_main] int64 sorted; ids, versions, lengths [s] int64 and alive [s] bool per slot.
-    ``outliers`` holds the outlier rows of main's and the delta's documents, by slot (colpg.outliers).
     """
 
     main: ClusterLayout
@@ -96,7 +70,6 @@ class IndexView:
     versions: torch.Tensor
     lengths: torch.Tensor
     alive: torch.Tensor
-    outliers: Outliers
     watermark: str
     num_centroids: int
 
@@ -107,18 +80,17 @@ class IndexView:
         slots = torch.empty_like(order)
         slots[order] = torch.arange(len(order))
         main = ClusterLayout.build(rows.codes.to(device), rows.residuals.to(device), rows.owners(slots).to(device), num_centroids)
-        residual_bytes, dim = int(rows.residuals.shape[1]), int(rows.outliers.shape[1])
+        residual_bytes = int(rows.residuals.shape[1])
         return cls(
             main=main,
             delta=ClusterLayout.empty(num_centroids, residual_bytes, device),
             main_ids=rows.ids[order],
             delta_slots={},
-            delta_rows=DocumentRows.concat([], residual_bytes, dim),
+            delta_rows=DocumentRows.concat([], residual_bytes),
             ids=rows.ids[order],
             versions=rows.versions[order],
             lengths=rows.lengths[order],
             alive=torch.ones(len(order), dtype=torch.bool, device=device),
-            outliers=Outliers.of(rows.outlier_owners(slots).to(device), rows.outliers.to(device)),
             watermark=watermark,
             num_centroids=num_centroids,
         )
@@ -139,10 +111,10 @@ class IndexView:
 
     @property
     def nbytes(self) -> int:
-        """Memory held: both layouts, the outlier rows, the delta's stored rows and the per-slot tables."""
+        """Memory held: both layouts, the delta's stored rows and the per-slot tables."""
         per_slot = sum(t.numel() * t.element_size() for t in (self.ids, self.versions, self.lengths, self.alive, self.main_ids))
         delta_rows = self.delta_rows.codes.numel() * 8 + self.delta_rows.residuals.numel()
-        return self.main.nbytes + self.delta.nbytes + self.outliers.nbytes + per_slot + delta_rows
+        return self.main.nbytes + self.delta.nbytes + per_slot + delta_rows
 
     def slots_of(self, ids: list[int]) -> list[int | None]:
         """The live slot of each document id, or None where the view does not hold it (vectorized:
@@ -185,14 +157,16 @@ class IndexView:
                 keep[row] = False  # the view holds this version already
             else:
                 alive[slot] = False
-        new = rows.kept(keep)
+        token_kept = torch.repeat_interleave(keep, rows.lengths, output_size=int(rows.codes.shape[0]))
+        new = DocumentRows(rows.ids[keep], rows.versions[keep], rows.lengths[keep], rows.codes[token_kept], rows.residuals[token_kept])
         first = len(self.ids)
         new_slots = torch.arange(first, first + len(new))
         delta_slots = dict(self.delta_slots) | dict(zip(new.ids.tolist(), new_slots.tolist(), strict=True))
-        # The delta's stored rows carry each token's slot in place of its document id; their
-        # outlier rows go to the view's outliers alone.
-        stored = dataclasses.replace(new, ids=new_slots, outlier_counts=torch.zeros_like(new.lengths), outliers=new.outliers[:0])
-        delta_rows = DocumentRows.concat([self.delta_rows, stored], int(self.main.residuals.shape[1]), int(new.outliers.shape[1]))
+        # The delta's stored rows carry each token's slot in place of its document id.
+        delta_rows = DocumentRows.concat(
+            [self.delta_rows, DocumentRows(new_slots, new.versions, new.lengths, new.codes, new.residuals)],
+            int(self.main.residuals.shape[1]),
+        )
         device = self.alive.device
         view = IndexView(
             main=self.main,
@@ -204,7 +178,6 @@ class IndexView:
             versions=torch.cat([self.versions, new.versions]),
             lengths=torch.cat([self.lengths, new.lengths]),
             alive=torch.cat([alive, torch.ones(len(new), dtype=torch.bool, device=device)]),
-            outliers=self.outliers.extended(new.outlier_owners(new_slots), new.outliers),
             watermark=watermark,
             num_centroids=self.num_centroids,
         )
@@ -248,12 +221,11 @@ class IndexView:
             delta=ClusterLayout.empty(self.num_centroids, residual_bytes, owners.device),
             main_ids=self.ids[order],
             delta_slots={},
-            delta_rows=DocumentRows.concat([], residual_bytes, int(self.outliers.rows.shape[1])),
+            delta_rows=DocumentRows.concat([], residual_bytes),
             ids=self.ids[order],
             versions=self.versions[order],
             lengths=self.lengths[order],
             alive=torch.ones(len(order), dtype=torch.bool, device=owners.device),
-            outliers=self.outliers.renumbered(renumber),
             watermark=self.watermark,
             num_centroids=self.num_centroids,
         )

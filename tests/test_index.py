@@ -22,7 +22,6 @@ from colpg.errors import (
 )
 from colpg.index import Index
 from colpg.indexer import IndexConfig, Indexer
-from colpg.outliers import OUTLIER_COSINE
 from colpg.stores import Int8Store
 
 SMALL = IndexConfig(write_batch_size=5, kmeans_niters=2)
@@ -37,7 +36,7 @@ def _rows(url: str, name: str) -> list[tuple[Any, ...]]:
     with db.connect(url) as conn:
         return conn.execute(
             """
-            SELECT d.external_id, d.text, d.metadata, t.ntokens, t.codes, t.residuals, r.payload, t.outliers
+            SELECT d.external_id, d.text, d.metadata, t.ntokens, t.codes, t.residuals, r.payload
             FROM colpg.documents d JOIN colpg.indexes i ON i.id = d.index_id
             JOIN colpg.document_tokens t ON t.document_id = d.id
             LEFT JOIN colpg.rerank_vectors r ON r.document_id = d.id
@@ -74,25 +73,6 @@ def test_stored_codes_decompress_close_to_the_encoder(migrated_url: str, encoder
     assert isinstance(rerank, Int8Store)
     stored = rerank.decode(rerank.raw({"payload": row[6], "ntokens": row[3]}))
     assert float((stored * original).sum(-1).min()) > 0.999
-
-
-def test_tokens_far_from_their_centroid_are_stored_at_int8_too(migrated_url: str, encoder: Encoder, corpus: list[dict[str, Any]]) -> None:
-    """document_tokens.outliers holds, in token order, an int8 row for each token whose cosine with its own centroid is below OUTLIER_COSINE."""
-    Indexer(encoder, SMALL).index("scifact", corpus)
-    with db.connect(migrated_url) as conn:
-        codec, _ = store.load_codec(conn, store.get_index(conn, "scifact"))
-    originals = dict(zip((d["id"] for d in corpus), encoder.encode_documents([d["text"] for d in corpus]), strict=True))
-    held = 0
-    for row in _rows(migrated_url, "scifact"):
-        original = originals[row[0]]
-        far = original[torch.nn.functional.cosine_similarity(original, codec.centroids[torch.tensor(row[4])], dim=1) < OUTLIER_COSINE]
-        rows = torch.frombuffer(bytearray(row[7]), dtype=torch.int8).view(-1, encoder.dim) if row[7] else torch.empty(0, encoder.dim)
-        assert rows.shape[0] == far.shape[0], row[0]
-        if len(far):
-            assert float(torch.nn.functional.cosine_similarity(rows.float(), far, dim=1).min()) > 0.999
-        held += len(far)
-    assert 0 < held < 0.1 * sum(len(v) for v in originals.values())
-    assert Index("scifact").info()["outlier_column_bytes_per_token"] > 0
 
 
 def test_interrupted_build_resumes_to_the_same_rows(

@@ -171,40 +171,6 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert best(float("inf"))[1] == 10
 
 
-def test_a_deep_walk_goes_on_in_the_outlier_rows_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """First stage 10, 9, ..., 1, exact 0.5 above, but the last document's exact score is 30 (its
-    best match an outlier token the first stage underrates); the outlier rows credit it 29.9. k=1,
-    two documents a step, slack 3: the walk passes OUTLIERS_FROM (4), takes every candidate's
-    score again (the largest gap stays 0.5, against the documents scored so far), re-orders the rest, scores
-    the last document next and stops two documents later. Without the rows it stops at 4 (6 + 0.5
-    + 3 < 10.5) and misses it; a walk that stops before OUTLIERS_FROM never asks for them."""
-    from colpg import rerank_stage
-    from colpg.rowcache import RowCache
-
-    monkeypatch.setattr(rerank_stage, "EARLY_STEP", 2)
-    monkeypatch.setattr(rerank_stage, "OUTLIERS_FROM", 4)
-    first = [10.0 - i for i in range(10)]
-    exact = [*(f + 0.5 for f in first[:9]), 30.0]
-    asked: list[list[int]] = []
-
-    def reorder(rest: list[tuple[int, float]]) -> list[tuple[int, float]]:
-        asked.append([doc_id for doc_id, _ in rest])
-        return sorted(((doc_id, 29.9 if doc_id == 9 else score) for doc_id, score in rest), key=lambda item: -item[1])
-
-    reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
-    monkeypatch.setattr(reranker, "begin", lambda pg, versions, store, ids: rerank_stage.Step(ids, {i: torch.full((1, 1), float(i)) for i in ids}, None))
-    store = _Unchanged(lambda rows: [exact[int(r[0, 0])] for r in rows])
-
-    def best(slack: float, rows: rerank_stage.Reorder | None) -> tuple[list[tuple[int, float]], int]:
-        ranked, scored = reranker.best(None, _AllHeld(), store, torch.zeros(1, 1), list(range(10)), 1, first, slack, rows)  # type: ignore[arg-type]
-        return [(r.document_id, r.score) for r in ranked], scored
-
-    assert best(3.0, reorder) == ([(9, 30.0)], 6)
-    assert asked == [list(range(10))]
-    assert best(3.0, None) == ([(0, 10.5)], 4)
-    assert best(0.0, reorder) == ([(0, 10.5)], 2) and len(asked) == 1
-
-
 def test_grouped_rows_walk_first_and_the_whole_query_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Four like query tokens make one grouped row, whose MaxSims (0.1 below the whole query's: a
     lower bound) the early stop walks on; its best are then rescored with the whole query. First
@@ -571,33 +537,6 @@ def test_search_cost_follows_the_probed_cells_not_the_collection(migrated_url: s
     assert searcher.loaded().view.documents == 62
     assert searcher.stats["tokens_scored"] == scored
     assert [r.external_id for r in after] == [r.external_id for r in before]
-
-
-def test_the_first_stage_credits_tokens_far_from_every_centroid_at_int8(migrated_url: str, encoder: Encoder, small_texts: list[str]) -> None:
-    """A document of random unit tokens (far from every centroid) gets its outlier rows stored and
-    held, and the first stage's re-ordering scores a query made of those tokens from them: near its
-    exact MaxSim, above what the 2-bit residuals credit it with, and first."""
-    from colpg import store
-    from colpg.probe import centroid_scores, probe
-
-    index = Indexer(encoder, CONFIG).index("far", small_texts[:12])
-    searcher = index.searcher
-    loaded = searcher.loaded()
-    tokens = torch.nn.functional.normalize(torch.randn(8, encoder.dim, generator=torch.Generator().manual_seed(3)), dim=1)
-    with db.connect(migrated_url) as conn, conn.transaction():
-        store.write_documents(conn, loaded.record.id, [CollectionDocument("far", "random", {})], [tokens], loaded.codec, loaded.store)
-    view = searcher.loaded().view
-    (slot,) = view.slots_of([int(view.ids.max())])
-    assert slot is not None and int((view.outliers.slots == slot).sum()) == 8  # no random token lies near a centroid
-    codec = searcher.loaded().codec
-    candidates = probe(tokens, centroid_scores(tokens, codec.centroids), codec, view.segments, 8, view.alive, 64)
-    with_rows = candidates.with_outliers(view.outliers, tokens, len(view.alive))
-    mine = candidates.slots == slot
-    assert float(with_rows[mine][0]) == pytest.approx(8.0, abs=0.05) == float(with_rows.max())
-    assert float(candidates.scores[mine][0]) < float(with_rows[mine][0]) - 0.5
-    (far, score), *_ = candidates.reorder(view.ids, view.outliers, tokens, len(view.alive))([(int(view.ids[s]), 0.0) for s in candidates.slots.tolist()])
-    assert far == int(view.ids[slot]) and score == pytest.approx(8.0, abs=0.05)
-    assert [r.external_id for r in searcher.search_vectors(tokens, 1)] == ["far"]
 
 
 def test_default_cells_follow_the_index_size(migrated_url: str, encoder: Encoder, small_texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:

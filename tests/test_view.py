@@ -9,46 +9,36 @@ from colpg import view as view_module
 from colpg.layout import ClusterLayout
 from colpg.view import DocumentRows, IndexView
 
-CENTROIDS, WIDTH, DIM = 16, 4, 3
-
-#: Per document id: its (code, residual) tokens and its outlier rows, each sorted.
-Held = dict[int, tuple[list[tuple[int, tuple[int, ...]]], list[tuple[int, ...]]]]
+CENTROIDS, WIDTH = 16, 4
 
 
 def _rows(ids: list[int], version: int, generator: torch.Generator) -> DocumentRows:
     lengths = torch.randint(1, 6, (len(ids),), generator=generator)
-    counts = torch.randint(0, 3, (len(ids),), generator=generator)
     n = int(lengths.sum())
     return DocumentRows(
         torch.tensor(ids, dtype=torch.long), torch.full((len(ids),), version), lengths,
         torch.randint(0, CENTROIDS, (n,), generator=generator), torch.randint(0, 256, (n, WIDTH), dtype=torch.uint8, generator=generator),
-        counts, torch.randint(-127, 128, (int(counts.sum()), DIM), dtype=torch.int8, generator=generator),
     )
 
 
-def _by_document(rows: DocumentRows) -> Held:
-    out, start, first = {}, 0, 0
-    for doc_id, length, count in zip(rows.ids.tolist(), rows.lengths.tolist(), rows.outlier_counts.tolist(), strict=True):
+def _by_document(rows: DocumentRows) -> dict[int, list[tuple[int, tuple[int, ...]]]]:
+    out, start = {}, 0
+    for doc_id, length in zip(rows.ids.tolist(), rows.lengths.tolist(), strict=True):
         codes = rows.codes[start : start + length].tolist()
-        tokens = sorted(zip(codes, map(tuple, rows.residuals[start : start + length].tolist()), strict=True))
-        out[doc_id] = (tokens, sorted(map(tuple, rows.outliers[first : first + count].tolist())))
-        start, first = start + length, first + count
+        out[doc_id] = sorted(zip(codes, map(tuple, rows.residuals[start : start + length].tolist()), strict=True))
+        start += length
     return out
 
 
-def _held(view: IndexView) -> Held:
-    """What the view's layouts and outlier rows hold of live documents, by document id."""
-    tokens: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+def _held(view: IndexView) -> dict[int, list[tuple[int, tuple[int, ...]]]]:
+    """What the view's layouts hold of live documents, by document id."""
+    out: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
     for layout in view.segments:
         codes, residuals, owners = layout.decompose()
         for code, residual, slot in zip(codes.tolist(), residuals.tolist(), owners.tolist(), strict=True):
             if view.alive[slot]:
-                tokens.setdefault(int(view.ids[slot]), []).append((code, tuple(residual)))
-    outliers: dict[int, list[tuple[int, ...]]] = {}
-    for slot, row in zip(view.outliers.slots.tolist(), view.outliers.rows.tolist(), strict=True):
-        if view.alive[slot]:
-            outliers.setdefault(int(view.ids[slot]), []).append(tuple(row))
-    return {doc_id: (sorted(held), sorted(outliers.get(doc_id, []))) for doc_id, held in tokens.items()}
+                out.setdefault(int(view.ids[slot]), []).append((code, tuple(residual)))
+    return {doc_id: sorted(tokens) for doc_id, tokens in out.items()}
 
 
 def test_layout_ranges_hold_each_centroids_tokens() -> None:
@@ -81,8 +71,5 @@ def test_view_follows_adds_updates_and_deletes(monkeypatch: pytest.MonkeyPatch, 
         assert view.apply(present, rows, "again") .documents == len(truth)  # rows it holds already change nothing
         assert view.versions_of(present) == [step + 10] * len(present)
     assert view.documents == len(truth)
-    merged = view.merged()  # keeps the live documents' outlier rows alone
-    assert _held(merged) == truth
-    assert len(merged.outliers) == sum(len(rows) for _, rows in truth.values())
     if merge_at == 8:
         assert len(view.delta) < 64  # merged along the way

@@ -167,8 +167,7 @@ def index_info(name: str) -> None:
                 "codes+residuals",
                 (
                     f"{table:.1f} bytes/token on disk (heap, TOAST, indexes), {table / payload:.2f}x the"
-                    f" {payload:g}-byte payload; {info['codes_residuals_column_bytes_per_token']:.1f} in the columns,"
-                    f" and {info['outlier_column_bytes_per_token']:.1f} of outlier rows"
+                    f" {payload:g}-byte payload; {info['codes_residuals_column_bytes_per_token']:.1f} in the columns"
                 ),
             ),
             (

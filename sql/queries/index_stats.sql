@@ -3,7 +3,6 @@ SELECT count(d.id)                                   AS documents,
        coalesce(sum(t.ntokens), 0)                   AS tokens,
        coalesce(sum(pg_column_size(t.codes)), 0)     AS codes_bytes,
        coalesce(sum(pg_column_size(t.residuals)), 0) AS residuals_bytes,
-       coalesce(sum(pg_column_size(t.outliers)), 0)  AS outliers_bytes,
        coalesce(sum(pg_column_size(r.payload)), 0) + coalesce(sum(pg_column_size(r.vectors)), 0) AS rerank_bytes,
        coalesce(sum(pg_column_size(d.text)), 0)      AS text_bytes
 FROM colpg.documents d
