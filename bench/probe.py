@@ -102,7 +102,7 @@ class Collection:
         self.exact = [set(e) for e in saved["exact"]]
         self.codes, self.residuals = saved["codes"], saved["residuals"]  # document after document
         ids = torch.arange(len(v.ids))
-        rows = DocumentRows(ids, torch.zeros_like(ids), lengths, self.codes, self.residuals)
+        rows = DocumentRows(ids, torch.zeros_like(ids), lengths, self.codes, self.residuals, torch.zeros(len(ids)))
         self.view = IndexView.build(rows, self.codec.centroids.shape[0], "", torch.device("cpu"))
         self.starts = torch.cumsum(lengths, 0) - lengths
         self.lengths = lengths

@@ -139,15 +139,17 @@ def pack_bits(values: torch.Tensor, nbits: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ResidualCodec:
-    """Centroids and per-dimension residual buckets.
+    """Centroids and per-dimension residual buckets, and the encoder's query padding direction
+    (:meth:`colpg.encoder.Encoder.padding_direction`; None: not known, as in an imported index).
 
-    Shapes: centroids [k, dim]; cutoffs [dim, 2^nbits - 1]; weights [dim, 2^nbits].
+    Shapes: centroids [k, dim]; cutoffs [dim, 2^nbits - 1]; weights [dim, 2^nbits]; padding [dim].
     """
 
     centroids: torch.Tensor
     nbits: int
     cutoffs: torch.Tensor
     weights: torch.Tensor
+    padding: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.nbits not in NBITS:
@@ -165,7 +167,32 @@ class ResidualCodec:
         return self.dim * self.nbits // 8
 
     def to(self, device: torch.device) -> ResidualCodec:
-        return ResidualCodec(self.centroids.to(device), self.nbits, self.cutoffs.to(device), self.weights.to(device))
+        padding = None if self.padding is None else self.padding.to(device)
+        return ResidualCodec(self.centroids.to(device), self.nbits, self.cutoffs.to(device), self.weights.to(device), padding)
+
+    def padding_gaps(self, vectors: torch.Tensor, codes: torch.Tensor, packed: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """Per document: the best similarity of its exact tokens with the padding direction, less the
+        best of what the first stage scores them (centroid + residual values, not re-normalised:
+        colpg.probe). A query's [MASK] padding matches nothing well, so its best token in a document
+        is often one far from every centroid, which 2 bits underrate on every padding position at
+        once; the first stage adds this gap back for each of them (bench/probe.py, table 14).
+        0 for every document where the direction is not known.
+
+        Shapes: vectors [n, dim]; codes [n]; packed [n, dim*nbits/8]; lengths sum to n -> [len(lengths)] float32.
+
+        >>> codec = ResidualCodec(torch.eye(4)[:2], 2, torch.zeros(4, 3), torch.zeros(4, 4), torch.tensor([1.0, 0, 0, 0]))
+        >>> vectors = torch.tensor([[0.6, 0.8, 0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0]])
+        >>> codec.padding_gaps(vectors, torch.tensor([1, 1, 0]), torch.zeros(3, 1, dtype=torch.uint8), [2, 1]).tolist()
+        [0.6000000238418579, 0.0]
+        """
+        if self.padding is None:
+            return torch.zeros(len(lengths))
+        vectors = vectors.to(self.centroids)
+        exact = vectors @ self.padding
+        scored = (self.centroids[codes.to(self.centroids.device)] + self.residual_values(packed)) @ self.padding
+        return torch.stack(
+            [e.max() - s.max() for e, s in zip(torch.split(exact, lengths), torch.split(scored, lengths), strict=True)]
+        ).cpu()
 
     def buckets(self, residuals: torch.Tensor) -> torch.Tensor:
         """Bucket index of each residual component. Shapes: [n, dim] -> [n, dim] int64."""

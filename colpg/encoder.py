@@ -155,6 +155,17 @@ class Encoder:
         ]
         return torch.cat(parts) if parts else torch.empty(0, self.settings.query_maxlen, self.dim)
 
+    def padding_direction(self) -> torch.Tensor:
+        """The unit mean of a query's [MASK] padding vectors, with no query text around them.
+
+        A short query is mostly padding and its padding vectors lean the same way in every query
+        (bench/README.md, table 13), so one direction stands for them: the index keeps each
+        document's codec error along it (colpg.codec.padding_gaps). Shapes: returns [dim] float32 on the CPU.
+        """
+        batch = self.tokenizer.padding()
+        vectors = self._forward(batch)[0].cpu()
+        return F.normalize(vectors[batch.input_ids[0] == self.tokenizer.mask_id].mean(dim=0), dim=0)
+
     def encode_documents(
         self,
         documents: Sequence[str],

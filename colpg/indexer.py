@@ -135,13 +135,15 @@ def resumable_build(
     return record
 
 
-def train_codec(sample: torch.Tensor, config: IndexConfig, num_centroids: int) -> tuple[ResidualCodec, RerankStore]:
-    """The codec (k-means with ``num_centroids``, residual buckets) and the rerank store, trained on ``sample`` as every build trains them.
+def train_codec(sample: torch.Tensor, config: IndexConfig, num_centroids: int, padding: torch.Tensor) -> tuple[ResidualCodec, RerankStore]:
+    """The codec (k-means with ``num_centroids``, residual buckets, the encoder's ``padding``
+    direction) and the rerank store, trained on ``sample`` as every build trains them.
 
-    Shapes: sample [tokens, dim] float32.
+    Shapes: sample [tokens, dim] float32; padding [dim].
     """
     with progress_bar(total=1, desc=f"k-means, {num_centroids} centroids", unit=" codec") as bar:  # minutes, without steps to show
         codec = train_residual_codec(sample, nbits=config.nbits, num_centroids=num_centroids, niters=config.kmeans_niters, seed=config.seed)
+        codec = dataclasses.replace(codec, padding=padding.to(codec.centroids.device))
         bar.update(1)
     return codec, train_store(config.precision, sample, codec)
 
@@ -219,7 +221,7 @@ class Indexer:
         k = self.config.num_centroids or num_centroids_for(estimated_tokens)
         logger.info("k-means: %d centroids from %d sample tokens (%d documents)", k, len(tokens), len(sample))
         started = time.perf_counter()
-        codec, rerank = train_codec(tokens, self.config, k)
+        codec, rerank = train_codec(tokens, self.config, k, self.encoder.padding_direction())
         self.stats.train_s += time.perf_counter() - started
         return codec, rerank, cache
 

@@ -106,6 +106,10 @@ class IndexEntry(Base):
         JSONB,
         comment="Parameters of the rerank-precision store (kind, int8 scales or 4-bit buckets); NULL for none.",
     )
+    padding: Mapped[list[float] | None] = mapped_column(
+        ARRAY(REAL, dimensions=1),
+        comment="The encoder's query padding direction, dim values; NULL where not known.",
+    )
     text_search_config: Mapped[str] = mapped_column(
         REGCONFIG,
         nullable=False,
@@ -213,6 +217,12 @@ class DocumentTokens(Base):
     ntokens: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     codes: Mapped[list[int]] = mapped_column(ARRAY(sa.Integer, dimensions=1), nullable=False)
     residuals: Mapped[bytes] = mapped_column(BYTEA, nullable=False)
+    padding_gap: Mapped[float] = mapped_column(
+        REAL,
+        nullable=False,
+        server_default=sa.text("0"),
+        comment="Best exact similarity of the tokens with indexes.padding less the best their codes and residuals score.",
+    )
     index_id: Mapped[int] = mapped_column(
         sa.Integer,
         nullable=False,

@@ -10,6 +10,12 @@ a query token's centroids is credited with that score) and also keeps the 2-bit 
 noise at low similarities out of the ranking; bench/probe.py measures it against WARP's rule. The work grows with the tokens under the
 probed centroids, not with the collection: with ColBERT's centroid count (~16·sqrt(tokens))
 a centroid holds ~sqrt(tokens)/16 of them.
+
+Each document's score then gains its padding gap (colpg.codec.ResidualCodec.padding_gaps) once
+for every query token that is [MASK] padding (:func:`padding_bonus`): 2 bits underrate the
+padding's best tokens, often far from every centroid, on all the padding positions at once, and
+that gap, stored per document, puts such documents back where they belong in the order the
+rerank walks (bench/probe.py, table 14).
 """
 
 from __future__ import annotations
@@ -23,7 +29,17 @@ from colpg.codec import ResidualCodec
 from colpg.kernel import fused_best, kernel_for
 from colpg.layout import ClusterLayout
 
-__all__ = ["IMPUTED_DISCOUNT", "Candidates", "Probe", "best_by_document", "centroid_scores", "floored_sum", "probe"]
+__all__ = [
+    "IMPUTED_DISCOUNT",
+    "PADDING_COSINE",
+    "Candidates",
+    "Probe",
+    "best_by_document",
+    "centroid_scores",
+    "floored_sum",
+    "padding_bonus",
+    "probe",
+]
 
 
 #: Tokens scored per step: temporaries stay a few MB, below glibc's mmap threshold, so they
@@ -86,6 +102,28 @@ class Candidates:
 IMPUTED_DISCOUNT = 0.02
 
 
+#: Query tokens of at least this cosine with the padding direction count as padding. The padding's
+#: own tokens lie at 0.85-0.93 with it, query text mostly below 0.6 (bench/probe.py, table 14:
+#: 0.6 and 0.75 kept the same recall, 0.85 missed some padding and walked deeper).
+PADDING_COSINE = 0.75
+
+
+def padding_bonus(query: torch.Tensor, padding: torch.Tensor | None, gaps: torch.Tensor) -> torch.Tensor | None:
+    """Per view slot, what the first stage adds to a document's score: its padding gap for each
+    query token of ``PADDING_COSINE`` or more with the ``padding`` direction (module docstring);
+    None where the index has no direction.
+
+    Shapes: query [q, dim]; padding [dim]; gaps [slots] -> [slots].
+
+    >>> padding_bonus(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), torch.tensor([1.0, 0.0]), torch.tensor([0.1, -0.2])).tolist()
+    [0.20000000298023224, -0.4000000059604645]
+    """
+    if padding is None:
+        return None
+    padded = int((query @ padding.to(query) >= PADDING_COSINE).sum())
+    return gaps.to(query) * padded
+
+
 def floored_sum(best: torch.Tensor, floor: torch.Tensor, discount: float = 0.0) -> torch.Tensor:
     """Per document, the sum over query tokens of its best similarity, or where that is below
     ``floor``, the floor less ``discount``.
@@ -110,15 +148,16 @@ def probe(
     ncells: int,
     allowed: torch.Tensor,
     limit: int,
+    bonus: torch.Tensor | None = None,
 ) -> Candidates:
-    """The ``limit`` best documents by probed-token scores, among the ``allowed`` slots.
+    """The ``limit`` best documents by probed-token scores plus their ``bonus`` (:func:`padding_bonus`), among the ``allowed`` slots.
 
     Every token under a centroid that some query token probes is scored against every query
     token; a document's score for a query token is the best of those, or where that is below
     the query token's ``ncells``-th centroid score, that score less IMPUTED_DISCOUNT
     (bench/probe.py compares this with WARP's imputation).
 
-    Shapes: query [q, dim]; centroid_scores [q, num_centroids]; allowed [slots] bool.
+    Shapes: query [q, dim]; centroid_scores [q, num_centroids]; allowed [slots] bool; bonus [slots].
     """
     plan = Probe.of(centroid_scores, ncells)
     cells = torch.unique(plan.cells)
@@ -128,7 +167,10 @@ def probe(
         slots, best, tokens = fused_best(lib, codec.residual_table(query), centroid_scores, cells, segments, len(allowed))
     else:
         slots, best, tokens = best_by_document(query, codec, codec.query_table(query, centroid_scores), cells, segments)
-    scores = floored_sum(best, plan.floor, IMPUTED_DISCOUNT).masked_fill(~allowed[slots.long()], float("-inf"))
+    scores = floored_sum(best, plan.floor, IMPUTED_DISCOUNT)
+    if bonus is not None:
+        scores = scores + bonus[slots.long()]
+    scores = scores.masked_fill(~allowed[slots.long()], float("-inf"))
     top = scores.topk(min(limit, len(slots)))
     chosen = top.indices[~torch.isneginf(top.values)]
     imputed = (best[chosen] < plan.floor).sum(dim=1)

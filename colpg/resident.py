@@ -28,7 +28,7 @@ LOAD_BATCH = 2048  # token rows per round trip when loading a view
 
 
 def _rows(records: Sequence[tuple[Any, ...]], residual_bytes: int) -> DocumentRows:
-    """``(document_id, version, ntokens, array_send(codes), residuals)`` records as tensors."""
+    """``(document_id, version, ntokens, array_send(codes), residuals, padding_gap)`` records as tensors."""
     if not records:
         return DocumentRows.concat([], residual_bytes)
     residuals = np.frombuffer(b"".join(r[4] for r in records), dtype=np.uint8).reshape(-1, residual_bytes)
@@ -38,6 +38,7 @@ def _rows(records: Sequence[tuple[Any, ...]], residual_bytes: int) -> DocumentRo
         lengths=torch.tensor([r[2] for r in records], dtype=torch.long),
         codes=torch.from_numpy(np.concatenate([codes_from_array_send(r[3]) for r in records]).astype(np.int64)),
         residuals=torch.from_numpy(residuals.copy()),
+        gaps=torch.tensor([r[5] for r in records], dtype=torch.float32),
     )
 
 

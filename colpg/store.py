@@ -56,6 +56,7 @@ class IndexRecord:
     bucket_cutoffs: list[float] | None
     bucket_weights: list[float] | None
     rerank_codec: dict[str, Any] | None
+    padding: list[float] | None
     updated_at: dt.datetime
 
     @property
@@ -99,6 +100,7 @@ def create_index(
             "bucket_cutoffs": codec.cutoffs.flatten().tolist(),
             "bucket_weights": codec.weights.flatten().tolist(),
             "rerank_codec": Jsonb(rerank_params) if rerank_params is not None else None,
+            "padding": None if codec.padding is None else codec.padding.tolist(),
         },
     ).fetchone()
     assert row is not None  # INSERT ... RETURNING
@@ -123,6 +125,7 @@ def load_codec(conn: psycopg.Connection[Any], record: IndexRecord, device: torch
         record.nbits,
         torch.tensor(record.bucket_cutoffs, dtype=torch.float32).view(record.dim, options - 1),
         torch.tensor(record.bucket_weights, dtype=torch.float32).view(record.dim, options),
+        None if record.padding is None else torch.tensor(record.padding, dtype=torch.float32),
     )
     if device is not None:
         codec = codec.to(device)
@@ -176,7 +179,7 @@ def write_compressed_documents(
     if not documents:
         return
     ids = _copy_documents(conn, index_id, documents)
-    _copy_tokens(conn, index_id, ids, codes, packed)
+    _copy_tokens(conn, index_id, ids, codes, packed, torch.zeros(len(ids)))  # no gaps: the tokens are known at nbits only
     if rerank.keeps_rows:
         _copy_rerank(conn, ids, [codec.decompress(c, p) for c, p in zip(codes, packed, strict=True)], codes, rerank)
 
@@ -207,21 +210,28 @@ def write_tokens(
     Shapes: vectors[i] is [tokens_i, dim] float32.
     """
     lengths = [len(v) for v in vectors]
-    codes, packed = codec.compress(torch.cat(list(vectors)).to(codec.centroids.device))
+    tokens = torch.cat(list(vectors)).to(codec.centroids.device)
+    codes, packed = codec.compress(tokens)
     per_doc_codes = torch.split(codes, lengths)
-    _copy_tokens(conn, index_id, ids, per_doc_codes, torch.split(packed.cpu(), lengths))  # one device transfer
+    gaps = codec.padding_gaps(tokens, codes, packed, lengths)
+    _copy_tokens(conn, index_id, ids, per_doc_codes, torch.split(packed.cpu(), lengths), gaps)  # one device transfer
     if rerank.keeps_rows:
         _copy_rerank(conn, ids, vectors, per_doc_codes, rerank)
 
 
 def _copy_tokens(
-    conn: psycopg.Connection[Any], index_id: int, ids: Sequence[int], codes: Sequence[torch.Tensor], packed: Sequence[torch.Tensor]
+    conn: psycopg.Connection[Any],
+    index_id: int,
+    ids: Sequence[int],
+    codes: Sequence[torch.Tensor],
+    packed: Sequence[torch.Tensor],
+    gaps: torch.Tensor,
 ) -> None:
-    """COPY each document's codes and packed residuals into document_tokens."""
+    """COPY each document's codes, packed residuals and padding gap (colpg.codec.ResidualCodec.padding_gaps) into document_tokens."""
     with conn.cursor().copy(query("document_tokens_copy_in")) as copy:
-        copy.set_types(["int8", "int4", "int4", "int4[]", "bytea"])
-        for doc_id, doc_codes, doc_packed in zip(ids, codes, packed, strict=True):
-            copy.write_row((doc_id, index_id, len(doc_codes), doc_codes.cpu().tolist(), doc_packed.cpu().numpy().tobytes()))
+        copy.set_types(["int8", "int4", "int4", "int4[]", "bytea", "float4"])
+        for doc_id, doc_codes, doc_packed, gap in zip(ids, codes, packed, gaps.tolist(), strict=True):
+            copy.write_row((doc_id, index_id, len(doc_codes), doc_codes.cpu().tolist(), doc_packed.cpu().numpy().tobytes(), gap))
 
 
 def _copy_rerank(

@@ -124,10 +124,18 @@ class ColBERTTokenizer:
     def queries(self, texts: Sequence[str]) -> TokenBatch:
         """Queries padded with [MASK] to query_maxlen: every position yields a vector."""
         texts = check_texts(texts, "query")
+        return self._queries(self._ids(texts, self.settings.query_maxlen, "query"))
+
+    def padding(self) -> TokenBatch:
+        """A query with no text: ``[CLS] [Q] [SEP]`` and the [MASK] padding (its vectors' direction,
+        :meth:`colpg.encoder.Encoder.padding_direction`)."""
+        return self._queries([[]])
+
+    def _queries(self, texts: list[list[int]]) -> TokenBatch:
         length = self.settings.query_maxlen
         ids = torch.full((len(texts), length), self.mask_id, dtype=torch.long)
         mask = torch.zeros((len(texts), length), dtype=torch.long)
-        for row, tokens in enumerate(self._ids(texts, length, "query")):
+        for row, tokens in enumerate(texts):
             sequence = [self.cls_id, self.query_marker_id, *tokens, self.sep_id]
             ids[row, : len(sequence)] = torch.tensor(sequence)
             mask[row, : len(sequence)] = 1

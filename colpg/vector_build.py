@@ -96,7 +96,7 @@ class VectorIndexer:
         k = self.config.num_centroids or num_centroids_for(folder.tokens)
         logger.info("k-means: %d centroids from %d sample tokens (%d documents)", k, len(sample), len(picked))
         started = time.perf_counter()
-        codec, rerank = train_codec(sample, self.config, k)
+        codec, rerank = train_codec(sample, self.config, k, self.encoder.padding_direction())
         self.stats.train_s += time.perf_counter() - started
         return codec, rerank
 

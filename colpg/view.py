@@ -30,7 +30,8 @@ MERGE_MIN_TOKENS = 1 << 16
 class DocumentRows:
     """Documents' tokens as PostgreSQL stores them: document after document.
 
-    Shapes: ids, versions, lengths [d] int64; codes [sum(lengths)] int64; residuals [sum(lengths), residual_bytes] uint8.
+    Shapes: ids, versions, lengths [d] int64; codes [sum(lengths)] int64; residuals [sum(lengths), residual_bytes] uint8;
+    gaps [d] float32 (colpg.codec.ResidualCodec.padding_gaps).
     """
 
     ids: torch.Tensor
@@ -38,13 +39,14 @@ class DocumentRows:
     lengths: torch.Tensor
     codes: torch.Tensor
     residuals: torch.Tensor
+    gaps: torch.Tensor
 
     @classmethod
     def concat(cls, parts: list[DocumentRows], residual_bytes: int) -> DocumentRows:
         if not parts:
             empty = torch.empty(0, dtype=torch.long)
-            return cls(empty, empty, empty, empty, torch.empty(0, residual_bytes, dtype=torch.uint8))
-        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("ids", "versions", "lengths", "codes", "residuals")))
+            return cls(empty, empty, empty, empty, torch.empty(0, residual_bytes, dtype=torch.uint8), torch.empty(0))
+        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("ids", "versions", "lengths", "codes", "residuals", "gaps")))
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -58,7 +60,8 @@ class DocumentRows:
 class IndexView:
     """An index's resident tokens at one snapshot (``watermark``, PostgreSQL's ``pg_snapshot`` text).
 
-    Shapes: main_ids [s_main] int64 sorted; ids, versions, lengths [s] int64 and alive [s] bool per slot.
+    Shapes: main_ids [s_main] int64 sorted; ids, versions, lengths [s] int64, gaps [s] float32 (on the
+    layouts' device) and alive [s] bool per slot.
     """
 
     main: ClusterLayout
@@ -69,6 +72,7 @@ class IndexView:
     ids: torch.Tensor
     versions: torch.Tensor
     lengths: torch.Tensor
+    gaps: torch.Tensor
     alive: torch.Tensor
     watermark: str
     num_centroids: int
@@ -90,6 +94,7 @@ class IndexView:
             ids=rows.ids[order],
             versions=rows.versions[order],
             lengths=rows.lengths[order],
+            gaps=rows.gaps[order].to(device),
             alive=torch.ones(len(order), dtype=torch.bool, device=device),
             watermark=watermark,
             num_centroids=num_centroids,
@@ -112,7 +117,7 @@ class IndexView:
     @property
     def nbytes(self) -> int:
         """Memory held: both layouts, the delta's stored rows and the per-slot tables."""
-        per_slot = sum(t.numel() * t.element_size() for t in (self.ids, self.versions, self.lengths, self.alive, self.main_ids))
+        per_slot = sum(t.numel() * t.element_size() for t in (self.ids, self.versions, self.lengths, self.gaps, self.alive, self.main_ids))
         delta_rows = self.delta_rows.codes.numel() * 8 + self.delta_rows.residuals.numel()
         return self.main.nbytes + self.delta.nbytes + per_slot + delta_rows
 
@@ -158,13 +163,15 @@ class IndexView:
             else:
                 alive[slot] = False
         token_kept = torch.repeat_interleave(keep, rows.lengths, output_size=int(rows.codes.shape[0]))
-        new = DocumentRows(rows.ids[keep], rows.versions[keep], rows.lengths[keep], rows.codes[token_kept], rows.residuals[token_kept])
+        new = DocumentRows(
+            rows.ids[keep], rows.versions[keep], rows.lengths[keep], rows.codes[token_kept], rows.residuals[token_kept], rows.gaps[keep]
+        )
         first = len(self.ids)
         new_slots = torch.arange(first, first + len(new))
         delta_slots = dict(self.delta_slots) | dict(zip(new.ids.tolist(), new_slots.tolist(), strict=True))
         # The delta's stored rows carry each token's slot in place of its document id.
         delta_rows = DocumentRows.concat(
-            [self.delta_rows, DocumentRows(new_slots, new.versions, new.lengths, new.codes, new.residuals)],
+            [self.delta_rows, DocumentRows(new_slots, new.versions, new.lengths, new.codes, new.residuals, new.gaps)],
             int(self.main.residuals.shape[1]),
         )
         device = self.alive.device
@@ -177,6 +184,7 @@ class IndexView:
             ids=torch.cat([self.ids, new.ids]),
             versions=torch.cat([self.versions, new.versions]),
             lengths=torch.cat([self.lengths, new.lengths]),
+            gaps=torch.cat([self.gaps, new.gaps.to(device)]),
             alive=torch.cat([alive, torch.ones(len(new), dtype=torch.bool, device=device)]),
             watermark=watermark,
             num_centroids=self.num_centroids,
@@ -225,6 +233,7 @@ class IndexView:
             ids=self.ids[order],
             versions=self.versions[order],
             lengths=self.lengths[order],
+            gaps=self.gaps[order.to(self.gaps.device)],
             alive=torch.ones(len(order), dtype=torch.bool, device=owners.device),
             watermark=self.watermark,
             num_centroids=self.num_centroids,

@@ -75,6 +75,25 @@ def test_stored_codes_decompress_close_to_the_encoder(migrated_url: str, encoder
     assert float((stored * original).sum(-1).min()) > 0.999
 
 
+def test_each_document_keeps_its_padding_gap(migrated_url: str, encoder: Encoder, corpus: list[dict[str, Any]]) -> None:
+    """The index keeps the encoder's padding direction, and each token row the first stage's gap along it."""
+    Indexer(encoder, SMALL).index("scifact", corpus)
+    with db.connect(migrated_url) as conn:
+        codec, _ = store.load_codec(conn, store.get_index(conn, "scifact"))
+        stored = conn.execute(
+            "SELECT t.padding_gap FROM colpg.document_tokens t JOIN colpg.documents d ON d.id = t.document_id ORDER BY d.external_id"
+        ).fetchall()
+    assert codec.padding is not None and torch.allclose(codec.padding, encoder.padding_direction(), atol=1e-6)
+    rows = _rows(migrated_url, "scifact")
+    vectors = encoder.encode_documents([d["text"] for d in sorted(corpus, key=lambda d: d["id"])])
+    expected = [
+        codec.padding_gaps(v, torch.tensor(r[4]), torch.frombuffer(bytearray(r[5]), dtype=torch.uint8).view(r[3], -1), [r[3]]).item()
+        for v, r in zip(vectors, rows, strict=True)
+    ]
+    assert [g for (g,) in stored] == pytest.approx(expected, abs=1e-5)
+    assert any(abs(g) > 1e-3 for g in expected)  # the 2-bit codes miss some of the exact similarity
+
+
 def test_interrupted_build_resumes_to_the_same_rows(
     migrated_url: str, encoder: Encoder, corpus: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,7 @@ def _rows(ids: list[int], version: int, generator: torch.Generator) -> DocumentR
     return DocumentRows(
         torch.tensor(ids, dtype=torch.long), torch.full((len(ids),), version), lengths,
         torch.randint(0, CENTROIDS, (n,), generator=generator), torch.randint(0, 256, (n, WIDTH), dtype=torch.uint8, generator=generator),
+        torch.rand(len(ids), generator=generator),
     )
 
 
@@ -58,6 +59,7 @@ def test_view_follows_adds_updates_and_deletes(monkeypatch: pytest.MonkeyPatch, 
     base = _rows([5, 3, 9, 1], 1, generator)
     view = IndexView.build(base, CENTROIDS, "1:1:", torch.device("cpu"))
     truth = _by_document(base)
+    gaps = dict(zip(base.ids.tolist(), base.gaps.tolist(), strict=True))
     assert _held(view) == truth
     for step in range(40):
         changed = sorted(set(torch.randint(0, 20, (3,), generator=generator).tolist()))
@@ -67,7 +69,10 @@ def test_view_follows_adds_updates_and_deletes(monkeypatch: pytest.MonkeyPatch, 
         for doc_id in changed:
             truth.pop(doc_id, None)
         truth.update(_by_document(rows))
+        gaps.update(zip(rows.ids.tolist(), rows.gaps.tolist(), strict=True))
         assert _held(view) == truth, step
+        slots = view.slots_of(list(truth))
+        assert [view.gaps[slot].item() for slot in slots if slot is not None] == [gaps[doc_id] for doc_id in truth], step
         assert view.apply(present, rows, "again") .documents == len(truth)  # rows it holds already change nothing
         assert view.versions_of(present) == [step + 10] * len(present)
     assert view.documents == len(truth)

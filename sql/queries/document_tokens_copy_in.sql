@@ -1,1 +1,1 @@
-COPY colpg.document_tokens (document_id, index_id, ntokens, codes, residuals) FROM STDIN (FORMAT BINARY)
+COPY colpg.document_tokens (document_id, index_id, ntokens, codes, residuals, padding_gap) FROM STDIN (FORMAT BINARY)
