@@ -34,11 +34,12 @@ from colpg.index import Index
 from colpg.params import SearchParams, default_params
 
 K = 10
-WITH_GAPS = search.padding_bonus
+WITH_GAPS = search.padded_tokens
 
 
-def without_gaps(query: torch.Tensor, padding: torch.Tensor | None, gaps: torch.Tensor) -> None:
-    """colpg.probe.padding_bonus when an index has no padding direction: the first stage as it was before gaps."""
+def without_gaps(query: torch.Tensor, padding: torch.Tensor | None) -> int:
+    """colpg.probe.padded_tokens as for an index with no padding direction: the first stage as it was before gaps."""
+    return 0
 
 
 def reference(v: token_vectors.Vectors, queries: int) -> list[list[str]]:
@@ -63,7 +64,7 @@ def measure(
         for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
             best = None
             params, gaps = settings[label]
-            search.padding_bonus = WITH_GAPS if gaps else without_gaps  # type: ignore[assignment]
+            search.padded_tokens = WITH_GAPS if gaps else without_gaps
             for _ in range(repeat):
                 started = time.perf_counter()
                 found = searcher.search_vectors(query, K, params=params)
@@ -79,7 +80,7 @@ def measure(
             f"| {percentile(rerank, 0.5):.1f} | {statistics.mean(walked):,.0f} | {percentile(walked, 0.5):,.0f} | {percentile(walked, 0.95):,.0f} |",
             flush=True,
         )
-    search.padding_bonus = WITH_GAPS
+    search.padded_tokens = WITH_GAPS
     searcher.close()
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from colpg.constants import NBITS
 from colpg.errors import ConfigurationError
+from colpg.scoring import owners, token_maxima
 
 __all__ = [
     "Int8Codec",
@@ -156,6 +157,8 @@ class ResidualCodec:
             raise ValueError(f"nbits must be one of {NBITS}, got {self.nbits}")
         if (self.dim * self.nbits) % 8:
             raise ValueError(f"dim * nbits must be a multiple of 8, got {self.dim} * {self.nbits}")
+        if self.padding is not None and tuple(self.padding.shape) != (self.dim,):
+            raise ValueError(f"the padding direction must have the centroids' {self.dim} dimensions, got shape {list(self.padding.shape)}")
 
     @property
     def dim(self) -> int:
@@ -175,7 +178,7 @@ class ResidualCodec:
         best of what the first stage scores them (centroid + residual values, not re-normalised:
         colpg.probe). A query's [MASK] padding matches nothing well, so its best token in a document
         is often one far from every centroid, which 2 bits underrate on every padding position at
-        once; the first stage adds this gap back for each of them (bench/probe.py, table 14).
+        once; the first stage adds this gap back for each of them (bench/README.md, table 14).
         0 for every document where the direction is not known.
 
         Shapes: vectors [n, dim]; codes [n]; packed [n, dim*nbits/8]; lengths sum to n -> [len(lengths)] float32.
@@ -187,12 +190,10 @@ class ResidualCodec:
         """
         if self.padding is None:
             return torch.zeros(len(lengths))
-        vectors = vectors.to(self.centroids)
-        exact = vectors @ self.padding
+        exact = vectors.to(self.centroids) @ self.padding
         scored = (self.centroids[codes.to(self.centroids.device)] + self.residual_values(packed)) @ self.padding
-        return torch.stack(
-            [e.max() - s.max() for e, s in zip(torch.split(exact, lengths), torch.split(scored, lengths), strict=True)]
-        ).cpu()
+        best = token_maxima(torch.stack([exact, scored], dim=1), owners(lengths, exact.device), len(lengths))
+        return (best[:, 0] - best[:, 1]).cpu()
 
     def buckets(self, residuals: torch.Tensor) -> torch.Tensor:
         """Bucket index of each residual component. Shapes: [n, dim] -> [n, dim] int64."""

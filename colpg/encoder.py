@@ -160,7 +160,7 @@ class Encoder:
 
         A short query is mostly padding and its padding vectors lean the same way in every query
         (bench/README.md, table 13), so one direction stands for them: the index keeps each
-        document's codec error along it (colpg.codec.padding_gaps). Shapes: returns [dim] float32 on the CPU.
+        document's codec error along it (colpg.codec.ResidualCodec.padding_gaps). Shapes: returns [dim] float32 on the CPU.
         """
         batch = self.tokenizer.padding()
         vectors = self._forward(batch)[0].cpu()

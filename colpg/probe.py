@@ -12,10 +12,10 @@ probed centroids, not with the collection: with ColBERT's centroid count (~16·s
 a centroid holds ~sqrt(tokens)/16 of them.
 
 Each document's score then gains its padding gap (colpg.codec.ResidualCodec.padding_gaps) once
-for every query token that is [MASK] padding (:func:`padding_bonus`): 2 bits underrate the
+for every query token that is [MASK] padding (:func:`padded_tokens`): 2 bits underrate the
 padding's best tokens, often far from every centroid, on all the padding positions at once, and
 that gap, stored per document, puts such documents back where they belong in the order the
-rerank walks (bench/probe.py, table 14).
+rerank walks (bench/README.md, table 14).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = [
     "best_by_document",
     "centroid_scores",
     "floored_sum",
-    "padding_bonus",
+    "padded_tokens",
     "probe",
 ]
 
@@ -103,25 +103,22 @@ IMPUTED_DISCOUNT = 0.02
 
 
 #: Query tokens of at least this cosine with the padding direction count as padding. The padding's
-#: own tokens lie at 0.85-0.93 with it, query text mostly below 0.6 (bench/probe.py, table 14:
+#: own tokens lie at 0.85-0.93 with it, query text mostly below 0.6 (bench/README.md, table 14:
 #: 0.6 and 0.75 kept the same recall, 0.85 missed some padding and walked deeper).
 PADDING_COSINE = 0.75
 
 
-def padding_bonus(query: torch.Tensor, padding: torch.Tensor | None, gaps: torch.Tensor) -> torch.Tensor | None:
-    """Per view slot, what the first stage adds to a document's score: its padding gap for each
-    query token of ``PADDING_COSINE`` or more with the ``padding`` direction (module docstring);
-    None where the index has no direction.
+def padded_tokens(query: torch.Tensor, padding: torch.Tensor | None) -> int:
+    """The query tokens of ``PADDING_COSINE`` or more with the ``padding`` direction: how many
+    times each candidate's padding gap is added to its score (module docstring); 0 where the
+    index has no direction.
 
-    Shapes: query [q, dim]; padding [dim]; gaps [slots] -> [slots].
+    Shapes: query [q, dim]; padding [dim].
 
-    >>> padding_bonus(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), torch.tensor([1.0, 0.0]), torch.tensor([0.1, -0.2])).tolist()
-    [0.20000000298023224, -0.4000000059604645]
+    >>> padded_tokens(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), torch.tensor([1.0, 0.0])), padded_tokens(torch.eye(2), None)
+    (2, 0)
     """
-    if padding is None:
-        return None
-    padded = int((query @ padding.to(query) >= PADDING_COSINE).sum())
-    return gaps.to(query) * padded
+    return 0 if padding is None else int((query @ padding.to(query) >= PADDING_COSINE).sum())
 
 
 def floored_sum(best: torch.Tensor, floor: torch.Tensor, discount: float = 0.0) -> torch.Tensor:
@@ -148,16 +145,18 @@ def probe(
     ncells: int,
     allowed: torch.Tensor,
     limit: int,
-    bonus: torch.Tensor | None = None,
+    gaps: torch.Tensor | None = None,
+    padded: int = 0,
 ) -> Candidates:
-    """The ``limit`` best documents by probed-token scores plus their ``bonus`` (:func:`padding_bonus`), among the ``allowed`` slots.
+    """The ``limit`` best documents by probed-token scores, each plus ``padded`` times its padding
+    gap (:func:`padded_tokens`), among the ``allowed`` slots.
 
     Every token under a centroid that some query token probes is scored against every query
     token; a document's score for a query token is the best of those, or where that is below
     the query token's ``ncells``-th centroid score, that score less IMPUTED_DISCOUNT
     (bench/probe.py compares this with WARP's imputation).
 
-    Shapes: query [q, dim]; centroid_scores [q, num_centroids]; allowed [slots] bool; bonus [slots].
+    Shapes: query [q, dim]; centroid_scores [q, num_centroids]; allowed [slots] bool; gaps [slots].
     """
     plan = Probe.of(centroid_scores, ncells)
     cells = torch.unique(plan.cells)
@@ -168,8 +167,8 @@ def probe(
     else:
         slots, best, tokens = best_by_document(query, codec, codec.query_table(query, centroid_scores), cells, segments)
     scores = floored_sum(best, plan.floor, IMPUTED_DISCOUNT)
-    if bonus is not None:
-        scores = scores + bonus[slots.long()]
+    if gaps is not None and padded:
+        scores = scores + padded * gaps[slots.long()].to(scores)
     scores = scores.masked_fill(~allowed[slots.long()], float("-inf"))
     top = scores.topk(min(limit, len(slots)))
     chosen = top.indices[~torch.isneginf(top.values)]

@@ -50,7 +50,7 @@ from colpg.explain import TokenMatch, explain
 from colpg.filters import Where, filtered_ids
 from colpg.native import kernel_enabled, library
 from colpg.params import SearchParams, cells_for, default_params
-from colpg.probe import centroid_scores, padding_bonus, probe
+from colpg.probe import centroid_scores, padded_tokens, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
 from colpg.resources import query as sql
@@ -209,13 +209,13 @@ class IndexSearcher:
         started = time.perf_counter()
         scores = centroid_scores(query, loaded.codec.centroids)
         self._add_time("probe", started)
-        bonus = padding_bonus(query, loaded.codec.padding, view.gaps)
+        padded = padded_tokens(query, loaded.codec.padding)
         limit = params.nrerank if where is None else FILTER_WIDEN * params.nrerank
         checked = 0
         passing: list[tuple[int, float]] = []
         while True:
             started = time.perf_counter()
-            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit, bonus)
+            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit, view.gaps, padded)
             ranked = list(zip(view.ids[candidates.slots.cpu()].tolist(), candidates.scores.tolist(), strict=True))
             self._add_time("probe", started)
             self._local.stats["tokens_scored"] += candidates.tokens_scored

@@ -4,7 +4,7 @@
 --   * colpg.document_tokens.padding_gap: per document, its tokens' best exact similarity with that
 --     direction less the best the first stage scores from their codes and residuals
 --     (colpg.codec.ResidualCodec.padding_gaps). The first stage adds it for each padding token of a
---     query (bench/probe.py, table 14). Rows written before this revision hold 0: scored as before.
+--     query (bench/README.md, table 14). Rows written before this revision hold 0: scored as before.
 
 ALTER TABLE colpg.indexes ADD COLUMN padding real[];
 COMMENT ON COLUMN colpg.indexes.padding IS 'The encoder''s query padding direction, dim values; NULL where not known.';

@@ -137,3 +137,9 @@ def test_int8_products_pay_is_measured_once() -> None:
     from colpg.device import int8_products_pay
 
     assert int8_products_pay() in (True, False) and int8_products_pay.cache_info().currsize == 1
+
+
+def test_padding_direction_must_match_the_centroids() -> None:
+    """A stored direction of the wrong size is named when the codec loads, not met as a shape error in a search."""
+    with pytest.raises(ValueError, match=r"padding direction must have the centroids' 4 dimensions, got shape \[3\]"):
+        ResidualCodec(torch.eye(4)[:2], 2, torch.zeros(4, 3), torch.zeros(4, 4), torch.zeros(3))
