@@ -159,7 +159,7 @@ class Encoder:
         """The unit mean of a query's [MASK] padding vectors, with no query text around them.
 
         A short query is mostly padding and its padding vectors lean the same way in every query
-        (bench/README.md, table 13), so one direction stands for them: the index keeps each
+        (bench/README.md, table 11), so one direction stands for them: the index keeps each
         document's codec error along it (colpg.codec.ResidualCodec.padding_gaps). Shapes: returns [dim] float32 on the CPU.
         """
         batch = self.tokenizer.padding()
