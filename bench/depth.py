@@ -51,7 +51,7 @@ def padding_count(cosine: float, weight: float) -> Count:
     adds each candidate's padding gap (0: as for an index with no padding direction)."""
 
     def count(query: torch.Tensor, padding: torch.Tensor | None) -> float:
-        return 0.0 if padding is None else weight * int((query @ padding.to(query) >= cosine).sum())
+        return weight * PADDED_TOKENS(query, padding, cosine)
 
     return count
 

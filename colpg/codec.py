@@ -190,8 +190,11 @@ class ResidualCodec:
         """
         if self.padding is None:
             return torch.zeros(len(lengths))
+        direction = self.padding[None]
         exact = vectors.to(self.centroids) @ self.padding
-        scored = (self.centroids[codes.to(self.centroids.device)] + self.residual_values(packed)) @ self.padding
+        table = self.query_table(direction, direction @ self.centroids.T, torch.float32)  # float32: the gap is stored as computed
+        device = self.centroids.device
+        scored = self.similarity(table, codes.to(device), packed.to(device))[:, 0]
         best = token_maxima(torch.stack([exact, scored], dim=1), owners(lengths, exact.device), len(lengths))
         return (best[:, 0] - best[:, 1]).cpu()
 
@@ -222,17 +225,17 @@ class ResidualCodec:
         dims = torch.arange(self.dim, device=self.weights.device).view(-1, per_byte)
         return self.weights[dims[:, None, :], buckets[None, :, :]].reshape(-1, per_byte)
 
-    def query_table(self, query: torch.Tensor, centroid_scores: torch.Tensor) -> torch.Tensor:
+    def query_table(self, query: torch.Tensor, centroid_scores: torch.Tensor, dtype: torch.dtype = torch.float16) -> torch.Tensor:
         """What each byte value at each position, and each centroid, adds to each query token's similarity.
 
-        In float16: :meth:`similarity` reads half the bytes (30% faster on 2 CPU cores) and a
+        In float16 by default: :meth:`similarity` reads half the bytes (30% faster on 2 CPU cores) and a
         similarity moves by 6e-4 at most (tests/test_codec.py), far below the 2-bit residuals' own error.
 
-        Shapes: query [q, dim]; centroid_scores [q, k] -> [dim*nbits/8 * 256 + k, q] float16; row
+        Shapes: query [q, dim]; centroid_scores [q, k] -> [dim*nbits/8 * 256 + k, q] ``dtype``; row
         ``position * 256 + byte`` for residual bytes, then one row per centroid.
         """
         residual = self.residual_table(query)
-        return torch.cat([residual, centroid_scores.T.to(residual)]).to(torch.float16).contiguous()
+        return torch.cat([residual, centroid_scores.T.to(residual)]).to(dtype).contiguous()
 
     def residual_table(self, query: torch.Tensor) -> torch.Tensor:
         """What each byte value at each position adds to each query token's similarity: the rows of

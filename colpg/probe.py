@@ -108,17 +108,17 @@ IMPUTED_DISCOUNT = 0.02
 PADDING_COSINE = 0.75
 
 
-def padded_tokens(query: torch.Tensor, padding: torch.Tensor | None) -> int:
-    """The query tokens of ``PADDING_COSINE`` or more with the ``padding`` direction: how many
-    times each candidate's padding gap is added to its score (module docstring); 0 where the
-    index has no direction.
+def padded_tokens(query: torch.Tensor, padding: torch.Tensor | None, cosine: float = PADDING_COSINE) -> int:
+    """The query tokens of ``cosine`` or more with the ``padding`` direction: how many times each
+    candidate's padding gap is added to its score (module docstring); 0 where the index has no
+    direction.
 
     Shapes: query [q, dim]; padding [dim].
 
     >>> padded_tokens(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), torch.tensor([1.0, 0.0])), padded_tokens(torch.eye(2), None)
     (2, 0)
     """
-    return 0 if padding is None else int((query @ padding.to(query) >= PADDING_COSINE).sum())
+    return 0 if padding is None else int((query @ padding.to(query) >= cosine).sum())
 
 
 def floored_sum(best: torch.Tensor, floor: torch.Tensor, discount: float = 0.0) -> torch.Tensor:

@@ -131,11 +131,12 @@ class ColBERTTokenizer:
         :meth:`colpg.encoder.Encoder.padding_direction`)."""
         return self._queries([[]])
 
-    def _queries(self, texts: list[list[int]]) -> TokenBatch:
+    def _queries(self, token_ids: list[list[int]]) -> TokenBatch:
+        """``[CLS] [Q] ids [SEP]`` per query, then [MASK] to query_maxlen."""
         length = self.settings.query_maxlen
-        ids = torch.full((len(texts), length), self.mask_id, dtype=torch.long)
-        mask = torch.zeros((len(texts), length), dtype=torch.long)
-        for row, tokens in enumerate(texts):
+        ids = torch.full((len(token_ids), length), self.mask_id, dtype=torch.long)
+        mask = torch.zeros((len(token_ids), length), dtype=torch.long)
+        for row, tokens in enumerate(token_ids):
             sequence = [self.cls_id, self.query_marker_id, *tokens, self.sep_id]
             ids[row, : len(sequence)] = torch.tensor(sequence)
             mask[row, : len(sequence)] = 1
