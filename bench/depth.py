@@ -25,7 +25,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -35,15 +35,26 @@ from grouped import kept_index
 from search import percentile  # bench/search.py
 
 from colpg import search
+from colpg.codec import ResidualCodec
 from colpg.encoder import Encoder
 from colpg.index import Index
 from colpg.params import SearchParams, default_params
 from colpg.probe import PADDING_COSINE
+from colpg.residual_stage import Walked
+from colpg.view import IndexView
 
 K = 10
 PADDED_TOKENS = search.padded_tokens
+WALK, RERANK_SLACK = search.walk, search.RERANK_SLACK
 #: How many times the first stage adds a candidate's padding gap, from the query and the index's padding direction.
 Count = Callable[[torch.Tensor, torch.Tensor | None], float]
+
+
+def first_stage_order(
+    query: torch.Tensor, scores: torch.Tensor, codec: ResidualCodec, view: IndexView, ids: Sequence[int], first: Sequence[float], *_: object
+) -> Walked:
+    """No residual stage: the candidates handed to the rerank in first-stage order, with those scores (search before it)."""
+    return Walked(list(ids), list(first), 0)
 
 
 def padding_count(cosine: float, weight: float) -> Count:
@@ -66,35 +77,39 @@ def reference(v: token_vectors.Vectors, queries: int) -> list[list[str]]:
 
 
 def measure(
-    name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, tuple[SearchParams, Count]], repeat: int
+    name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, tuple[SearchParams, Count, bool]], repeat: int
 ) -> None:
     searcher = index.searcher
     searcher.warm(rows=True, progress=False)
-    runs: dict[str, list[tuple[float, float, int]]] = {label: [] for label in settings}
+    runs: dict[str, list[tuple[float, float, float, int, int]]] = {label: [] for label in settings}
     hits = dict.fromkeys(settings, 0)
     labels = list(settings)
     for n, query in enumerate(queries):
         query = query.float()
         for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
             best = None
-            params, count = settings[label]
+            params, count, residual = settings[label]
             search.padded_tokens = count  # a weight may make the count fractional
+            search.walk, search.RERANK_SLACK = (WALK, RERANK_SLACK) if residual else (first_stage_order, params.slack)
             for _ in range(repeat):
                 started = time.perf_counter()
                 found = searcher.search_vectors(query, K, params=params)
-                run = (1000 * (time.perf_counter() - started), 1000 * searcher.timings["rerank"], int(searcher.stats["reranked"]))
+                timings, stats = searcher.timings, searcher.stats
+                run = (1000 * (time.perf_counter() - started), 1000 * timings.get("whole", 0.0), 1000 * timings["rerank"], stats.get("whole_tokens", 0), stats["reranked"])
                 best = run if best is None or run[0] < best[0] else best
             assert best is not None
             runs[label].append(best)
             hits[label] += len({hit.external_id for hit in found} & set(exact[n]))
     for label, measured in runs.items():
-        total, rerank, walked = (list(column) for column in zip(*measured, strict=True))
+        total, whole, rerank, tokens, walked = (list(column) for column in zip(*measured, strict=True))
         print(
             f"| {name} | {label} | {hits[label] / (K * len(queries)):.3f} | {percentile(total, 0.5):.1f} | {percentile(total, 0.95):.1f} "
-            f"| {percentile(rerank, 0.5):.1f} | {statistics.mean(walked):,.0f} | {percentile(walked, 0.5):,.0f} | {percentile(walked, 0.95):,.0f} |",
+            f"| {percentile(whole, 0.5):.1f} | {statistics.mean(tokens):,.0f} | {percentile(rerank, 0.5):.1f} "
+            f"| {statistics.mean(walked):,.0f} | {percentile(walked, 0.5):,.0f} | {percentile(walked, 0.95):,.0f} |",
             flush=True,
         )
     search.padded_tokens = PADDED_TOKENS
+    search.walk, search.RERANK_SLACK = WALK, RERANK_SLACK
     searcher.close()
 
 
@@ -108,6 +123,8 @@ def main() -> None:
     parser.add_argument("--padding-cosines", type=float, nargs="+", default=[PADDING_COSINE], help="query tokens of this cosine with the padding direction or more add the gaps")
     parser.add_argument("--gap-weights", type=float, nargs="+", default=[1.0], help="times each padding token adds the gap")
     parser.add_argument("--without-gaps", action="store_true", help="each setting also without the first stage's padding gaps (weight 0)")
+    parser.add_argument("--without-residual-stage", action="store_true",
+                        help="each setting also without the residual stage: the rerank walks the first stage's order at the setting's slack")
     parser.add_argument("--queries", type=int, default=50, help="as compare.py's --queries, whose reference is used")
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="compare.py's assembled collections of N documents instead of the datasets")
     parser.add_argument("--scale-queries", type=int, default=20, help="as compare.py's --scale-queries")
@@ -134,18 +151,21 @@ def main() -> None:
     }
     if args.without_gaps:
         gaps[", no gaps"] = padding_count(PADDING_COSINE, 0.0)
+    stages = [True, False] if args.without_residual_stage else [True]
     settings = {
-        f"{f'ncells {ncells}, ' if ncells else ''}nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{gap_label}": (
-            defaults.replace(ncells=ncells or None, nrerank=nrerank, slack=slack),
-            count,
-        )
+        f"{f'ncells {ncells}, ' if ncells else ''}nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{gap_label}"
+        f"{'' if residual else ', no residual stage'}": (defaults.replace(ncells=ncells or None, nrerank=nrerank, slack=slack), count, residual)
         for ncells in args.ncells
         for nrerank in args.nrerank
         for slack in args.slack
         for gap_label, count in gaps.items()
+        for residual in stages
     }
-    print(f"colpg's defaults but ncells, nrerank, slack and gaps, k={K}; best of {args.repeat} per query\n")
-    print("| collection | setting | recall@10 | p50 ms | p95 ms | rerank p50 ms | walked, mean | p50 | p95 |\n|" + "---|" * 9)
+    print(f"colpg's defaults but ncells, nrerank, slack, gaps and the residual stage, k={K}; best of {args.repeat} per query\n")
+    print(
+        "| collection | setting | recall@10 | p50 ms | p95 ms | residual stage p50 ms | its tokens, mean | rerank p50 ms | reranked, mean | p50 | p95 |\n|"
+        + "---|" * 11
+    )
     pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
     collections = [assembled(pool, n, args.datasets, args.in_memory_up_to) for n in args.scale] if args.scale else pool
     for v in collections:

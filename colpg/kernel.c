@@ -123,6 +123,38 @@ static inline void keep_best(float *row, const float *base, const float *scale, 
 #define SPAN 8
 #define BATCH 64
 
+/* The sums of ``n`` tokens' residual bytes (``batch``: [n, width], n <= BATCH) over one block of LANES
+   query tokens' table rows (below), SPAN bytes at a time; two tokens at a time so that their table reads overlap. */
+static void batch_sums(const int16_t *block, const uint8_t *batch, int64_t n, int64_t width, shorts sums[BATCH][2])
+{
+    for (int64_t j = 0; j < n; j++) sums[j][0] = sums[j][1] = (shorts){0};
+    for (int64_t from = 0; from < width; from += SPAN) {
+        const int64_t to = from + SPAN < width ? from + SPAN : width;
+        int64_t j = 0;
+        for (; j + 1 < n; j += 2) {
+            const uint8_t *x = batch + j * width, *y = x + width;
+            shorts a0 = sums[j][0], a1 = sums[j][1], c0 = sums[j + 1][0], c1 = sums[j + 1][1];
+            const int16_t *rows = block + from * 256 * LANES;
+            for (int64_t b = from; b < to; b++, rows += 256 * LANES) {
+                const int16_t *r = rows + x[b] * LANES, *s = rows + y[b] * LANES;
+                a0 += load_shorts(r), a1 += load_shorts(r + 16);
+                c0 += load_shorts(s), c1 += load_shorts(s + 16);
+            }
+            sums[j][0] = a0, sums[j][1] = a1, sums[j + 1][0] = c0, sums[j + 1][1] = c1;
+        }
+        if (j < n) {
+            const uint8_t *x = batch + j * width;
+            shorts a0 = sums[j][0], a1 = sums[j][1];
+            const int16_t *rows = block + from * 256 * LANES;
+            for (int64_t b = from; b < to; b++, rows += 256 * LANES) {
+                const int16_t *r = rows + x[b] * LANES;
+                a0 += load_shorts(r), a1 += load_shorts(r + 16);
+            }
+            sums[j][0] = a0, sums[j][1] = a1;
+        }
+    }
+}
+
 /* table [q / LANES][width * 256][LANES] int16, a block of rows per LANES query tokens: row (b * 256 + v)
    of a block is what value v of residual byte b adds to each of its query tokens' similarity, in units
    of scale [q] and small enough that width of them add up without overflow. Rows a fixed LANES apart
@@ -144,35 +176,33 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
             const int16_t *block = table + lane * width * 256;
             for (int64_t first = offsets[cell]; first < end; first += BATCH) {
                 const int64_t n = end - first < BATCH ? end - first : BATCH;
-                const uint8_t *batch = residuals + first * width;
-                for (int64_t j = 0; j < n; j++) sums[j][0] = sums[j][1] = (shorts){0};
-                for (int64_t from = 0; from < width; from += SPAN) {
-                    const int64_t to = from + SPAN < width ? from + SPAN : width;
-                    int64_t j = 0;
-                    for (; j + 1 < n; j += 2) {
-                        const uint8_t *x = batch + j * width, *y = x + width;
-                        shorts a0 = sums[j][0], a1 = sums[j][1], c0 = sums[j + 1][0], c1 = sums[j + 1][1];
-                        const int16_t *rows = block + from * 256 * LANES;
-                        for (int64_t b = from; b < to; b++, rows += 256 * LANES) {
-                            const int16_t *r = rows + x[b] * LANES, *s = rows + y[b] * LANES;
-                            a0 += load_shorts(r), a1 += load_shorts(r + 16);
-                            c0 += load_shorts(s), c1 += load_shorts(s + 16);
-                        }
-                        sums[j][0] = a0, sums[j][1] = a1, sums[j + 1][0] = c0, sums[j + 1][1] = c1;
-                    }
-                    if (j < n) {
-                        const uint8_t *x = batch + j * width;
-                        shorts a0 = sums[j][0], a1 = sums[j][1];
-                        const int16_t *rows = block + from * 256 * LANES;
-                        for (int64_t b = from; b < to; b++, rows += 256 * LANES) {
-                            const int16_t *r = rows + x[b] * LANES;
-                            a0 += load_shorts(r), a1 += load_shorts(r + 16);
-                        }
-                        sums[j][0] = a0, sums[j][1] = a1;
-                    }
-                }
+                batch_sums(block, residuals + first * width, n, width, sums);
                 for (int64_t j = 0; j < n; j++)
                     keep_best(best + (int64_t)local_of[owners[first + j]] * q + lane, base, units, sums[j][0], sums[j][1]);
+            }
+        }
+    }
+    part_ends(shared, part, parts);
+}
+
+/* Whole documents (colpg.residual_stage): document d's tokens are rows starts[d] .. starts[d+1] - 1 of
+   residuals [t, width] and of bases [t, q], each token's own centroid's score for each query token; best
+   [ndocs, q], -inf to begin with, gets each document's best similarity per query token. table and scale as
+   colpg_score's. The parts share the documents through ``shared`` (above). */
+void colpg_score_documents(const int16_t *table, const float *scale, const float *bases, int64_t q, int64_t width,
+                           const int64_t *starts, int64_t ndocs, const uint8_t *residuals, float *best,
+                           int64_t *shared, int64_t part, int64_t parts)
+{
+    shorts sums[BATCH][2];
+    if (!part_begins(shared, part)) return;
+    for (int64_t d = claim(shared); d < ndocs; d = claim(shared)) {
+        for (int64_t lane = 0; lane < q; lane += LANES) {
+            const int16_t *block = table + lane * width * 256;
+            for (int64_t first = starts[d]; first < starts[d + 1]; first += BATCH) {
+                const int64_t n = starts[d + 1] - first < BATCH ? starts[d + 1] - first : BATCH;
+                batch_sums(block, residuals + first * width, n, width, sums);
+                for (int64_t j = 0; j < n; j++)
+                    keep_best(best + d * q + lane, bases + (first + j) * q + lane, scale + lane, sums[j][0], sums[j][1]);
             }
         }
     }

@@ -1,4 +1,5 @@
-"""The probe's fused loop (colpg_number and colpg_score in kernel.c, built by colpg.native).
+"""The probe's fused loop (colpg_number and colpg_score in kernel.c, built by colpg.native), and the
+residual stage's over whole documents (colpg_score_documents).
 
 colpg.probe scores probed tokens either in PyTorch (three passes through memory: gather the
 residuals, sum table rows into [tokens, q], scatter per-document maxima) or here in one pass
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -18,7 +20,7 @@ from colpg.layout import ClusterLayout
 from colpg.native import kernel_enabled, library, padded
 from colpg.threads import run_parts
 
-__all__ = ["fused_best", "int16_table", "kernel_for"]
+__all__ = ["KernelTable", "fused_best", "fused_documents", "int16_table", "kernel_for"]
 
 #: The most an int16 table's entries for one token may sum to (int16 holds 32,767).
 INT16_SUM = 32_000
@@ -55,6 +57,63 @@ def int16_table(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(table / scale).to(torch.int16), scale.float()
 
 
+@dataclass(frozen=True)
+class KernelTable:
+    """A query's residual table as kernel.c reads it: int16 blocks of its lanes of query tokens
+    and their scales (:func:`int16_table`), ``columns`` wide (q padded to the lanes).
+
+    Shapes: blocks [columns / lanes, width * 256, lanes] int16; scale [1, columns] float32.
+    """
+
+    q: int
+    width: int
+    columns: int
+    blocks: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def of(cls, lib: ctypes.CDLL, table: torch.Tensor) -> KernelTable:
+        """From :meth:`ResidualCodec.residual_table`'s [width * 256, q] float table."""
+        q, width = table.shape[1], table.shape[0] // 256
+        lanes = ctypes.c_int64.in_dll(lib, "colpg_lanes").value  # query tokens kernel.c takes at a time: q is padded to a multiple
+        columns = -(-q // lanes) * lanes
+        values, scale = int16_table(table.float())
+        blocks = padded(values, columns, torch.int16).view(-1, columns // lanes, lanes).transpose(0, 1).contiguous()  # kernel.c's layout
+        return cls(q, width, columns, blocks, padded(scale[None], columns))
+
+
+def fused_documents(
+    lib: ctypes.CDLL, table: KernelTable, bases: torch.Tensor, residuals: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """Per document and query token, the best similarity of the document's tokens (-inf where it
+    has none), given document after document: what colpg.residual_stage computes in PyTorch.
+
+    Shapes: bases [t, columns] float32, each token's centroid's scores; residuals [t, width] uint8; lengths [d] -> [d, q].
+    """
+    if residuals.shape[1] != table.width or bases.shape[1] != table.columns or residuals.dtype != torch.uint8:
+        raise ValueError(
+            f"{table.width}-byte uint8 residuals and {table.columns}-wide bases were expected, got {list(residuals.shape)} and {list(bases.shape)}"
+        )
+    starts = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    torch.cumsum(lengths.cpu(), 0, out=starts[1:])
+    bases, residuals = bases.float().contiguous(), residuals.contiguous()
+    parts = max(1, min(torch.get_num_threads(), len(residuals) // MIN_PART_TOKENS))
+    bests = [torch.full((len(lengths), table.columns), float("-inf")) for _ in range(parts)]
+    shared = torch.zeros(parts, dtype=torch.int64)  # the next document and the parts' states (kernel.c)
+
+    def score(part: int) -> None:
+        lib.colpg_score_documents(
+            table.blocks.data_ptr(), table.scale.data_ptr(), bases.data_ptr(), table.columns, table.width, starts.data_ptr(), len(lengths),
+            residuals.data_ptr(), bests[part].data_ptr(), shared.data_ptr(), part, parts,
+        )  # fmt: skip
+
+    run_parts(score, parts)
+    best = bests[0]
+    for other in bests[1:]:
+        torch.maximum(best, other, out=best)
+    return best[:, : table.q]
+
+
 def fused_best(
     lib: ctypes.CDLL, table: torch.Tensor, centroid_scores: torch.Tensor, cells: torch.Tensor, segments: Sequence[ClusterLayout], slots: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -64,13 +123,8 @@ def fused_best(
     Shapes: table [residual_bytes * 256, q] float32 (:meth:`ResidualCodec.residual_table`);
     centroid_scores [q, num_centroids]; cells [c] int64 -> ([m] int64 slots, [m, q] float32, tokens).
     """
-    q = table.shape[1]
-    width = table.shape[0] // 256
-    lanes = ctypes.c_int64.in_dll(lib, "colpg_lanes").value  # query tokens kernel.c takes at a time: q is padded to a multiple
-    columns = -(-q // lanes) * lanes
-    values, scale = int16_table(table.float())
-    blocks = padded(values, columns, torch.int16).view(-1, columns // lanes, lanes).transpose(0, 1).contiguous()  # kernel.c's layout
-    scale = padded(scale[None], columns)
+    kernel_table = KernelTable.of(lib, table)
+    q, width, columns, blocks, scale = kernel_table.q, kernel_table.width, kernel_table.columns, kernel_table.blocks, kernel_table.scale
     cells = cells.to(torch.int64).contiguous()
     cell_scores = padded(centroid_scores[:, cells].T.float(), columns)
     local_of = torch.full((slots,), -1, dtype=torch.int32)

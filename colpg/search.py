@@ -14,11 +14,13 @@ Every search runs in one read-only REPEATABLE READ transaction:
 3. **filter** — a ``where`` clause runs in SQL: when it passes at most ``nrerank`` documents
    they are all scored exactly; otherwise the probe's best candidates are checked against it,
    in growing batches, until ``nrerank`` pass.
-4. **rerank** — the ``nrerank`` best (or, with a ``margin``, those near the k-th) are scored
-   by exact MaxSim at the rerank store's precision (colpg.stores), their rows taken from the
-   byte-capped row cache (colpg.rowcache) or read from PostgreSQL at the version this
-   snapshot holds; with a ``slack`` it stops once the rest cannot reach the top k
-   (colpg.rerank_stage). Then the k results' rows are read.
+4. **residual** — the ``nrerank`` best (or, with a ``margin``, those near the k-th) are scored
+   whole, every token from its resident code and residual, in first-stage order; with a
+   ``slack`` it stops once the rest cannot reach the top k (colpg.residual_stage).
+5. **rerank** — those, in the order of their whole scores, are scored by exact MaxSim at the
+   rerank store's precision (colpg.stores), their rows taken from the byte-capped row cache
+   (colpg.rowcache) or read from PostgreSQL at the version this snapshot holds, until the rest
+   cannot reach the top k (colpg.rerank_stage). Then the k results' rows are read.
 
 No lock is held across SQL: views are immutable and swapped in whole; only a full load (the
 first search, or after a rebuild) makes other searches of the index wait for it.
@@ -53,6 +55,7 @@ from colpg.params import SearchParams, cells_for, default_params
 from colpg.probe import centroid_scores, padded_tokens, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
+from colpg.residual_stage import RERANK_SLACK, walk
 from colpg.resources import query as sql
 from colpg.results import Hit, Ranked
 from colpg.rowcache import RowCache, cache_bytes_from_env
@@ -97,11 +100,11 @@ class IndexSearcher:
         self._loaded: _Loaded | None = None
         self._swap_lock = threading.Lock()  # held for pointer swaps only
         self._load_lock = threading.Lock()  # one full load at a time
-        #: Seconds per stage of the last search (sync, probe, filter, rerank, rows), for benchmarks.
+        #: Seconds per stage of the last search (sync, probe, filter, whole, rerank, rows), for benchmarks.
         self.timings: dict[str, float] = {}
         #: Counts of the last search: ``tokens_scored``, the (query token, token) similarities its probe
-        #: computed, ``reranked``, the documents scored exactly, and ``ncells``, the cells probed per
-        #: query token (absent when no probe ran).
+        #: computed, ``reranked``, the documents scored exactly, and ``whole_tokens`` and ``ncells``, the
+        #: tokens the residual stage scored and the cells probed per query token (absent when no probe ran).
         self.stats: dict[str, int] = {}
         self._local = threading.local()  # the running search's timings and counts, per thread
         self._distributed: bool | None = None  # on a Citus cluster (known at the first search)
@@ -200,7 +203,7 @@ class IndexSearcher:
         where: Where,
         allowed: torch.Tensor | None,
     ) -> list[tuple[int, float]]:
-        """Documents to rerank with their first-stage scores, best first: the best by probed-token
+        """Documents to rerank with their whole scores (colpg.residual_stage), best first: of the best by probed-token
         scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
@@ -231,10 +234,15 @@ class IndexSearcher:
                 break
             checked, limit = len(ranked), limit * FILTER_WIDEN
         passing = passing[: params.nrerank]
-        if len(passing) <= k:
-            return passing
-        cut = passing[k - 1][1] - params.margin * query.shape[0]
-        return [(doc_id, score) for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut]
+        if len(passing) > k:
+            cut = passing[k - 1][1] - params.margin * query.shape[0]
+            passing = [(doc_id, score) for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut]
+        started = time.perf_counter()
+        ids, first = [doc_id for doc_id, _ in passing], [score for _, score in passing]
+        walked = walk(query, scores, loaded.codec, view, ids, first, k, params.slack * query.shape[0], padded)
+        self._add_time("whole", started)
+        self._local.stats["whole_tokens"] = walked.tokens
+        return list(zip(walked.ids, walked.scores, strict=True))
 
     def _add_time(self, stage: str, started: float) -> None:
         timings: dict[str, float] = self._local.timings
@@ -329,7 +337,7 @@ class IndexSearcher:
             allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
         candidates = self._candidates(connection, loaded, query, k, params, where, allowed)
         ids, first = [doc_id for doc_id, _ in candidates], [score for _, score in candidates]
-        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, params.slack)
+        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, RERANK_SLACK if math.isfinite(params.slack) else math.inf)
         if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
             ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
         return ranked

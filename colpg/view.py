@@ -139,6 +139,12 @@ class IndexView:
                     out[n] = delta
         return out
 
+    def holders(self, slots: torch.Tensor) -> list[tuple[ClusterLayout, torch.Tensor]]:
+        """The layouts holding documents ``slots`` (live or not), each with a mask of the slots it
+        holds: main the slots below its documents' count, the delta the rest. Shapes: slots [d] int64."""
+        in_main = slots < len(self.main_ids)
+        return [(layout, mask) for layout, mask in ((self.main, in_main), (self.delta, ~in_main)) if bool(mask.any())]
+
     def versions_of(self, ids: list[int]) -> list[int | None]:
         """The version the view holds of each document id, or None."""
         slots = self.slots_of(ids)

@@ -48,7 +48,19 @@ def test_layout_ranges_hold_each_centroids_tokens() -> None:
     layout = ClusterLayout.build(rows.codes, rows.residuals, rows.owners(torch.arange(10)), CENTROIDS)
     _, codes = layout.positions(torch.tensor([3, 7]))
     assert sorted(codes.tolist()) == sorted(c for c in rows.codes.tolist() if c in (3, 7))
-    assert layout.nbytes == (CENTROIDS + 1) * 8 + len(rows.codes) * (WIDTH + 4)
+    assert layout.nbytes == (CENTROIDS + 1) * 8 + len(rows.codes) * (WIDTH + 4 + 4) + (10 + 1) * 8
+
+
+def _whole(view: IndexView, slots: list[int]) -> dict[int, list[tuple[int, tuple[int, ...]]]]:
+    """The tokens of documents ``slots`` found by document (IndexView.holders, ClusterLayout.document_positions), by document id."""
+    out: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+    wanted = torch.tensor(slots, dtype=torch.long)
+    for layout, mask in view.holders(wanted):
+        positions, codes, lengths = layout.document_positions(wanted[mask])
+        assert torch.equal(layout.owners[positions].long(), wanted[mask].repeat_interleave(lengths))  # document after document
+        for code, residual, slot in zip(codes.tolist(), layout.residuals[positions].tolist(), layout.owners[positions].tolist(), strict=True):
+            out.setdefault(int(view.ids[slot]), []).append((code, tuple(residual)))
+    return {doc_id: sorted(tokens) for doc_id, tokens in out.items()}
 
 
 @pytest.mark.parametrize("merge_at", [8, 1 << 20])
@@ -71,6 +83,7 @@ def test_view_follows_adds_updates_and_deletes(monkeypatch: pytest.MonkeyPatch, 
         truth.update(_by_document(rows))
         gaps.update(zip(rows.ids.tolist(), rows.gaps.tolist(), strict=True))
         assert _held(view) == truth, step
+        assert _whole(view, [slot for slot in view.slots_of(list(truth)) if slot is not None]) == truth, step  # main's and the delta's
         slots = view.slots_of(list(truth))
         assert [view.gaps[slot].item() for slot in slots if slot is not None] == [gaps[doc_id] for doc_id in truth], step
         assert view.apply(present, rows, "again") .documents == len(truth)  # rows it holds already change nothing

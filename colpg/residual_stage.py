@@ -1,0 +1,115 @@
+"""Stage 3 of a search: the probe's candidates scored whole from their resident codes and residuals.
+
+The probe (colpg.probe) scores only the tokens under each query token's nearest centroids and
+floors the rest, so its order of the candidates is loose: the rerank's walk in that order went
+~600 documents deep on SciFact and ~1,000 on the assembled 100k, whose int8 rows come mostly
+from PostgreSQL. Every token of a candidate is resident (colpg.view keeps where each document's
+tokens lie), so this stage scores each candidate's MaxSim over all of its tokens as the probe
+scores one (centroid score plus residual table rows, in colpg.kernel's loop on a CPU), plus its
+padding gaps as the probe adds them. The rerank then walks the candidates in the order of these
+scores, which lie much closer to its own: on bench/middle.py's replay it stopped within its first
+step, at the same recall (bench/README.md, table 15).
+
+The candidates are walked in first-stage order STEP at a time, stopped by the rerank's own rule
+(colpg.rerank_stage.out_of_reach): once the next one's first-stage score, plus the largest
+(whole - first stage) gap seen so far, plus ``slack`` per query token, is below the k-th whole
+score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from colpg.codec import ResidualCodec
+from colpg.kernel import MIN_TOKENS, KernelTable, fused_documents, kernel_for
+from colpg.native import padded as padded_columns
+from colpg.scoring import owners, token_maxima
+from colpg.view import IndexView
+
+__all__ = ["RERANK_SLACK", "STEP", "Walked", "WholeScorer", "walk"]
+
+#: Candidates scored whole between checks whether the rest can still reach the top k.
+STEP = 64
+#: The rerank's slack per query token in the order of the whole scores (colpg.rerank_stage).
+RERANK_SLACK = 0.01
+
+
+@dataclass(frozen=True)
+class Walked:
+    """The candidates the walk scored, best first by their whole scores, and the tokens it scored."""
+
+    ids: list[int]
+    scores: list[float]
+    tokens: int
+
+
+class WholeScorer:
+    """Whole documents' scores for one query: the tables made once, then any documents of the view.
+
+    Shapes: query [q, dim]; centroid_scores [q, num_centroids].
+    """
+
+    def __init__(self, query: torch.Tensor, centroid_scores: torch.Tensor, codec: ResidualCodec, view: IndexView, padded: int) -> None:
+        self.codec, self.view, self.padded = codec, view, padded
+        self.lib = kernel_for(MIN_TOKENS, query.device)
+        if self.lib is not None:
+            self.kernel_table = KernelTable.of(self.lib, codec.residual_table(query))
+            self.bases = padded_columns(centroid_scores.T.float(), self.kernel_table.columns)  # [num_centroids, columns]
+        else:
+            self.table = codec.query_table(query, centroid_scores)
+
+    def __call__(self, slots: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """MaxSim of documents ``slots`` over all their tokens as the probe scores a token, plus
+        ``padded`` times their padding gaps (colpg.probe.padded_tokens); -inf for a document with
+        no token. And the tokens scored. Shapes: slots [d] int64 -> [d] float32."""
+        scores = torch.full((len(slots),), -math.inf)
+        tokens = 0
+        for layout, mask in self.view.holders(slots):
+            positions, codes, lengths = layout.document_positions(slots[mask])
+            residuals = layout.residuals_at(positions)
+            if self.lib is not None:
+                best = fused_documents(self.lib, self.kernel_table, self.bases[codes], residuals, lengths)
+            else:
+                sims = self.codec.similarity(self.table, codes, residuals)
+                best = token_maxima(sims, owners(lengths.tolist(), sims.device), len(lengths))
+            scores[mask.cpu()] = best.sum(dim=1).cpu()
+            tokens += len(positions)
+        return scores + self.padded * self.view.gaps[slots.to(self.view.gaps.device)].cpu(), tokens
+
+
+def walk(
+    query: torch.Tensor,
+    centroid_scores: torch.Tensor,
+    codec: ResidualCodec,
+    view: IndexView,
+    ids: Sequence[int],
+    first: Sequence[float],
+    k: int,
+    slack: float,
+    padded: int,
+) -> Walked:
+    """``ids`` (first-stage order, scores ``first``) scored whole until the rest cannot reach the
+    top ``k`` (module docstring; ``slack``: for the whole query); those scored, best first."""
+    kept = [(doc_id, slot, score) for doc_id, slot, score in zip(ids, view.slots_of(list(ids)), first, strict=True) if slot is not None]
+    if not kept:
+        return Walked([], [], 0)
+    whole = WholeScorer(query, centroid_scores, codec, view, padded)
+    scored = torch.empty(0)
+    gap = -math.inf
+    tokens = 0
+    done = 0
+    while done < len(kept):
+        step = kept[done : done + STEP]
+        scores, count = whole(torch.tensor([slot for _, slot, _ in step]))
+        scored = torch.cat([scored, scores])
+        tokens += count
+        gap = max(gap, float((scores - torch.tensor([score for _, _, score in step])).max()))
+        done += len(step)
+        if done < len(kept) and done >= k and kept[done][2] + gap + slack < float(scored.topk(k).values[-1]):
+            break
+    order = scored.argsort(descending=True, stable=True).tolist()
+    return Walked([kept[i][0] for i in order], scored[order].tolist(), tokens)
