@@ -359,7 +359,7 @@ class Suite:
                         other_bytes_per_token=info["rerank_table_bytes_per_token"],
                         memory_mb=(memory["searched"] - memory["baseline"]) / 2**20, rss_mb=memory["searched"] / 2**20)
         stages = {name: percentile([1000 * t.get(name, 0.0) for t in result["runs"][0]["stages"]], 0.5)
-                  for name in ("sync", "probe", "filter", "rerank", "rows")}
+                  for name in ("sync", "probe", "filter", "whole", "rerank", "rows")}
         print(f"<!-- {v.name}: colpg defaults {result['runs'][0]['params']}, stage p50 ms {stages}; resident tokens"
               f" {result['resident_bytes'] / 2**20:.0f} MB, row cache {result['cache_bytes'] / 2**20:.0f} MB"
               f" (cap {cache_bytes / 2**20:.0f} MB), loaded in {result['load_s']:.1f} s; search memory"
@@ -367,12 +367,12 @@ class Suite:
               " once the free heap is returned -->", flush=True)
         for run in result["runs"]:
             counts = sorted(run["reranked"])
-            probe, rerank = (percentile([1000 * t.get(name, 0.0) for t in run["stages"]], 0.5) for name in ("probe", "rerank"))
+            probe, whole, rerank = (percentile([1000 * t.get(name, 0.0) for t in run["stages"]], 0.5) for name in ("probe", "whole", "rerank"))
             collected = [1000 * t.get("gc", 0.0) for t in run["stages"]]
             full = sum(int(t.get("full collections", 0)) for t in run["stages"])
             print(f"<!-- {v.name}: {run['label']}{built}: documents reranked mean {sum(counts) / len(counts):.0f},"
                   f" p50 {percentile(counts, 0.5):.0f}, p95 {percentile(counts, 0.95):.0f}; probe p50 {probe:.1f} ms,"
-                  f" rerank p50 {rerank:.1f} ms; garbage collection {sum(collected) / len(collected):.1f} ms a query on average,"
+                  f" residual stage p50 {whole:.1f} ms, rerank p50 {rerank:.1f} ms; garbage collection {sum(collected) / len(collected):.1f} ms a query on average,"
                   f" {full} full collections, the longest {max(collected):.0f} ms -->", flush=True)
 
 

@@ -1,6 +1,8 @@
-"""The probe's cells (``ncells``), the rerank's cap (``nrerank``) and slack, and the first stage's padding gaps, against recall and latency, interleaved query by query.
+"""The probe's cells (``ncells``), the rerank's cap (``nrerank``) and slack, the first stage's padding gaps and the residual stage, against recall and latency, interleaved query by query.
 
     cd bench && ../.venv/bin/python depth.py --datasets scifact nfcorpus msmarco-5k --nrerank 2048 4096
+    cd bench && ../.venv/bin/python depth.py --ncells 32 48 64 --nrerank 2048 --residual on off
+    cd bench && COLPG_CACHE_BYTES=67108864 ../.venv/bin/python depth.py --ncells 64 --nrerank 2048 --residual on off --repeat 1
     cd bench && ../.venv/bin/python depth.py --nrerank 2048 --without-gaps
     cd bench && ../.venv/bin/python depth.py --datasets nfcorpus scifact --nrerank 2048 --padding-cosines 0.6 0.75 0.85 --gap-weights 0.5 1 1.25 --without-gaps
     cd bench && ../.venv/bin/python depth.py --scale 100000 --ncells 64 96 --nrerank 2048
@@ -10,22 +12,25 @@ collection of N documents cut from the ``--datasets``, instead of the datasets t
 query is searched with each setting (colpg's defaults with ``--ncells``, ``--nrerank`` and
 ``--slack`` crossed, and with the padding gaps colpg.probe adds to the first stage's scores counted
 at each of ``--padding-cosines`` and weighted by each of ``--gap-weights``; ``--without-gaps`` adds
-weight 0, the first stage as it was before the gaps), the settings' order
-rotating from query to query, each the best of ``--repeat`` (the row cache filled before timing,
-as a service's is). Recall@10 is against compare.py's cached exact reference (MaxSim over the
-original float vectors) for the same queries. Printed per collection and setting: recall@10,
-p50 and p95 of the search (query encoding excluded), the rerank stage's p50, and the documents
-the walk scored (mean, p50, p95).
+weight 0, the first stage as it was before the gaps; ``--residual``: the residual stage as the
+index's size decides, on or off), the settings' order rotating from query to query, each the best
+of ``--repeat`` (the row cache filled before timing, as a service's is; ``COLPG_CACHE_BYTES`` sets
+its cap, and a cap below the index's rows with ``--repeat 1`` has them read from PostgreSQL, as at
+100k). Recall@10 is against compare.py's cached exact reference (MaxSim over the original float
+vectors) for the same queries. Printed per collection and setting: recall@10, p50 and p95 of the
+search (query encoding excluded), the residual stage's p50 and tokens, the rerank stage's p50, and
+the documents the rerank scored (mean, p50, p95).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,26 +40,16 @@ from grouped import kept_index
 from search import percentile  # bench/search.py
 
 from colpg import search
-from colpg.codec import ResidualCodec
 from colpg.encoder import Encoder
 from colpg.index import Index
 from colpg.params import SearchParams, default_params
 from colpg.probe import PADDING_COSINE
-from colpg.residual_stage import Walked
-from colpg.view import IndexView
 
 K = 10
 PADDED_TOKENS = search.padded_tokens
-WALK, RERANK_SLACK = search.walk, search.RERANK_SLACK
+RESIDUAL = {"auto": None, "on": True, "off": False}
 #: How many times the first stage adds a candidate's padding gap, from the query and the index's padding direction.
 Count = Callable[[torch.Tensor, torch.Tensor | None], float]
-
-
-def first_stage_order(
-    query: torch.Tensor, scores: torch.Tensor, codec: ResidualCodec, view: IndexView, ids: Sequence[int], first: Sequence[float], *_: object
-) -> Walked:
-    """No residual stage: the candidates handed to the rerank in first-stage order, with those scores (search before it)."""
-    return Walked(list(ids), list(first), 0)
 
 
 def padding_count(cosine: float, weight: float) -> Count:
@@ -77,7 +72,7 @@ def reference(v: token_vectors.Vectors, queries: int) -> list[list[str]]:
 
 
 def measure(
-    name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, tuple[SearchParams, Count, bool]], repeat: int
+    name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, tuple[SearchParams, Count]], repeat: int
 ) -> None:
     searcher = index.searcher
     searcher.warm(rows=True, progress=False)
@@ -88,9 +83,8 @@ def measure(
         query = query.float()
         for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
             best = None
-            params, count, residual = settings[label]
+            params, count = settings[label]
             search.padded_tokens = count  # a weight may make the count fractional
-            search.walk, search.RERANK_SLACK = (WALK, RERANK_SLACK) if residual else (first_stage_order, params.slack)
             for _ in range(repeat):
                 started = time.perf_counter()
                 found = searcher.search_vectors(query, K, params=params)
@@ -109,7 +103,6 @@ def measure(
             flush=True,
         )
     search.padded_tokens = PADDED_TOKENS
-    search.walk, search.RERANK_SLACK = WALK, RERANK_SLACK
     searcher.close()
 
 
@@ -123,8 +116,8 @@ def main() -> None:
     parser.add_argument("--padding-cosines", type=float, nargs="+", default=[PADDING_COSINE], help="query tokens of this cosine with the padding direction or more add the gaps")
     parser.add_argument("--gap-weights", type=float, nargs="+", default=[1.0], help="times each padding token adds the gap")
     parser.add_argument("--without-gaps", action="store_true", help="each setting also without the first stage's padding gaps (weight 0)")
-    parser.add_argument("--without-residual-stage", action="store_true",
-                        help="each setting also without the residual stage: the rerank walks the first stage's order at the setting's slack")
+    parser.add_argument("--residual", nargs="+", choices=list(RESIDUAL), default=["auto"],
+                        help="the residual stage (colpg.residual_stage): auto, as the index's size decides; on; off, the rerank walks the first stage's order")
     parser.add_argument("--queries", type=int, default=50, help="as compare.py's --queries, whose reference is used")
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="compare.py's assembled collections of N documents instead of the datasets")
     parser.add_argument("--scale-queries", type=int, default=20, help="as compare.py's --scale-queries")
@@ -151,15 +144,17 @@ def main() -> None:
     }
     if args.without_gaps:
         gaps[", no gaps"] = padding_count(PADDING_COSINE, 0.0)
-    stages = [True, False] if args.without_residual_stage else [True]
     settings = {
         f"{f'ncells {ncells}, ' if ncells else ''}nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{gap_label}"
-        f"{'' if residual else ', no residual stage'}": (defaults.replace(ncells=ncells or None, nrerank=nrerank, slack=slack), count, residual)
+        f"{'' if residual == 'auto' else f', residual stage {residual}'}": (
+            dataclasses.replace(defaults, ncells=ncells or None, nrerank=nrerank, slack=slack, residual=RESIDUAL[residual]),
+            count,
+        )
         for ncells in args.ncells
         for nrerank in args.nrerank
         for slack in args.slack
         for gap_label, count in gaps.items()
-        for residual in stages
+        for residual in args.residual
     }
     print(f"colpg's defaults but ncells, nrerank, slack, gaps and the residual stage, k={K}; best of {args.repeat} per query\n")
     print(

@@ -9,7 +9,11 @@ few and a query of near-ties reranks up to ``nrerank`` (bench/probe.py, "rerank 
 ``slack``: the rerank goes in first-stage order and stops once the next candidate's first-stage
 score, plus the largest (exact - first stage) gap seen so far, plus ``slack`` per query token,
 is below the k-th exact score (colpg.rerank_stage). Queries whose top k stands out stop after
-a few hundred documents; near-ties go on to ``nrerank`` (bench/probe.py, table 5).
+a few hundred documents; near-ties go on to ``nrerank`` (bench/probe.py, table 5);
+``residual``: whether the candidates are first scored whole from their resident residuals, that
+walk stopped by ``slack``, and the rerank then walks their order (colpg.residual_stage); None
+(the default) where the index's rerank rows outgrow the row cache, as they come from PostgreSQL
+then (:func:`colpg.residual_stage.pays`).
 A filter that matches at most ``nrerank`` documents has all of them scored exactly.
 """
 
@@ -33,8 +37,11 @@ class SearchParams:
     nrerank: int
     margin: float = math.inf
     slack: float = math.inf
+    residual: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.residual is not None and not isinstance(self.residual, bool):
+            raise ConfigurationError(f"residual must be True, False or None (the index's size decides), got {self.residual!r}")
         for name in ("ncells", "nrerank"):
             value = getattr(self, name)
             if value is None and name == "ncells":
@@ -47,7 +54,12 @@ class SearchParams:
                 raise ConfigurationError(f"{name} must be a number of 0 or more (inf: none), got {value!r}")
 
     def replace(
-        self, ncells: int | None = None, nrerank: int | None = None, margin: float | None = None, slack: float | None = None
+        self,
+        ncells: int | None = None,
+        nrerank: int | None = None,
+        margin: float | None = None,
+        slack: float | None = None,
+        residual: bool | None = None,
     ) -> SearchParams:
         """These parameters with the given ones changed (None keeps the current value)."""
         return SearchParams(
@@ -55,6 +67,7 @@ class SearchParams:
             self.nrerank if nrerank is None else nrerank,
             self.margin if margin is None else margin,
             self.slack if slack is None else slack,
+            self.residual if residual is None else residual,
         )
 
 
@@ -101,7 +114,7 @@ def default_params(k: int) -> SearchParams:
     once they outgrow the row cache.
 
     >>> default_params(10)
-    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.04)
+    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.04, residual=None)
     """
     if k < 1:
         raise ConfigurationError(f"k must be positive, got {k}")

@@ -30,12 +30,13 @@ from colpg.native import padded as padded_columns
 from colpg.scoring import owners, token_maxima
 from colpg.view import IndexView
 
-__all__ = ["RERANK_SLACK", "STEP", "Walked", "WholeScorer", "walk"]
+__all__ = ["RERANK_SLACK", "STEP", "Walked", "WholeScorer", "pays", "walk"]
 
-#: Candidates scored whole between checks whether the rest can still reach the top k.
+#: Candidates scored whole between checks whether the rest can still reach the top k. Growing steps
+#: (half or all of those scored so far) were no faster: the kernel's work, not the calls, is the cost.
 STEP = 64
 #: The rerank's slack per query token in the order of the whole scores (colpg.rerank_stage).
-RERANK_SLACK = 0.01
+RERANK_SLACK = 0.02
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,20 @@ class WholeScorer:
             scores[mask.cpu()] = best.sum(dim=1).cpu()
             tokens += len(positions)
         return scores + self.padded * self.view.gaps[slots.to(self.view.gaps.device)].cpu(), tokens
+
+
+def pays(tokens: int, width: int, cache_bytes: int) -> bool:
+    """Whether the stage runs by default on an index of ``tokens`` whose rerank rows take ``width``
+    bytes a token, beside a row cache of ``cache_bytes``: where the rows outgrow the cache. Rows the
+    cache holds are scored about as fast as whole documents are here (AVX-512 CPU, 2 cores: 0.16 µs a
+    token each), so the stage's shorter rerank saves nothing and SciFact's search took 40.4 ms with
+    it, 37.5 without; rows read from PostgreSQL cost far more, and a cache of 64 MB took SciFact from
+    95.3 to 59.4 ms and NFCorpus from 141.3 to 81.1 (bench/README.md, table 15).
+
+    >>> pays(1_000_000, 388, 1 << 30), pays(12_900_000, 388, 1 << 30)
+    (False, True)
+    """
+    return tokens * width > cache_bytes
 
 
 def walk(

@@ -55,7 +55,7 @@ from colpg.params import SearchParams, cells_for, default_params
 from colpg.probe import centroid_scores, padded_tokens, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
-from colpg.residual_stage import RERANK_SLACK, walk
+from colpg.residual_stage import RERANK_SLACK, pays, walk
 from colpg.resources import query as sql
 from colpg.results import Hit, Ranked
 from colpg.rowcache import RowCache, cache_bytes_from_env
@@ -202,9 +202,10 @@ class IndexSearcher:
         params: SearchParams,
         where: Where,
         allowed: torch.Tensor | None,
-    ) -> list[tuple[int, float]]:
-        """Documents to rerank with their whole scores (colpg.residual_stage), best first: of the best by probed-token
-        scores (that pass ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``."""
+    ) -> tuple[list[tuple[int, float]], float]:
+        """Documents to rerank with their scores, best first: of the best by probed-token scores (that pass
+        ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``; then, where
+        ``residual``, scored whole (colpg.residual_stage). And the slack per query token the rerank stops by."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
         ncells = params.ncells or cells_for(view.tokens)
@@ -237,12 +238,17 @@ class IndexSearcher:
         if len(passing) > k:
             cut = passing[k - 1][1] - params.margin * query.shape[0]
             passing = [(doc_id, score) for rank, (doc_id, score) in enumerate(passing) if rank < k or score >= cut]
+        residual = params.residual
+        if residual is None:
+            residual = pays(view.tokens, loaded.store.width(loaded.codec.dim), self.cache.max_bytes)
+        if not residual:
+            return passing, params.slack
         started = time.perf_counter()
         ids, first = [doc_id for doc_id, _ in passing], [score for _, score in passing]
         walked = walk(query, scores, loaded.codec, view, ids, first, k, params.slack * query.shape[0], padded)
         self._add_time("whole", started)
         self._local.stats["whole_tokens"] = walked.tokens
-        return list(zip(walked.ids, walked.scores, strict=True))
+        return list(zip(walked.ids, walked.scores, strict=True)), RERANK_SLACK if math.isfinite(params.slack) else math.inf
 
     def _add_time(self, stage: str, started: float) -> None:
         timings: dict[str, float] = self._local.timings
@@ -335,9 +341,9 @@ class IndexSearcher:
         if among is not None:
             allowed = torch.zeros_like(loaded.view.alive)
             allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
-        candidates = self._candidates(connection, loaded, query, k, params, where, allowed)
+        candidates, slack = self._candidates(connection, loaded, query, k, params, where, allowed)
         ids, first = [doc_id for doc_id, _ in candidates], [score for _, score in candidates]
-        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, RERANK_SLACK if math.isfinite(params.slack) else math.inf)
+        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, slack)
         if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
             ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
         return ranked

@@ -95,6 +95,10 @@ class RerankStore(ABC):
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         """Shapes: [n, width] uint8 -> [n, dim] float32, L2-normalised."""
 
+    @abstractmethod
+    def width(self, dim: int) -> int:
+        """Bytes of a token's raw form at ``dim`` dimensions (what the row cache holds of it)."""
+
     def scorer(self, query: torch.Tensor) -> Callable[[list[torch.Tensor]], torch.Tensor]:
         """Each stored token's similarity with each query token, for blocks of documents' rows (on
         the CPU), the query prepared once for every block. Shapes: query [q, dim]; the scorer:
@@ -161,6 +165,9 @@ class Int8Store(RerankStore):
         tokens, inverse_norms = self._split(raw)
         return tokens.float() * self._scale(raw.device) * inverse_norms
 
+    def width(self, dim: int) -> int:
+        return dim + 4  # the values and the inverse norm
+
     def scorer(
         self, query: torch.Tensor, parts: int | None = None, block: int = FLOAT_BLOCK
     ) -> Callable[[list[torch.Tensor]], torch.Tensor]:
@@ -224,6 +231,9 @@ class Residual4Store(RerankStore):
         codes = raw[:, :4].contiguous().view(torch.int32).flatten()
         return self.codec.decompress(codes, raw[:, 4:])
 
+    def width(self, dim: int) -> int:
+        return 4 + dim // 2  # the code and 4-bit residuals
+
 
 class Fp16Store(RerankStore):
     kind = "fp16"
@@ -239,6 +249,9 @@ class Fp16Store(RerankStore):
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         return F.normalize(raw.contiguous().view(torch.float16).float(), dim=-1)
+
+    def width(self, dim: int) -> int:
+        return 2 * dim
 
 
 class NoStore(RerankStore):
@@ -263,6 +276,9 @@ class NoStore(RerankStore):
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         codes = raw[:, :4].contiguous().view(torch.int32).flatten()
         return self.codec.decompress(codes, raw[:, 4:])
+
+    def width(self, dim: int) -> int:
+        return 4 + self.codec.residual_bytes  # the code and the residuals
 
 
 def store_for(params: dict[str, Any] | None, codec: ResidualCodec) -> RerankStore:

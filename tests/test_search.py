@@ -127,6 +127,9 @@ def test_default_params_by_k() -> None:
         SearchParams(8, 10, -1.0)
     with pytest.raises(ConfigurationError, match="slack must be a number of 0 or more"):
         SearchParams(8, 10, slack=float("nan"))
+    assert defaults.replace(residual=False).residual is False and defaults.residual is None
+    with pytest.raises(ConfigurationError, match="residual must be True, False or None"):
+        SearchParams(8, 10, residual="yes")  # type: ignore[arg-type]
 
 
 class _Unchanged:
@@ -300,12 +303,34 @@ def test_search_follows_rows_rewritten_behind_the_cache(
     assert len(searcher.loaded().view.delta_slots) == 1  # the rewritten document moved to the delta
 
 
-@pytest.mark.parametrize("precision", ["none", "residual4", "fp16"])
+@pytest.mark.parametrize("precision", ["none", "residual4", "fp16", "int8"])
 def test_every_precision_store_searches(migrated_url: str, encoder: Encoder, small_texts: list[str], precision: str) -> None:
     index = Indexer(encoder, IndexConfig(precision=precision, kmeans_niters=2)).index("p", small_texts[:12])
     hits = index.search("brain development", k=3)
     assert len(hits) == 3 and hits[0].score > hits[2].score
     assert index.search("brain development", k=3, exact=True)[0].external_id == hits[0].external_id
+    searcher = index.searcher
+    loaded = searcher.loaded()
+    with searcher._snapshot() as (_, pg):
+        rows = searcher.reranker.rows(pg, loaded.view, loaded.store, loaded.view.ids.tolist())
+    # the width the residual stage's default reckons the rows by (colpg.residual_stage.pays)
+    assert {raw.shape[1] for _, raw in rows} == {loaded.store.width(encoder.dim)}
+
+
+def test_the_residual_stage_runs_where_the_rows_outgrow_the_cache(migrated_url: str, index: Index) -> None:
+    """Off by default where the row cache holds every row, on where it cannot; either way the same top hits."""
+    query = index.encoder.encode_queries(["white matter development in the newborn brain"])[0]
+    searcher = index.searcher
+    held = searcher.search_vectors(query, 3)
+    assert "whole_tokens" not in searcher.stats and "whole" not in searcher.timings
+    forced = searcher.search_vectors(query, 3, params=default_params(3).replace(residual=True))
+    assert searcher.stats["whole_tokens"] > 0
+    small = Index(index.name, url=migrated_url, encoder=index.encoder, cache_bytes=1024)
+    outgrown = small.searcher.search_vectors(query, 3)
+    assert small.searcher.stats["whole_tokens"] == searcher.stats["whole_tokens"]
+    assert [r.external_id for r in held] == [r.external_id for r in forced] == [r.external_id for r in outgrown]
+    assert [r.score for r in forced] == pytest.approx([r.score for r in held], abs=1e-5)
+    small.searcher.close()
 
 
 def test_changes_are_visible_to_the_next_query(index: Index) -> None:
