@@ -14,13 +14,14 @@ Every search runs in one read-only REPEATABLE READ transaction:
 3. **filter** — a ``where`` clause runs in SQL: when it passes at most ``nrerank`` documents
    they are all scored exactly; otherwise the probe's best candidates are checked against it,
    in growing batches, until ``nrerank`` pass.
-4. **residual** — the ``nrerank`` best (or, with a ``margin``, those near the k-th) are scored
+4. **residual** — where the index's rerank rows outgrow the row cache (or ``residual`` says so:
+   colpg.params), the ``nrerank`` best (or, with a ``margin``, those near the k-th) are scored
    whole, every token from its resident code and residual, in first-stage order; with a
    ``slack`` it stops once the rest cannot reach the top k (colpg.residual_stage).
-5. **rerank** — those, in the order of their whole scores, are scored by exact MaxSim at the
-   rerank store's precision (colpg.stores), their rows taken from the byte-capped row cache
-   (colpg.rowcache) or read from PostgreSQL at the version this snapshot holds, until the rest
-   cannot reach the top k (colpg.rerank_stage). Then the k results' rows are read.
+5. **rerank** — those, in the order of their whole or first-stage scores, are scored by exact
+   MaxSim at the rerank store's precision (colpg.stores), their rows taken from the byte-capped
+   row cache (colpg.rowcache) or read from PostgreSQL at the version this snapshot holds, until
+   the rest cannot reach the top k (colpg.rerank_stage). Then the k results' rows are read.
 
 No lock is held across SQL: views are immutable and swapped in whole; only a full load (the
 first search, or after a rebuild) makes other searches of the index wait for it.
