@@ -11,7 +11,7 @@ PyTorch is as fast.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -97,21 +97,31 @@ def fused_documents(
     starts = torch.zeros(len(lengths) + 1, dtype=torch.int64)
     torch.cumsum(lengths.cpu(), 0, out=starts[1:])
     bases, residuals = bases.float().contiguous(), residuals.contiguous()
-    parts = max(1, min(torch.get_num_threads(), len(residuals) // MIN_PART_TOKENS))
-    bests = [torch.full((len(lengths), table.columns), float("-inf")) for _ in range(parts)]
-    shared = torch.zeros(parts, dtype=torch.int64)  # the next document and the parts' states (kernel.c)
+    shared = torch.zeros(_parts(len(residuals)), dtype=torch.int64)  # the next document and the parts' states (kernel.c)
 
-    def score(part: int) -> None:
+    def score(part: int, best: torch.Tensor) -> None:
         lib.colpg_score_documents(
             table.blocks.data_ptr(), table.scale.data_ptr(), bases.data_ptr(), table.columns, table.width, starts.data_ptr(), len(lengths),
-            residuals.data_ptr(), bests[part].data_ptr(), shared.data_ptr(), part, parts,
+            residuals.data_ptr(), best.data_ptr(), shared.data_ptr(), part, len(shared),
         )  # fmt: skip
 
-    run_parts(score, parts)
+    return _best_in_parts(score, len(shared), len(lengths), table.columns)[:, : table.q]
+
+
+def _parts(tokens: int) -> int:
+    """The parts (threads) a call over ``tokens`` tokens runs in: a thread's start costs more below MIN_PART_TOKENS each."""
+    return max(1, min(torch.get_num_threads(), tokens // MIN_PART_TOKENS))
+
+
+def _best_in_parts(score: Callable[[int, torch.Tensor], None], parts: int, rows: int, columns: int) -> torch.Tensor:
+    """``score(part, best)`` run in ``parts`` on threads, each raising its own [rows, columns] maxima
+    from -inf, and their maxima merged."""
+    bests = [torch.full((rows, columns), float("-inf")) for _ in range(parts)]
+    run_parts(lambda part: score(part, bests[part]), parts)
     best = bests[0]
     for other in bests[1:]:
         torch.maximum(best, other, out=best)
-    return best[:, : table.q]
+    return best
 
 
 def fused_best(
@@ -142,20 +152,14 @@ def fused_best(
         )
         work.append((offsets, residuals, owners, offsets[cells + 1] - offsets[cells]))
     tokens = sum(int(counts.sum()) for *_, counts in work)
-    parts = max(1, min(torch.get_num_threads(), tokens // MIN_PART_TOKENS))
-    bests = [torch.full((count, columns), float("-inf")) for _ in range(parts)]
+    parts = _parts(tokens)
     shared = torch.zeros(len(work), parts, dtype=torch.int64)  # per segment: the next cell and the parts' states (kernel.c)
 
-    def score(part: int) -> None:
-        best = bests[part]
+    def score(part: int, best: torch.Tensor) -> None:
         for number, (offsets, residuals, owners, _) in enumerate(work):
             lib.colpg_score(
                 blocks.data_ptr(), scale.data_ptr(), cell_scores.data_ptr(), columns, width, offsets.data_ptr(), residuals.data_ptr(),
                 owners.data_ptr(), cells.data_ptr(), len(cells), local_of.data_ptr(), best.data_ptr(), shared[number].data_ptr(), part, parts,
             )  # fmt: skip
 
-    run_parts(score, parts)
-    best = bests[0]
-    for other in bests[1:]:
-        torch.maximum(best, other, out=best)
-    return numbered[:count].long(), best[:, :q], tokens
+    return numbered[:count].long(), _best_in_parts(score, parts, count, columns)[:, :q], tokens
