@@ -23,6 +23,7 @@ from colpg.hybrid import Hybrid, hybrid_search
 from colpg.params import default_params
 from colpg.reranking import Reranked, rerank_ids
 from colpg.resources import query
+from colpg.results import hits
 from colpg.search import Hit, IndexSearcher
 
 __all__ = ["Index", "drop_index", "list_indexes"]
@@ -137,24 +138,37 @@ class Index:
         nrerank: int | None = None,
         margin: float | None = None,
         slack: float | None = None,
+        residual: bool | None = None,
         hybrid: Hybrid | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query`` (fewer when the index or the filter holds fewer).
 
         ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
         ``explain`` adds, per query token, the document token that matched it best. ``ncells``,
-        ``nrerank``, ``margin`` and ``slack`` (see :mod:`colpg.params`) default to :func:`colpg.params.default_params`.
+        ``nrerank``, ``margin``, ``slack`` and ``residual`` (see :mod:`colpg.params`) default to
+        :func:`colpg.params.default_params`.
         ``hybrid`` unions colpg's candidates with full-text and single-vector ones (:mod:`colpg.hybrid`).
         """
         if hybrid is not None:
             if exact:
                 raise ConfigurationError("exact=True scores every document; hybrid ranks its sources' candidates: give one of them")
             vectors = self.encoder.encode_queries([query])[0]
-            params = default_params(hybrid.colpg or 1).replace(ncells=ncells, nrerank=nrerank, margin=margin, slack=slack)
+            params = default_params(hybrid.colpg or 1).replace(
+                ncells=ncells, nrerank=nrerank, margin=margin, slack=slack, residual=residual
+            )
             ranked = hybrid_search(self.searcher, query, vectors, k, hybrid, where=where, params=params)
-            return self.searcher.hits(query, vectors, ranked, explain)
+            return hits(self.encoder, query, vectors, ranked, explain)
         return self.search_batch(
-            [query], k, where=where, explain=explain, exact=exact, ncells=ncells, nrerank=nrerank, margin=margin, slack=slack
+            [query],
+            k,
+            where=where,
+            explain=explain,
+            exact=exact,
+            ncells=ncells,
+            nrerank=nrerank,
+            margin=margin,
+            slack=slack,
+            residual=residual,
         )[0]
 
     def search_batch(
@@ -169,13 +183,14 @@ class Index:
         nrerank: int | None = None,
         margin: float | None = None,
         slack: float | None = None,
+        residual: bool | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for each query, with the queries encoded together."""
         searcher = self.searcher
-        params = default_params(k).replace(ncells=ncells, nrerank=nrerank, margin=margin, slack=slack)
+        params = default_params(k).replace(ncells=ncells, nrerank=nrerank, margin=margin, slack=slack, residual=residual)
         encoded = self.encoder.encode_queries(list(queries))
         return [
-            searcher.hits(text, vectors, searcher.search_vectors(vectors, k, where=where, exact=exact, params=params), explain)
+            hits(self.encoder, text, vectors, searcher.search_vectors(vectors, k, where=where, exact=exact, params=params), explain)
             for text, vectors in zip(queries, encoded, strict=True)
         ]
 

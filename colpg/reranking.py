@@ -22,7 +22,7 @@ from colpg.errors import ConfigurationError
 from colpg.explain import TokenMatch
 from colpg.params import default_params
 from colpg.resources import query as sql
-from colpg.results import Hit, Ranked
+from colpg.results import Hit, Ranked, hits
 from colpg.scoring import maxsim_flat, owners
 from colpg.search import IndexSearcher
 from colpg.tokenization import ColBERTTokenizer
@@ -125,7 +125,7 @@ def rerank_ids(
     best = sorted(ranked, key=lambda r: r.score, reverse=True)[:count]
     scored_ids = {r.external_id for r in ranked}
     return Reranked(
-        searcher.hits(query, vectors, best, explain),
+        hits(searcher.encoder, query, vectors, best, explain),
         [i for i in wanted if i not in scored_ids and i not in not_indexed],
         [i for i in wanted if i in not_indexed and i not in scored_ids],
     )

@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
-from colpg.explain import TokenMatch
+from colpg.encoder import Encoder
+from colpg.explain import TokenMatch, explain
 
-__all__ = ["Hit", "Ranked"]
+__all__ = ["Hit", "Ranked", "hits"]
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,18 @@ class Hit:
     metadata: dict[str, Any]
     text: str | None
     explanation: list[TokenMatch] | None = None
+
+
+def hits(encoder: Encoder, query_text: str | None, query: torch.Tensor, ranked: list[Ranked], explain_matches: bool) -> list[Hit]:
+    """``ranked`` as :class:`Hit`, ranked from 1, with token explanations when asked for. Shapes: query [q, dim]."""
+    return [
+        Hit(
+            r.external_id,
+            r.score,
+            rank,
+            r.metadata,
+            r.text,
+            explain(encoder, query_text, query, r.external_id, r.text, r.tokens) if explain_matches else None,
+        )
+        for rank, r in enumerate(ranked, start=1)
+    ]

@@ -49,7 +49,7 @@ from colpg.device import freeze_long_lived, keep_freed_memory, release_freed_mem
 from colpg.distribute import is_distributed
 from colpg.encoder import Encoder
 from colpg.errors import ConfigurationError, IndexNotFound, IndexNotReadyWarning
-from colpg.explain import TokenMatch, explain
+from colpg.explain import TokenMatch
 from colpg.filters import Where, filtered_ids
 from colpg.native import kernel_enabled, library
 from colpg.params import SearchParams, cells_for, default_params
@@ -393,20 +393,6 @@ class IndexSearcher:
                     texts.append(rows[doc_id][3] or "")
                     tokens.append(loaded.store.decode(raw.to(self.device)))
         return ids, texts, tokens
-
-    def hits(self, query_text: str | None, query: torch.Tensor, ranked: list[Ranked], explain_matches: bool) -> list[Hit]:
-        """Results as :class:`Hit`, ranked from 1, with token explanations when asked for."""
-        return [
-            Hit(
-                r.external_id,
-                r.score,
-                rank,
-                r.metadata,
-                r.text,
-                explain(self.encoder, query_text, query, r.external_id, r.text, r.tokens) if explain_matches else None,
-            )
-            for rank, r in enumerate(ranked, start=1)
-        ]
 
     def close(self) -> None:
         self.engine.dispose()

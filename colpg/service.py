@@ -32,6 +32,7 @@ from colpg.limits import BodyLimit, max_body_bytes_from_env
 from colpg.orm import Document
 from colpg.reranking import rerank_ids, rerank_texts
 from colpg.resources import query
+from colpg.results import hits
 from colpg.service_errors import RETRY_AFTER_S, LastResort, install_error_handlers, unavailable_reason
 from colpg.service_models import (
     Changed,
@@ -190,8 +191,8 @@ def create_app(
             ranked = hybrid_search(searcher, request.query, vectors, request.k, request.hybrid.options(), where=where)
         else:
             ranked = searcher.search_vectors(vectors, request.k, where=where)
-        hits = searcher.hits(request.query, vectors, ranked, request.explain and request.query is not None)
-        return SearchResponse(hits=hits, index_status=searcher.status, warning=searcher.warning)
+        found = hits(searcher.encoder, request.query, vectors, ranked, request.explain and request.query is not None)
+        return SearchResponse(hits=found, index_status=searcher.status, warning=searcher.warning)
 
     @app.post("/indexes/{name}/rerank", response_model=RerankResponse, dependencies=read, responses=UNAVAILABLE)
     def rerank(name: IndexName, request: RerankRequest) -> RerankResponse:

@@ -325,6 +325,8 @@ def test_the_residual_stage_runs_where_the_rows_outgrow_the_cache(migrated_url: 
     assert "whole_tokens" not in searcher.stats and "whole" not in searcher.timings
     forced = searcher.search_vectors(query, 3, params=default_params(3).replace(residual=True))
     assert searcher.stats["whole_tokens"] > 0
+    by_text = index.search("white matter development in the newborn brain", 3, residual=True)  # the knob of Index.search
+    assert searcher.stats["whole_tokens"] > 0 and [h.external_id for h in by_text] == [r.external_id for r in held]
     small = Index(index.name, url=migrated_url, encoder=index.encoder, cache_bytes=1024)
     outgrown = small.searcher.search_vectors(query, 3)
     assert small.searcher.stats["whole_tokens"] == searcher.stats["whole_tokens"]
@@ -363,7 +365,7 @@ def test_cli_search_with_filter_and_explanation(index: Index) -> None:
     assert "Traceback" not in unbound.output
     unused = runner.invoke(app, ["search", "scifact", "x", "--where", "documents.id > 0", "--param", "n=0"])
     assert unused.exit_code == 1 and "values were given for n, which it does not use" in unused.output
-    full = runner.invoke(app, ["search", "scifact", "brain development", "-k", "2", "--nrerank", "24", "--slack", "inf"])
+    full = runner.invoke(app, ["search", "scifact", "brain development", "-k", "2", "--nrerank", "24", "--slack", "inf", "--residual"])
     assert full.exit_code == 0 and "  1 " in full.output, full.output
     negative = runner.invoke(app, ["search", "scifact", "x", "--slack", "-1"])
     assert negative.exit_code == 2 and "--slack" in negative.output

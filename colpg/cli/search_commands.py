@@ -51,6 +51,12 @@ SLACK = typer.Option(
     min=0.0,
     help="Stop the rerank once the rest cannot reach the top k, with this much slack per query token (default 0.05; inf: never).",
 )
+RESIDUAL = typer.Option(
+    None,
+    "--residual/--no-residual",
+    help="Score the candidates whole from their resident residuals before the rerank (default: where the index's"
+    " rerank rows outgrow the row cache).",
+)
 
 
 @app.command("search")
@@ -72,6 +78,7 @@ def search(
     nrerank: int | None = NRERANK,
     margin: float | None = MARGIN,
     slack: float | None = SLACK,
+    residual: bool | None = RESIDUAL,
     fulltext: int = typer.Option(0, "--fulltext", min=0, help="Hybrid search: union colpg's candidates with this many full-text ones."),
     fusion: str = typer.Option(
         DEFAULT_FUSION, "--fusion", help="With --fulltext: rank the union by rrf (reciprocal-rank fusion) or maxsim."
@@ -97,6 +104,7 @@ def search(
             nrerank=nrerank,
             margin=margin,
             slack=slack,
+            residual=residual,
             hybrid=hybrid,
         )
         if not hits:
@@ -168,6 +176,7 @@ def evaluate_index(
     nrerank: int | None = NRERANK,
     margin: float | None = MARGIN,
     slack: float | None = SLACK,
+    residual: bool | None = RESIDUAL,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset; with --vs-exact, recall@k against exact search."""
     from colpg.evaluate import evaluate
@@ -175,7 +184,16 @@ def evaluate_index(
 
     with reported_errors():
         report = evaluate(
-            Index(name), dataset, k=k, vs_exact=vs_exact, max_queries=queries, ncells=ncells, nrerank=nrerank, margin=margin, slack=slack
+            Index(name),
+            dataset,
+            k=k,
+            vs_exact=vs_exact,
+            max_queries=queries,
+            ncells=ncells,
+            nrerank=nrerank,
+            margin=margin,
+            slack=slack,
+            residual=residual,
         )
         typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
         if (warning := report.coverage_warning()) is not None:
