@@ -6,7 +6,6 @@
     cd bench && ../.venv/bin/python depth.py --nrerank 2048 --without-gaps
     cd bench && ../.venv/bin/python depth.py --datasets nfcorpus scifact --nrerank 2048 --padding-cosines 0.6 0.75 0.85 --gap-weights 0.5 1 1.25 --without-gaps
     cd bench && ../.venv/bin/python depth.py --scale 100000 --ncells 64 96 --nrerank 2048
-    cd bench && ../.venv/bin/python depth.py --scale 10000 --nrerank 2048 --near 0 32 16 8
 
 On the indexes compare.py --keep-databases built (run it first; ``--scale N``: its assembled
 collection of N documents cut from the ``--datasets``, instead of the datasets themselves), each
@@ -14,8 +13,7 @@ query is searched with each setting (colpg's defaults with ``--ncells``, ``--nre
 ``--slack`` crossed, and with the padding gaps colpg.probe adds to the first stage's scores counted
 at each of ``--padding-cosines`` and weighted by each of ``--gap-weights``; ``--without-gaps`` adds
 weight 0, the first stage as it was before the gaps; ``--residual``: the residual stage as the
-index's size decides, on or off; ``--near``: the cells per query token whose tokens the probe
-scores from their residuals, the rest credited with their centroid's score), the settings' order rotating from query to query, each the best
+index's size decides, on or off), the settings' order rotating from query to query, each the best
 of ``--repeat`` (the row cache filled before timing, as a service's is; ``COLPG_CACHE_BYTES`` sets
 its cap, and a cap below the index's rows with ``--repeat 1`` has them read from PostgreSQL, as at
 100k). Recall@10 is against compare.py's cached exact reference (MaxSim over the original float
@@ -120,7 +118,6 @@ def main() -> None:
     parser.add_argument("--without-gaps", action="store_true", help="each setting also without the first stage's padding gaps (weight 0)")
     parser.add_argument("--residual", nargs="+", choices=list(RESIDUAL), default=["auto"],
                         help="the residual stage (colpg.residual_stage): auto, as the index's size decides; on; off, the rerank walks the first stage's order")
-    parser.add_argument("--near", type=int, nargs="+", default=[0], help="cells per query token scored from residuals (colpg.probe); 0: all")
     parser.add_argument("--queries", type=int, default=50, help="as compare.py's --queries, whose reference is used")
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="compare.py's assembled collections of N documents instead of the datasets")
     parser.add_argument("--scale-queries", type=int, default=20, help="as compare.py's --scale-queries")
@@ -129,8 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     if min([args.queries, args.scale_queries, args.repeat, *args.nrerank, *args.scale]) < 1:
         parser.error("--queries, --scale-queries, --repeat, --nrerank and --scale must be positive")
-    if min(args.ncells + args.near) < 0:
-        parser.error("--ncells and --near must be positive (0: the default)")
+    if min(args.ncells) < 0:
+        parser.error("--ncells must be positive (0: the default)")
     if any(not -1 <= cosine <= 1 for cosine in args.padding_cosines) or any(not weight >= 0 for weight in args.gap_weights):
         parser.error("--padding-cosines take cosines in [-1, 1] and --gap-weights numbers of 0 or more")
     if any(not slack >= 0 for slack in args.slack):
@@ -149,12 +146,11 @@ def main() -> None:
         gaps[", no gaps"] = padding_count(PADDING_COSINE, 0.0)
     settings = {
         f"{f'ncells {ncells}, ' if ncells else ''}nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{gap_label}"
-        f"{'' if residual == 'auto' else f', residual stage {residual}'}{f', near {near}' if near else ''}": (
-            dataclasses.replace(defaults, ncells=ncells or None, nrerank=nrerank, slack=slack, residual=RESIDUAL[residual], near=near or None),
+        f"{'' if residual == 'auto' else f', residual stage {residual}'}": (
+            dataclasses.replace(defaults, ncells=ncells or None, nrerank=nrerank, slack=slack, residual=RESIDUAL[residual]),
             count,
         )
         for ncells in args.ncells
-        for near in args.near
         for nrerank in args.nrerank
         for slack in args.slack
         for gap_label, count in gaps.items()

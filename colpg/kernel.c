@@ -185,25 +185,6 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
     part_ends(shared, part, parts);
 }
 
-/* The probe's far cells (colpg.probe): each document owning a token of ``cells`` is credited, per query
-   token, with the cell's centroid score (cell_scores [ncells, q]): its row of best [numbered, q] raised to
-   it, once per run of the cell's tokens with one owner (a document's tokens lie together in a cell). */
-void colpg_credit(const float *cell_scores, int64_t q, const int64_t *offsets, const int32_t *owners,
-                  const int64_t *cells, int64_t ncells, const int32_t *local_of, float *best)
-{
-    for (int64_t i = 0; i < ncells; i++) {
-        const int64_t cell = cells[i];
-        const float *score = cell_scores + i * q;
-        int32_t last = -1;
-        for (int64_t t = offsets[cell]; t < offsets[cell + 1]; t++) {
-            if (owners[t] == last) continue;
-            last = owners[t];
-            float *row = best + (int64_t)local_of[last] * q;
-            for (int64_t lane = 0; lane < q; lane += 8) store(row + lane, larger(load(row + lane), load(score + lane)));
-        }
-    }
-}
-
 /* Whole documents (colpg.residual_stage): document d's tokens are rows starts[d] .. starts[d+1] - 1 of
    residuals [t, width] and of bases [t, q], each token's own centroid's score for each query token; best
    [ndocs, q], -inf to begin with, gets each document's best similarity per query token. table and scale as

@@ -125,25 +125,17 @@ def _best_in_parts(score: Callable[[int, torch.Tensor], None], parts: int, rows:
 
 
 def fused_best(
-    lib: ctypes.CDLL,
-    table: torch.Tensor,
-    centroid_scores: torch.Tensor,
-    cells: torch.Tensor,
-    segments: Sequence[ClusterLayout],
-    slots: int,
-    far: torch.Tensor | None = None,
+    lib: ctypes.CDLL, table: torch.Tensor, centroid_scores: torch.Tensor, cells: torch.Tensor, segments: Sequence[ClusterLayout], slots: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """For every document owning a token of ``cells`` or ``far``: its slot and, per query token, its
-    best token's similarity, where a token of a ``far`` cell counts as its centroid's score; and the
-    tokens scored. What colpg.probe computes in PyTorch.
+    """For every document owning a token of ``cells``: its slot and, per query token, its best
+    token's similarity; and the tokens scored. What colpg.probe computes in PyTorch.
 
     Shapes: table [residual_bytes * 256, q] float32 (:meth:`ResidualCodec.residual_table`);
-    centroid_scores [q, num_centroids]; cells [c], far [f] int64 -> ([m] int64 slots, [m, q] float32, tokens).
+    centroid_scores [q, num_centroids]; cells [c] int64 -> ([m] int64 slots, [m, q] float32, tokens).
     """
     kernel_table = KernelTable.of(lib, table)
     q, width, columns, blocks, scale = kernel_table.q, kernel_table.width, kernel_table.columns, kernel_table.blocks, kernel_table.scale
     cells = cells.to(torch.int64).contiguous()
-    far = (cells[:0] if far is None else far).to(torch.int64).contiguous()
     cell_scores = padded(centroid_scores[:, cells].T.float(), columns)
     local_of = torch.full((slots,), -1, dtype=torch.int32)
     numbered = torch.empty(slots, dtype=torch.int32)
@@ -155,10 +147,9 @@ def fused_best(
             raise ValueError(
                 f"a layout of {width}-byte uint8 residuals and int32 owners was expected, got {residuals.dtype} {list(residuals.shape)}, {owners.dtype}"
             )
-        for numbering in (cells, far):
-            count = lib.colpg_number(
-                offsets.data_ptr(), owners.data_ptr(), numbering.data_ptr(), len(numbering), local_of.data_ptr(), numbered.data_ptr(), count
-            )
+        count = lib.colpg_number(
+            offsets.data_ptr(), owners.data_ptr(), cells.data_ptr(), len(cells), local_of.data_ptr(), numbered.data_ptr(), count
+        )
         work.append((offsets, residuals, owners, offsets[cells + 1] - offsets[cells]))
     tokens = sum(int(counts.sum()) for *_, counts in work)
     parts = _parts(tokens)
@@ -171,18 +162,4 @@ def fused_best(
                 owners.data_ptr(), cells.data_ptr(), len(cells), local_of.data_ptr(), best.data_ptr(), shared[number].data_ptr(), part, parts,
             )  # fmt: skip
 
-    best = _best_in_parts(score, parts, count, columns)
-    if len(far):
-        far_scores = padded(centroid_scores[:, far].T.float(), columns)
-        for offsets, _, owners, _ in work:
-            lib.colpg_credit(
-                far_scores.data_ptr(),
-                columns,
-                offsets.data_ptr(),
-                owners.data_ptr(),
-                far.data_ptr(),
-                len(far),
-                local_of.data_ptr(),
-                best.data_ptr(),
-            )
-    return numbered[:count].long(), best[:, :q], tokens
+    return numbered[:count].long(), _best_in_parts(score, parts, count, columns)[:, :q], tokens

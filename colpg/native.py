@@ -99,7 +99,6 @@ def library(folder: Path | None = None) -> ctypes.CDLL | None:
             [pointer, pointer, pointer, count, count, pointer, pointer, pointer, pointer, count, pointer, pointer, pointer, count, count],
             None,
         ),
-        "colpg_credit": ([pointer, count, pointer, pointer, pointer, count, pointer, pointer], None),
         "colpg_score_documents": ([pointer, pointer, pointer, count, count, pointer, count, pointer, pointer, pointer, count, count], None),
         "colpg_int8_raws": ([pointer, pointer, count, count, pointer, pointer], None),
         "colpg_int8_maxsim": ([pointer, pointer, count, count, pointer, count, count, pointer, pointer, pointer, count, count], None),

@@ -10,9 +10,6 @@ few and a query of near-ties reranks up to ``nrerank`` (bench/probe.py, "rerank 
 score, plus the largest (exact - first stage) gap seen so far, plus ``slack`` per query token,
 is below the k-th exact score (colpg.rerank_stage). Queries whose top k stands out stop after
 a few hundred documents; near-ties go on to ``nrerank`` (bench/probe.py, table 5);
-``near``: of each query token's ``ncells``, the nearest whose tokens the probe scores from their
-residuals; the other probed cells' tokens count as their centroid's score, once per document and
-cell, with no per-token work (colpg.probe; bench/tiers.py, table 16); None: all ``ncells``;
 ``residual``: whether the candidates are first scored whole from their resident residuals, that
 walk stopped by ``slack``, and the rerank then walks their order (colpg.residual_stage); None
 (the default) where the index's rerank rows outgrow the row cache, as they come from PostgreSQL
@@ -41,14 +38,13 @@ class SearchParams:
     margin: float = math.inf
     slack: float = math.inf
     residual: bool | None = None
-    near: int | None = None
 
     def __post_init__(self) -> None:
         if self.residual is not None and not isinstance(self.residual, bool):
             raise ConfigurationError(f"residual must be True, False or None (the index's size decides), got {self.residual!r}")
-        for name in ("ncells", "nrerank", "near"):
+        for name in ("ncells", "nrerank"):
             value = getattr(self, name)
-            if value is None and name != "nrerank":
+            if value is None and name == "ncells":
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
@@ -64,7 +60,6 @@ class SearchParams:
         margin: float | None = None,
         slack: float | None = None,
         residual: bool | None = None,
-        near: int | None = None,
     ) -> SearchParams:
         """These parameters with the given ones changed (None keeps the current value)."""
         return SearchParams(
@@ -73,7 +68,6 @@ class SearchParams:
             self.margin if margin is None else margin,
             self.slack if slack is None else slack,
             self.residual if residual is None else residual,
-            self.near if near is None else near,
         )
 
 

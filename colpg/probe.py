@@ -36,7 +36,6 @@ __all__ = [
     "Probe",
     "best_by_document",
     "centroid_scores",
-    "credited",
     "floored_sum",
     "padded_tokens",
     "probe",
@@ -148,32 +147,25 @@ def probe(
     limit: int,
     gaps: torch.Tensor | None = None,
     padded: int = 0,
-    near: int | None = None,
 ) -> Candidates:
     """The ``limit`` best documents by probed-token scores, each plus ``padded`` times its padding
     gap (:func:`padded_tokens`), among the ``allowed`` slots.
 
-    Every token under a centroid among some query token's ``near`` nearest (all ``ncells`` when
-    None) is scored against every query token; a token under another probed centroid counts as its
-    centroid's score (:func:`credited`). A document's score for a query token is the best of those,
-    or where that is below the query token's ``ncells``-th centroid score, that score less
-    IMPUTED_DISCOUNT (bench/probe.py compares this with WARP's imputation).
+    Every token under a centroid that some query token probes is scored against every query
+    token; a document's score for a query token is the best of those, or where that is below
+    the query token's ``ncells``-th centroid score, that score less IMPUTED_DISCOUNT
+    (bench/probe.py compares this with WARP's imputation).
 
     Shapes: query [q, dim]; centroid_scores [q, num_centroids]; allowed [slots] bool; gaps [slots].
     """
     plan = Probe.of(centroid_scores, ncells)
     cells = torch.unique(plan.cells)
-    far = cells[:0]
-    if near is not None and near < plan.cells.shape[1]:
-        close = torch.unique(plan.cells[:, :near])
-        cells, far = close, cells[~torch.isin(cells, close)]
     tokens = sum(int((layout.offsets[cells + 1] - layout.offsets[cells]).sum()) for layout in segments)
     lib = kernel_for(tokens, query.device)
     if lib is not None:
-        slots, best, tokens = fused_best(lib, codec.residual_table(query), centroid_scores, cells, segments, len(allowed), far)
+        slots, best, tokens = fused_best(lib, codec.residual_table(query), centroid_scores, cells, segments, len(allowed))
     else:
         slots, best, tokens = best_by_document(query, codec, codec.query_table(query, centroid_scores), cells, segments)
-        slots, best = credited(centroid_scores, far, segments, slots, best)
     scores = floored_sum(best, plan.floor, IMPUTED_DISCOUNT)
     if gaps is not None and padded:
         scores = scores + padded * gaps[slots.long()].to(scores)
@@ -205,35 +197,3 @@ def best_by_document(
             best.scatter_reduce_(0, rows[:, None].expand(-1, sims.shape[1]), sims, "amax")
         start += len(positions)
     return slots.long(), best, int(owner.shape[0])
-
-
-def credited(
-    centroid_scores: torch.Tensor, far: torch.Tensor, segments: Sequence[ClusterLayout], slots: torch.Tensor, best: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``slots`` and ``best`` (:func:`best_by_document`'s) with every document owning a token of the
-    ``far`` cells credited, per query token, with the cell's centroid score, once per (document,
-    cell): colpg.kernel's colpg_credit in PyTorch.
-
-    Shapes: centroid_scores [q, num_centroids]; far [f] int64; slots [m]; best [m, q] -> ([n] slots, [n, q]).
-
-    >>> layout = ClusterLayout.build(torch.tensor([0, 1, 1]), torch.zeros(3, 1, dtype=torch.uint8), torch.tensor([0, 1, 1]), 2)
-    >>> slots, best = credited(torch.tensor([[0.9, 0.4]]), torch.tensor([1]), [layout], torch.tensor([0]), torch.tensor([[0.8]]))
-    >>> slots.tolist(), best.tolist()
-    ([0, 1], [[0.800000011920929], [0.4000000059604645]])
-    """
-    if not len(far):
-        return slots, best
-    width = centroid_scores.shape[1]
-    pairs = [
-        torch.unique(layout.owners[positions].long() * width + codes)
-        for layout in segments
-        for positions, codes in [layout.positions(far.to(layout.offsets.device))]
-    ]
-    pair = torch.cat(pairs).to(slots.device)
-    owners, cells = pair // width, pair % width
-    every, local = torch.unique(torch.cat([slots, owners]), return_inverse=True)
-    merged = torch.full((len(every), best.shape[1]), float("-inf"), device=best.device)
-    merged[local[: len(slots)]] = best
-    scores = centroid_scores[:, cells.to(centroid_scores.device)].T.to(best)
-    merged.scatter_reduce_(0, local[len(slots) :, None].expand(-1, best.shape[1]), scores, "amax")
-    return every, merged

@@ -49,31 +49,6 @@ def test_the_kernel_finds_what_pytorch_finds(nbits: int, query_tokens: int) -> N
     assert torch.allclose(best[order], want, atol=5e-3)
 
 
-def test_far_cells_count_their_centroid_score_in_both_paths() -> None:
-    """Tokens of the far cells (colpg.probe's ``near``) are credited with their centroid's score, by
-    colpg_credit as by colpg.probe.credited; only the near cells' tokens are scored."""
-    codec, segments, documents = _index(2)
-    query = torch.nn.functional.normalize(torch.randn(4, codec.dim, generator=torch.Generator().manual_seed(11)), dim=1)
-    scores = probe.centroid_scores(query, codec.centroids)
-    plan = probe.Probe.of(scores, 12)
-    close, every = torch.unique(plan.cells[:, :1]), torch.unique(plan.cells)
-    far = every[~torch.isin(every, close)]
-    lib = native.library()
-    assert lib is not None
-    slots, best, tokens = kernel.fused_best(lib, codec.residual_table(query), scores, close, segments, documents, far)
-    near_slots, near_best, near_tokens = probe.best_by_document(query, codec, codec.query_table(query, scores), close, segments)
-    want_slots, want = probe.credited(scores, far, segments, near_slots, near_best)
-    order = torch.argsort(slots)
-    assert tokens == near_tokens < sum(len(layout) for layout in segments)
-    assert torch.equal(slots[order], want_slots) and len(want_slots) > len(near_slots)
-    assert torch.allclose(best[order], want, atol=5e-3)
-    only_far = [i for i, slot in enumerate(want_slots.tolist()) if slot not in set(near_slots.tolist())]
-    slot = int(want_slots[only_far[0]])
-    cells = torch.cat([layout.decompose()[0][layout.owners == slot] for layout in segments])
-    expected = scores[:, cells[torch.isin(cells, far)]].amax(dim=1)
-    assert torch.equal(want[only_far[0]], expected) and torch.equal(best[order][only_far[0]], expected)
-
-
 @pytest.mark.parametrize("order", ["pool", *ORDERS])
 def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPatch, order: str) -> None:
     """The parts share the cells of each segment (kernel.c): on the pool, or one that starts late finding fewer, or none."""
@@ -107,9 +82,6 @@ def test_probe_gives_the_same_candidates_with_the_kernel_off(monkeypatch: pytest
     assert torch.allclose(fused.scores, plain.scores, atol=5e-3)
     # near-ties may swap places at float16's rounding, so the sets are compared, less the last few places
     assert len(set(fused.slots[:40].tolist()) & set(plain.slots[:45].tolist())) == 40
-    tiered = probe.probe(query, scores, codec, segments, 8, allowed, 50, near=2)
-    assert tiered.tokens_scored < plain.tokens_scored
-    assert probe.probe(query, scores, codec, segments, 8, allowed, 50, near=8).tokens_scored == plain.tokens_scored
 
 
 def test_no_compiler_means_pytorch_and_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
