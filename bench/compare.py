@@ -67,6 +67,7 @@ from colpg.errors import IndexExists
 from colpg.evaluate import quality
 from colpg.index import Index
 from colpg.indexer import IndexConfig, Indexer
+from colpg.params import BALANCED
 from colpg.rowcache import DEFAULT_CACHE_BYTES
 from colpg.scoring import maxsim_flat, owners
 from colpg.vector_build import VectorIndexer
@@ -102,8 +103,9 @@ PLAID_SETTINGS = [
 COLPG_SETTINGS: list[dict[str, Any]] = [
     {"label": "5. colpg, defaults"},
     {"label": "5. colpg, ncells 64, full rerank of 1024 (defaults before the early stop)", "ncells": 64, "nrerank": 1024, "slack": math.inf},
-    {"label": "5. colpg, nrerank 2048, slack 0.02", "slack": 0.02},
-    {"label": "5. colpg, balanced (ncells 32, nrerank 512, margin 0.05)", "ncells": 32, "nrerank": 512, "margin": 0.05, "slack": math.inf},
+    {"label": "5. colpg, slack 0.04 (the defaults before session 26)", "slack": 0.04},
+    {"label": f"5. colpg, balanced (ncells {BALANCED.ncells}, nrerank {BALANCED.nrerank}, margin {BALANCED.margin})",
+     "ncells": BALANCED.ncells, "nrerank": BALANCED.nrerank, "margin": BALANCED.margin, "slack": BALANCED.slack},
     {"label": "5. colpg, ncells 16, nrerank 64 (faster)", "ncells": 16, "nrerank": 64, "slack": math.inf},
 ]
 CONTENDERS = ("exact", "recipes", "plaid", "colpg")
@@ -559,7 +561,8 @@ def main() -> None:
                         help="build into colpg_bench_keep_<collection> and keep it: a later run reuses the build or resumes it")
     parser.add_argument("--recipes-up-to", type=int, default=10_000, help="skip the pgvector recipes above N documents")
     parser.add_argument("--contenders", nargs="*", choices=CONTENDERS, default=list(CONTENDERS),
-                        help="which to run; their rows replace those of an earlier run in OUT.json, the others are kept")
+                        help="which to run; their rows replace those of an earlier run in OUT.json, the others are kept;"
+                             " none: only the exact references are computed and cached (for depth.py's larger --queries)")
     parser.add_argument("--plaid-python", type=Path, default=PLAID_PYTHON)
     parser.add_argument("--plaid-timeout", type=int, default=3600)
     parser.add_argument("--colpg-timeout", type=int, default=3600)
@@ -621,12 +624,14 @@ def main() -> None:
         for result in suite.results:
             result.machine = machine
         results += suite.results
-        write(results, machine, args)  # after each collection, so a long run leaves what it measured
+        if results:
+            write(results, machine, args)  # after each collection, so a long run leaves what it measured
 
     print()
     for line in goals([r for r in merged(results, args.out.with_suffix(".json")) if r.machine == machine], args.cache_bytes):
         print(f"- {line}")
-    print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+    if results:
+        print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
 
 
 def assembled(pool: list[token_vectors.Vectors], documents: int, names: list[str], in_memory_up_to: int) -> token_vectors.Vectors:

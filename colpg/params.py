@@ -71,10 +71,11 @@ class SearchParams:
         )
 
 
-#: The defaults with a tighter early stop: recall@10 0.994 on SciFact, 0.990 on the assembled 10k,
-#: 0.986 on MS MARCO, 0.940 on NFCorpus (bench/README.md, compare.py session 11, "nrerank 2048,
-#: slack 0.02"), reranking ~60% of the documents the defaults do (SciFact 457 against 787 on average).
-BALANCED = SearchParams(ncells=64, nrerank=2048, slack=0.02)
+#: Faster than the defaults, at less recall: half the cells, a rerank of at most 512 documents,
+#: those within 0.05 a query token of the k-th first-stage score. Recall@10 0.996 on SciFact,
+#: 0.986 on NFCorpus, 0.993 on MS MARCO, 0.970 on the assembled 10k at 46-57% of the defaults'
+#: p50 then (bench/README.md, compare.py session 24 and 25, "balanced").
+BALANCED = SearchParams(ncells=32, nrerank=512, margin=0.05)
 
 
 #: Index tokens from which the defaults probe 96 cells per query token instead of 64. On the
@@ -99,9 +100,11 @@ def default_params(k: int) -> SearchParams:
     """colpg's defaults for ``k`` results, measured to reach recall@k 0.99 against exact MaxSim
     on the encoder's own vectors (bench/probe.py table 5, bench/README.md): 64 centroids per query
     token (96 in indexes of LARGE_INDEX_TOKENS or more: :func:`cells_for`) and an exact rerank of
-    up to the best 2,048 (or 8k), stopped early with a slack of 0.04 per query token (0.05 before the first stage discounted imputed query tokens, colpg.probe:
-    the same recall on bench/probe.py's queries at ncells 64 and 96, NFCorpus -0.004 at 32, with
-    SciFact's median query reranking 256 documents instead of 768, table 8). The depth covers
+    up to the best 2,048 (or 8k), stopped early with a slack of 0.02 per query token. That slack
+    was 0.05, then 0.04 once the first stage discounted imputed query tokens (table 8), and 0.02
+    once it added the padding gaps: on 300 SciFact, 300 NFCorpus, 43 MS MARCO and 100 assembled
+    10k queries, 0.02 kept recall@10 at 0.996 / 0.987 / 0.993 / 0.992 against 0.04's 0.996 / 0.989
+    / 0.993 / 0.995, reranking 38-52% of the documents (bench/depth.py, bench/README.md table 17). The depth covers
     the codec a build happens to draw (a fixed 1,024 gave 0.985 to 0.990 on SciFact across
     draws; 2,048 gives 0.996), and the early stop keeps it cheap where
     the top k stands out (MS MARCO: the recall of a full rerank from a quarter of it). The rerank
@@ -114,8 +117,8 @@ def default_params(k: int) -> SearchParams:
     once they outgrow the row cache.
 
     >>> default_params(10)
-    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.04, residual=None)
+    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.02, residual=None)
     """
     if k < 1:
         raise ConfigurationError(f"k must be positive, got {k}")
-    return SearchParams(ncells=None, nrerank=max(2048, 8 * k), slack=0.04)
+    return SearchParams(ncells=None, nrerank=max(2048, 8 * k), slack=0.02)
