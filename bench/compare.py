@@ -626,12 +626,13 @@ def main() -> None:
         results += suite.results
         if results:
             write(results, machine, args)  # after each collection, so a long run leaves what it measured
+    if not results:
+        return  # --contenders with none: the references are cached, nothing was measured
 
     print()
     for line in goals([r for r in merged(results, args.out.with_suffix(".json")) if r.machine == machine], args.cache_bytes):
         print(f"- {line}")
-    if results:
-        print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+    print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
 
 
 def assembled(pool: list[token_vectors.Vectors], documents: int, names: list[str], in_memory_up_to: int) -> token_vectors.Vectors:

@@ -73,8 +73,8 @@ class SearchParams:
 
 #: Faster than the defaults, at less recall: half the cells, a rerank of at most 512 documents,
 #: those within 0.05 a query token of the k-th first-stage score. Recall@10 0.996 on SciFact,
-#: 0.986 on NFCorpus, 0.993 on MS MARCO, 0.970 on the assembled 10k at 46-57% of the defaults'
-#: p50 then (bench/README.md, compare.py session 24 and 25, "balanced").
+#: 0.986 on NFCorpus, 0.993 on MS MARCO, 0.970 on the assembled 10k, at 62% / 36% / 74% / 46% of
+#: the p50 of the defaults then (slack 0.04; bench/README.md, compare.py sessions 24 and 25, "balanced").
 BALANCED = SearchParams(ncells=32, nrerank=512, margin=0.05)
 
 
