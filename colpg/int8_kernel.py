@@ -6,7 +6,9 @@ by the query and scattering per-document maxima: three passes, and a fourth when
 read, to compute each token's inverse norm. Here each document keeps its maxima as it goes and
 rows read are copied and their norms computed in one pass. With AVX2 the products are integer:
 the query as colpg.scoring.Int8Query's two int8 parts in one int16, one 16-bit multiply-add per
-pair of dimensions, so the scores are the integer path's (the float ones to millionths).
+pair of dimensions (with AVX-512 VNNI, fused, 32 dimensions a step), so the scores are the integer
+path's (the float ones to millionths). With AVX-512 VNNI this kernel is used even where PyTorch's
+int8 products pay, as it scores faster than they do (:func:`wide_kernel`).
 Elsewhere in float: a row's tokens are converted a few at a time into a buffer that stays in
 the L1 cache and their similarities with 16 query tokens stay in registers over all dimensions,
 the same float32 arithmetic as PyTorch's summed in another order. bench/rows.py times each
@@ -23,7 +25,7 @@ from colpg.native import kernel_enabled, library, padded
 from colpg.scoring import Int8Query
 from colpg.threads import run_parts
 
-__all__ = ["int8_kernel", "integer_kernel", "maxsim_scorer", "raws"]
+__all__ = ["int8_kernel", "integer_kernel", "maxsim_scorer", "raws", "wide_kernel"]
 
 #: Tokens below which rows are scored on the calling thread alone: a thread's start costs more.
 MIN_PART_TOKENS = 4_096
@@ -72,6 +74,12 @@ def raws(lib: ctypes.CDLL, payloads: Sequence[bytes], lengths: Sequence[int], sc
 def integer_kernel(lib: ctypes.CDLL) -> bool:
     """Whether ``lib`` scores int8 rows in integer arithmetic (built where the CPU has AVX2)."""
     return bool(ctypes.c_int64.in_dll(lib, "colpg_int8_integer").value)
+
+
+def wide_kernel(lib: ctypes.CDLL) -> bool:
+    """Whether ``lib``'s integer products take 32 dimensions a step (built where the CPU has AVX-512
+    VNNI): there they beat PyTorch's int8 products too, which pay on such a CPU (bench/README.md, session 27)."""
+    return bool(ctypes.c_int64.in_dll(lib, "colpg_int8_wide").value)
 
 
 def maxsim_scorer(lib: ctypes.CDLL, query: torch.Tensor, integer: bool | None = None) -> Callable[[list[torch.Tensor]], list[float]]:

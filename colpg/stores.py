@@ -22,7 +22,7 @@ from pgvector import HalfVector
 
 from colpg.codec import Int8Codec, ResidualCodec, fit_buckets
 from colpg.device import int8_products_pay
-from colpg.int8_kernel import int8_kernel, maxsim_scorer
+from colpg.int8_kernel import int8_kernel, maxsim_scorer, wide_kernel
 from colpg.int8_kernel import raws as kernel_raws
 from colpg.scoring import Int8Query, maxsim_blocks
 
@@ -199,9 +199,10 @@ class Int8Store(RerankStore):
         return self.scorer(query, parts=1), COARSE_ERROR * query.shape[0]
 
     def maxsims(self, query: torch.Tensor, coarse: bool = False) -> tuple[Callable[[list[torch.Tensor]], list[float]], float]:
-        """On a CPU whose int8 products do not pay in PyTorch, in C (colpg.int8_kernel), coarse or not."""
-        lib = int8_kernel(query.shape[1]) if query.device.type == "cpu" and not _integer(query) else None
-        if lib is None:
+        """On a CPU, in C (colpg.int8_kernel), coarse or not, where int8 products do not pay in PyTorch
+        or the kernel has AVX-512 VNNI's wide steps (a search at 10k: 28.3 against 32.7 ms, bench/README.md, session 27)."""
+        lib = int8_kernel(query.shape[1]) if query.device.type == "cpu" else None
+        if lib is None or (_integer(query) and not wide_kernel(lib)):
             return super().maxsims(query, coarse)
         return maxsim_scorer(lib, query * self._scale(query.device)), 0.0
 

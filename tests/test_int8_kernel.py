@@ -88,11 +88,13 @@ def test_the_kernel_scores_what_pytorch_scores(query_tokens: int, integer: bool)
 
 
 @pytest.mark.skipif(not _integer_available(), reason="no AVX2 here")
-def test_integer_sums_past_one_span() -> None:
-    """800 dimensions: two spans of 384 and a rest of 32, each span's int32 sums taken to float before they could overflow."""
-    store, records = _store_and_records(dim=800)
+@pytest.mark.parametrize("dim", [800, 400])
+def test_integer_sums_past_one_span(dim: int) -> None:
+    """800 dimensions: two spans of 384 and a rest of 32, each span's int32 sums taken to float before they
+    could overflow; 400: a last 16 dimensions after the 32-dimension steps (AVX-512 VNNI) in 16-dimension ones."""
+    store, records = _store_and_records(dim=dim)
     rows = store.raws(records)
-    query = torch.nn.functional.normalize(torch.randn(8, 800, generator=torch.Generator().manual_seed(8)), dim=1)
+    query = torch.nn.functional.normalize(torch.randn(8, dim, generator=torch.Generator().manual_seed(8)), dim=1)
     lib = native.library()
     assert lib is not None
     fused = torch.tensor(int8_kernel.maxsim_scorer(lib, query * store.codec.scales / 127, integer=True)(rows))
@@ -151,6 +153,18 @@ def test_a_part_that_starts_after_the_first_returned_touches_nothing() -> None:
     part(2)
     part(1)
     assert scores.isnan().all()
+
+
+def test_the_store_scores_in_c_where_its_products_are_the_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where PyTorch's int8 products pay, the store scores in C only with the kernel's AVX-512 VNNI steps
+    (exact: no coarse error), else in PyTorch (coarse: the query's first int8 part)."""
+    monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: True)
+    store, _ = _store_and_records()
+    query = torch.nn.functional.normalize(torch.randn(32, 384, generator=torch.Generator().manual_seed(2)), dim=1)
+    for wide in (True, False):
+        monkeypatch.setattr("colpg.stores.wide_kernel", lambda lib, wide=wide: wide)
+        _, error = store.maxsims(query, coarse=True)
+        assert (error == 0.0) is wide
 
 
 def test_the_store_scores_in_c_on_a_cpu_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:

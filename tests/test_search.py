@@ -409,6 +409,7 @@ def test_coarse_rerank_scores_as_the_store_does(index: Index, monkeypatch: pytes
 
     queries = ("brain development", "vaccine trial outcomes", "protein folding in cells")
     monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: True)  # whatever this CPU's own choice
+    monkeypatch.setattr("colpg.stores.wide_kernel", lambda lib: False)  # PyTorch's products, not the kernel's AVX-512 VNNI steps
     coarse = [_ranking(index.search(query, k=5, nrerank=24)) for query in queries]
     monkeypatch.setattr(Int8Store, "coarse_scorer", RerankStore.coarse_scorer)
     assert [_ranking(index.search(query, k=5, nrerank=24)) for query in queries] == coarse
