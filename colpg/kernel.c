@@ -127,8 +127,8 @@ static inline sixteen_floats sums_to_float(lane_shorts sums, int part)
 static inline void keep_best(float *row, const float *base, const float *scale, lane_shorts sums)
 {
     for (int part = 0; part < LANES / 16; part++) {
-        const float *at = base + 16 * part;
-        const sixteen_floats old = load16(row + 16 * part), now = load16(at) + sums_to_float(sums, part) * load16(scale + 16 * part);
+        const sixteen_floats old = load16(row + 16 * part);
+        const sixteen_floats now = load16(base + 16 * part) + sums_to_float(sums, part) * load16(scale + 16 * part);
         const sixteen_mask m = old > now;
         store16(row + 16 * part, (sixteen_floats)(((sixteen_mask)old & m) | ((sixteen_mask)now & ~m)));
     }
