@@ -32,7 +32,10 @@ against exact MaxSim over the original float vectors. Printed, per collection:
     or scores residuals bucketed after dividing by a per-token scale;
 13. (``--grouped``) table 5's rule on MaxSim with the query's tokens grouped (a lower bound, fewer
     query rows: colpg.scoring.grouped_query), then the best of those by it scored with the whole
-    query, in that order, with the same rule (colpg.rerank_stage).
+    query, in that order, with the same rule (colpg.rerank_stage);
+14. (``--centroid-int8``) the probe's centroid scores as int8 products (colpg.probe.CentroidScorer)
+    against float ones: their time, their error, the cells probed alike, and table 5's rule on
+    the candidates of each (at ``--ncells``' first, ``--cap``, ``--slacks``' first or 0.02).
 """
 
 from __future__ import annotations
@@ -45,13 +48,14 @@ from pathlib import Path
 
 import torch
 import vectors as token_vectors  # bench/vectors.py
+from rows import best_ms  # bench/rows.py
 
 from colpg.codec import Int8Codec, num_centroids_for, pack_bits, sample_size, train_residual_codec
 from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
 from colpg.evaluate import read_queries
 from colpg.layout import ranges
-from colpg.probe import IMPUTED_DISCOUNT, Probe, centroid_scores, floored_sum, probe
+from colpg.probe import IMPUTED_DISCOUNT, CentroidScorer, Probe, centroid_scores, floored_sum, probe
 from colpg.rerank_stage import near_top
 from colpg.scoring import grouped_query, maxsim_flat, owners, token_maxima, token_runs
 from colpg.stores import COARSE_ERROR, FLOAT_BLOCK, Int8Store
@@ -495,6 +499,35 @@ def grouped(c: Collection, ncells: int, cap: int, slack: float, chunk: int, thre
                   f" | {statistics.mean(seconds):.0f} | {sorted(seconds)[int(0.95 * (len(seconds) - 1))]} | {statistics.mean(costs):.0f} | {statistics.median(costs):.0f} |", flush=True)
 
 
+def centroid_int8(c: Collection, ncells: int, cap: int, slack: float, chunk: int, repeat: int = 5) -> None:
+    """Table 5's rule on the candidates of the probe run on float centroid scores and on int8 ones
+    (colpg.probe.CentroidScorer), with the time of each product (best of ``repeat``), the largest
+    difference between the two, and the share of each query token's cells both probe."""
+    print(f"\n### {c.v.name}: centroid scores in int8, {c.codec.centroids.shape[0]:,} centroids, ncells {ncells}, slack {slack}, at most {cap}\n")
+    print("| centroid scores | product ms, p50 | largest difference, p50 / max | cells shared, mean | recall@10 | documents reranked, mean | p50 | p95 |\n|---|---|---|---|---|---|---|---|")
+    scorers = {"float": CentroidScorer.of(c.codec.centroids, integer=False), "int8": CentroidScorer.of(c.codec.centroids, integer=True)}
+    rows: dict[str, tuple[list[float], list[float], list[float], list[float], list[int]]] = {name: ([], [], [], [], []) for name in scorers}
+    for i, q in enumerate(c.queries):
+        want = scorers["float"](q)
+        cells = Probe.of(want, ncells).cells.tolist()
+        for name, scorer in scorers.items():
+            times, recalls, differences, shared, depths = rows[name]
+            scores = scorer(q)
+            times.append(best_ms(functools.partial(scorer, q), repeat))
+            differences.append(float((scores - want).abs().max()))
+            mine = Probe.of(scores, ncells).cells.tolist()
+            shared.append(statistics.mean(len(set(a) & set(b)) / ncells for a, b in zip(mine, cells, strict=True)))
+            candidates = probe(q, scores, c.codec, c.view.segments, ncells, c.view.alive, cap)
+            exact = c.scores(q, candidates.slots)
+            done = replayed_depth(candidates.scores, exact, q.shape[0], c.k, slack, chunk)
+            recalls.append(c.recall(i, candidates.slots[:done][exact[:done].topk(min(c.k, done)).indices]))
+            depths.append(done)
+    for name, (times, recalls, differences, shared, depths) in rows.items():
+        ordered = sorted(depths)
+        print(f"| {name} | {statistics.median(times):.2f} | {statistics.median(differences):.4f} / {max(differences):.4f} | {statistics.mean(shared):.3f}"
+              f" | {statistics.mean(recalls):.3f} | {statistics.mean(depths):.0f} | {statistics.median(depths):.0f} | {ordered[int(0.95 * (len(ordered) - 1))]} |", flush=True)
+
+
 def imputation(c: Collection, ncells: int, cap: int) -> None:
     """How far the first stage is from the int8 MaxSim (gap = exact - first stage), by how many of
     a document's query tokens were credited with the floor rather than scored (Candidates.imputed)."""
@@ -610,6 +643,7 @@ def main() -> None:
     parser.add_argument("--grouped", type=float, nargs="*", default=[], help="table 13: the rerank on the query's tokens grouped at these cosines first (at --ncells' first, --cap, --slacks' first or 0.04)")
     parser.add_argument("--second-slacks", type=float, nargs="*", default=[0.0, 0.01, 0.04], help="table 13: the rescoring's slacks")
     parser.add_argument("--kept", type=int, default=256, help="table 13: the best documents by the grouped rows rescored with the whole query")
+    parser.add_argument("--centroid-int8", action="store_true", help="table 14: the probe's centroid scores in int8 against float (at --ncells' first, --cap, --slacks' first or 0.02)")
     parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
     if args.kept < 1:
@@ -643,6 +677,8 @@ def main() -> None:
             grouped(collection, args.ncells[0], args.cap, args.slacks[0] if args.slacks else 0.04, args.chunk, args.grouped, args.second_slacks, args.kept)
         if args.imputed:
             imputation(collection, args.ncells[0], args.cap)
+        if args.centroid_int8:
+            centroid_int8(collection, args.ncells[0], args.cap, args.slacks[0] if args.slacks else 0.02, args.chunk)
         if args.positions or args.codec_loss:
             dataset = DATA / (v.name if any(v is p for p in pool) else args.datasets[0])  # assembled collections take the first's queries
             masks = mask_positions(encoder, dataset, v.qids[: len(collection.queries)])

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 __all__ = [
-    "default_device", "default_dtype", "freeze_long_lived", "int8_products_pay", "keep_freed_memory", "release_freed_memory",
+    "default_device", "default_dtype", "freeze_long_lived", "int8_products_pay", "int8_products_pay_on", "keep_freed_memory", "release_freed_memory",
     "resolve_device",
 ]  # fmt: skip
 
@@ -73,6 +73,11 @@ def int8_products_pay() -> bool:
     floating = best(lambda: tokens.float() @ query)
     logger.debug("int8 products %.2f ms, float %.2f ms on this CPU", 1000 * integer, 1000 * floating)
     return integer < floating
+
+
+def int8_products_pay_on(device: torch.device) -> bool:
+    """:func:`int8_products_pay` where ``device`` is a CPU; on a GPU, float products are used."""
+    return device.type == "cpu" and int8_products_pay()
 
 
 @functools.cache

@@ -12,7 +12,9 @@ converted a batch at a time (:meth:`RerankStore.raws`): bench/rows.py times each
 With the candidates' first-stage scores and a finite ``slack`` (colpg.params), the rerank goes
 EARLY_STEP documents at a time in first-stage order and stops once the next candidate cannot
 reach the k-th exact score: its first-stage score, plus the largest gap (exact - first stage)
-seen so far, plus ``slack`` per query token, is below it (bench/probe.py, table 5).
+seen so far, plus ``slack`` per query token, is below it (bench/probe.py, table 5). The next
+step is not read ahead where the steps scored so far already put it out of reach: the step
+being scored then most likely ends the walk, and its read would only be waited for.
 
 That walk scores the query's tokens in groups where they group well (colpg.scoring.grouped_query:
 ColBERT's [MASK] padding, most of a short query, is alike), one row a group: fewer rows, so the
@@ -214,12 +216,17 @@ class Reranker:
         count = 0
         versions = view.versions_of(list(ids))  # once: the view is the search's throughout
         first_of = dict(zip(ids, first, strict=True)) if first is not None else {}
-        following = self.begin(pg, versions[:step], store, ids[:step])
+        following: Step | None = self.begin(pg, versions[:step], store, ids[:step])
         try:
             for start in range(0, len(ids), step):
-                stored = following.rows()
-                ahead = start + step  # read while this step is scored: the kernels and the server's reads overlap
-                following = self.begin(pg, versions[ahead : ahead + step], store, ids[ahead : ahead + step])
+                stored = (following or self.begin(pg, versions[start : start + step], store, ids[start : start + step])).rows()
+                ahead = start + step
+                # The next step is read while this one is scored (the kernels and the server's reads overlap),
+                # unless the steps scored so far already put it out of reach: then this one most likely ends
+                # the walk, and a read begun now would only be waited for (a step of rows from PostgreSQL).
+                following = None
+                if first is None or not (ahead < len(ids) and out_of_reach(kept, k, first[ahead], gap, slack)):
+                    following = self.begin(pg, versions[ahead : ahead + step], store, ids[ahead : ahead + step])
                 scores = score([raw for _, raw in stored])
                 kept = near_top(kept + [(s, doc_id, raw) for s, (doc_id, raw) in zip(scores, stored, strict=True)], keep or k, margin)
                 count += len(stored)
@@ -228,7 +235,8 @@ class Reranker:
                     if ahead < len(ids) and out_of_reach(kept, k, first[ahead], gap, slack):
                         break
         finally:
-            following.settle()
+            if following is not None:
+                following.settle()
         return kept, count
 
     @staticmethod

@@ -53,7 +53,7 @@ from colpg.explain import TokenMatch
 from colpg.filters import Where, filtered_ids
 from colpg.native import kernel_enabled, library
 from colpg.params import SearchParams, cells_for, default_params
-from colpg.probe import centroid_scores, padded_tokens, probe
+from colpg.probe import CentroidScorer, padded_tokens, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
 from colpg.residual_stage import RERANK_SLACK, pays, walk
@@ -71,12 +71,13 @@ FILTER_WIDEN = 4  # candidates checked against a filter per document wanted, gro
 
 @dataclass(frozen=True)
 class _Loaded:
-    """What a searcher holds of one index: its row, codec, rerank store and resident view."""
+    """What a searcher holds of one index: its row, codec, rerank store, resident view and centroid scorer."""
 
     record: IndexRecord
     codec: ResidualCodec
     store: RerankStore
     view: IndexView
+    scorer: CentroidScorer
 
 
 def not_ready_message(name: str, documents: int) -> str:
@@ -158,7 +159,7 @@ class IndexSearcher:
             )
             if self.device.type == "cpu" and kernel_enabled():
                 library()  # the CPU kernels built (or found built) now, not in a search: the rerank's run at any size
-            loaded = _Loaded(record, codec, rerank, view)
+            loaded = _Loaded(record, codec, rerank, view, CentroidScorer.of(codec.centroids))
             self.cache.clear()
             self._loaded = loaded
             release_freed_memory()  # the rows read to build the view
@@ -190,7 +191,7 @@ class IndexSearcher:
         loaded = self._loaded
         if loaded is None:
             return 0
-        return loaded.view.nbytes + loaded.codec.centroids.numel() * loaded.codec.centroids.element_size()
+        return loaded.view.nbytes + loaded.codec.centroids.numel() * loaded.codec.centroids.element_size() + loaded.scorer.nbytes
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class IndexSearcher:
         ncells = params.ncells or cells_for(view.tokens)
         self._local.stats["ncells"] = ncells
         started = time.perf_counter()
-        scores = centroid_scores(query, loaded.codec.centroids)
+        scores = loaded.scorer(query)
         self._add_time("probe", started)
         padded = padded_tokens(query, loaded.codec.padding)
         limit = params.nrerank if where is None else FILTER_WIDEN * params.nrerank

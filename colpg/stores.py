@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pgvector import HalfVector
 
 from colpg.codec import Int8Codec, ResidualCodec, fit_buckets
-from colpg.device import int8_products_pay
+from colpg.device import int8_products_pay_on
 from colpg.int8_kernel import int8_kernel, maxsim_scorer, wide_kernel
 from colpg.int8_kernel import raws as kernel_raws
 from colpg.scoring import Int8Query, maxsim_blocks
@@ -209,7 +209,7 @@ class Int8Store(RerankStore):
 
 def _integer(query: torch.Tensor) -> bool:
     """Whether to score int8 rows in integer arithmetic: on a CPU whose int8 products beat float's."""
-    return query.device.type == "cpu" and int8_products_pay()
+    return int8_products_pay_on(query.device)
 
 
 class Residual4Store(RerankStore):

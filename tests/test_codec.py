@@ -104,7 +104,7 @@ def test_int8_rerank_in_integers_matches_float(minilm_vectors: torch.Tensor, mon
     """The rerank's int8 products (query in two int8 parts) give the float product's MaxSim to
     within millionths per query token; the first part alone stays within COARSE_ERROR. Where
     int8 products do not pay on the CPU (colpg.device.int8_products_pay), the store scores in float."""
-    monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: pays)
+    monkeypatch.setattr("colpg.stores.int8_products_pay_on", lambda device: pays)
     store = Int8Store(Int8Codec.fit(minilm_vectors))
     rows = [store.raw({"payload": store.encode(doc, torch.zeros(len(doc)))[0], "ntokens": len(doc)}) for doc in torch.split(minilm_vectors, 150)]
     query = minilm_vectors[torch.randperm(len(minilm_vectors), generator=torch.Generator().manual_seed(0))[:32]]
@@ -137,6 +137,30 @@ def test_int8_products_pay_is_measured_once() -> None:
     from colpg.device import int8_products_pay
 
     assert int8_products_pay() in (True, False) and int8_products_pay.cache_info().currsize == 1
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_int8_centroid_scores_stay_near_the_float_ones(minilm_vectors: torch.Tensor, monkeypatch: pytest.MonkeyPatch, pays: bool) -> None:
+    """The probe's centroid scores in int8 (colpg.probe.CentroidScorer, where int8 products pay)
+    are within 0.01 of the float products on MiniLM's tokens, and each query token probes nearly
+    the same cells; where they do not pay, the scores are the float products themselves."""
+    from colpg.probe import CentroidScorer, Probe, centroid_scores
+
+    monkeypatch.setattr("colpg.probe.int8_products_pay_on", lambda device: pays)
+    codec = train_residual_codec(minilm_vectors, nbits=2, num_centroids=256, niters=4, seed=0)
+    query = minilm_vectors[torch.randperm(len(minilm_vectors), generator=torch.Generator().manual_seed(1))[:32]]
+    exact = centroid_scores(query, codec.centroids)
+    scorer = CentroidScorer.of(codec.centroids)
+    scores = scorer(query)
+    assert (scorer.quantized is not None) == pays and scores.shape == exact.shape
+    if not pays:
+        assert torch.equal(scores, exact) and scorer.nbytes == 0
+        return
+    assert scorer.nbytes == 256 * (384 + 4)
+    assert float((scores - exact).abs().max()) < 0.01
+    cells, want = Probe.of(scores, 16).cells, Probe.of(exact, 16).cells
+    shared = [len(set(a) & set(b)) / 16 for a, b in zip(cells.tolist(), want.tolist(), strict=True)]
+    assert sum(shared) / len(shared) >= 0.9
 
 
 def test_padding_direction_must_match_the_centroids() -> None:

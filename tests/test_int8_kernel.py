@@ -158,7 +158,7 @@ def test_a_part_that_starts_after_the_first_returned_touches_nothing() -> None:
 def test_the_store_scores_in_c_where_its_products_are_the_faster(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where PyTorch's int8 products pay, the store scores in C only with the kernel's AVX-512 VNNI steps
     (exact: no coarse error), else in PyTorch (coarse: the query's first int8 part)."""
-    monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: True)
+    monkeypatch.setattr("colpg.stores.int8_products_pay_on", lambda device: True)
     store, _ = _store_and_records()
     query = torch.nn.functional.normalize(torch.randn(32, 384, generator=torch.Generator().manual_seed(2)), dim=1)
     for wide in (True, False):
@@ -168,7 +168,7 @@ def test_the_store_scores_in_c_where_its_products_are_the_faster(monkeypatch: py
 
 
 def test_the_store_scores_in_c_on_a_cpu_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: False)
+    monkeypatch.setattr("colpg.stores.int8_products_pay_on", lambda device: False)
     store, records = _store_and_records()
     rows = store.raws(records)
     query = torch.nn.functional.normalize(torch.randn(32, 384, generator=torch.Generator().manual_seed(2)), dim=1)

@@ -174,6 +174,33 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert best(float("inf"))[1] == 10
 
 
+def test_the_walk_reads_no_step_the_steps_scored_put_out_of_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next step's rows are read while a step is scored, unless the steps scored so far already
+    put it out of reach. First stage 10, 9, ..., 1, two documents a step, k=2, slack 1; exact scores
+    0.5 above the first stage, but 5 above for documents 2 and 3. After step 1 (k-th 9.5, gap 0.5)
+    step 3's first candidate reaches 6 + 0.5 + 1 < 9.5: not read ahead; step 2 then raises the gap
+    to 5 (6 + 5 + 1 = 12, the k-th) and the walk goes on, step 3 read when it is needed; step 4
+    (4 + 5 + 1 < 12) is never read. The same hits and count as reading every step ahead."""
+    from colpg import rerank_stage
+    from colpg.rowcache import RowCache
+
+    monkeypatch.setattr(rerank_stage, "EARLY_STEP", 2)
+    first = [10.0 - i for i in range(10)]
+    exact = [f + (5.0 if i in (2, 3) else 0.5) for i, f in enumerate(first)]
+    reranker = rerank_stage.Reranker(RowCache(0), torch.device("cpu"))
+    begun: list[list[int]] = []
+
+    def begin(pg: object, versions: object, store: object, ids: list[int]) -> rerank_stage.Step:
+        begun.append(list(ids))
+        return rerank_stage.Step(ids, {i: torch.full((1, 1), float(i)) for i in ids}, None)
+
+    monkeypatch.setattr(reranker, "begin", begin)
+    store = _Unchanged(lambda rows: [exact[int(r[0, 0])] for r in rows])
+    ranked, scored = reranker.best(None, _AllHeld(), store, torch.zeros(1, 1), list(range(10)), 2, first, 1.0)  # type: ignore[arg-type]
+    assert [(r.document_id, r.score) for r in ranked] == [(2, 13.0), (3, 12.0)] and scored == 6
+    assert begun == [[0, 1], [2, 3], [4, 5]]
+
+
 def test_grouped_rows_walk_first_and_the_whole_query_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Four like query tokens make one grouped row, whose MaxSims (0.1 below the whole query's: a
     lower bound) the early stop walks on; its best are then rescored with the whole query. First
@@ -408,7 +435,7 @@ def test_coarse_rerank_scores_as_the_store_does(index: Index, monkeypatch: pytes
     from colpg.stores import Int8Store, RerankStore
 
     queries = ("brain development", "vaccine trial outcomes", "protein folding in cells")
-    monkeypatch.setattr("colpg.stores.int8_products_pay", lambda: True)  # whatever this CPU's own choice
+    monkeypatch.setattr("colpg.stores.int8_products_pay_on", lambda device: True)  # whatever this CPU's own choice
     monkeypatch.setattr("colpg.stores.wide_kernel", lambda lib: False)  # PyTorch's products, not the kernel's AVX-512 VNNI steps
     coarse = [_ranking(index.search(query, k=5, nrerank=24)) for query in queries]
     monkeypatch.setattr(Int8Store, "coarse_scorer", RerankStore.coarse_scorer)
