@@ -10,13 +10,16 @@ on (whatever the probe's size: no MIN_TOKENS), the best of ``--repeat`` runs eac
 again on one thread; printed per collection and ncells, p50 over queries: the tokens scored, the
 three times, the kernel's speed-up over PyTorch and over its one-thread self (what the parts on
 threads give), and how many of PyTorch's best ``--limit`` candidates the kernel also returns (the two differ only where rounding reorders near-ties: PyTorch sums a
-float16 table, the kernel an int16 one).
+float16 table, the kernel an int16 one). Then, per collection, the centroid scores the probe starts
+from as float and as int8 products (colpg.probe.CentroidScorer), interleaved, p50 of the best of
+``--repeat``, and their largest difference.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import os
 import statistics
 import subprocess
@@ -28,12 +31,13 @@ import torch
 import vectors as token_vectors  # bench/vectors.py
 from compare import COLPG_INDEX, DATA, assembled, kept_database
 from probe import Collection  # bench/probe.py
+from rows import best_ms  # bench/rows.py
 
 from colpg import db, int8_kernel, kernel, native
 from colpg.codec import ResidualCodec
 from colpg.encoder import Encoder
 from colpg.index import Index
-from colpg.probe import Probe, centroid_scores, probe
+from colpg.probe import CentroidScorer, Probe, centroid_scores, probe
 from colpg.view import IndexView
 
 
@@ -116,6 +120,20 @@ def int8_against(name: str, queries: torch.Tensor, rows: list[torch.Tensor], sca
     print(f"| {name} | {len(rows)} | {sum(len(r) for r in rows):,} | {mine:.2f} | {old:.2f} | {old / mine:.2f}x | {all(r[2] for r in results)} |", flush=True)
 
 
+def centroid_products(name: str, queries: torch.Tensor, centroids: torch.Tensor, repeat: int) -> None:
+    """Each query's centroid scores as float and as int8 products, best of ``repeat`` each, interleaved; p50 over queries."""
+    scorers = [CentroidScorer.of(centroids, integer=False), CentroidScorer.of(centroids, integer=True)]
+    times: list[list[float]] = [[], []]
+    differences = []
+    for query in queries:
+        query = query.float()
+        for number, scorer in enumerate(scorers):
+            times[number].append(best_ms(functools.partial(scorer, query), repeat))
+        differences.append(float((scorers[1](query) - scorers[0](query)).abs().max()))
+    plain, integer = statistics.median(times[0]), statistics.median(times[1])
+    print(f"| {name} | {centroids.shape[0]:,} | {plain:.2f} | {integer:.2f} | {plain / integer:.1f}x | {max(differences):.4f} |", flush=True)
+
+
 def built_at(revision: str, folder: Path) -> ctypes.CDLL:
     """colpg's kernels as ``revision`` has kernel.c, built in ``folder``."""
     shown = subprocess.run(["git", "show", f"{revision}:colpg/kernel.c"], capture_output=True, text=True, check=False)
@@ -163,9 +181,11 @@ def main() -> None:
               "threads' speed-up", "candidates shared", *extra]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
+    centroids = []
     for v in [] if args.scale_only else pool:
         c = Collection(v, args.queries, 10)
         compare(v.name, c.queries, c.codec, c.view, args.ncells, args.limit, args.repeat, theirs)
+        centroids.append((v.name, c.queries, c.codec.centroids))
     int8_rows = []
     for documents in args.scale:
         v = assembled(pool, documents, args.datasets, args.in_memory_up_to)
@@ -173,6 +193,7 @@ def main() -> None:
         searcher = Index(COLPG_INDEX, url=url, encoder=encoder).searcher
         loaded = searcher.loaded()
         compare(v.name, v.queries[: args.queries], loaded.codec, loaded.view, args.ncells, args.limit, args.repeat, theirs)
+        centroids.append((v.name, v.queries[: args.queries], loaded.codec.centroids))
         if theirs is not None:
             searcher.warm(rows=True, progress=False)
             ids = loaded.view.ids[: 8 * args.rows].tolist()  # the first the cache was filled with, less any its last fill evicted
@@ -183,6 +204,9 @@ def main() -> None:
         print(f"\n| collection | rows | tokens | int8 MaxSim ms | at {args.against} ms | speed-up | identical |\n|" + "---|" * 7)
         for name, queries, rows, store in int8_rows:
             int8_against(name, queries, rows, store.codec.scales, args.repeat, theirs)
+    print("\n| collection | centroids | float products ms | int8 products ms | speed-up | largest difference |\n|" + "---|" * 6)
+    for name, queries, held in centroids:
+        centroid_products(name, queries, held, args.repeat)
     if workdir is not None:
         workdir.cleanup()
 
