@@ -33,7 +33,7 @@ against exact MaxSim over the original float vectors. Printed, per collection:
 13. (``--grouped``) table 5's rule on MaxSim with the query's tokens grouped (a lower bound, fewer
     query rows: colpg.scoring.grouped_query), then the best of those by it scored with the whole
     query, in that order, with the same rule (colpg.rerank_stage);
-14. (``--centroid-int8``) the probe's centroid scores as int8 products (colpg.probe.CentroidScorer)
+18. (``--centroid-int8``; bench/README.md numbers 14-17 for other scripts) the probe's centroid scores as int8 products (colpg.probe.CentroidScorer)
     against float ones: their time, their error, the cells probed alike, and table 5's rule on
     the candidates of each (at ``--ncells``' first, ``--cap``, ``--slacks``' first or 0.02).
 """
@@ -643,7 +643,7 @@ def main() -> None:
     parser.add_argument("--grouped", type=float, nargs="*", default=[], help="table 13: the rerank on the query's tokens grouped at these cosines first (at --ncells' first, --cap, --slacks' first or 0.04)")
     parser.add_argument("--second-slacks", type=float, nargs="*", default=[0.0, 0.01, 0.04], help="table 13: the rescoring's slacks")
     parser.add_argument("--kept", type=int, default=256, help="table 13: the best documents by the grouped rows rescored with the whole query")
-    parser.add_argument("--centroid-int8", action="store_true", help="table 14: the probe's centroid scores in int8 against float (at --ncells' first, --cap, --slacks' first or 0.02)")
+    parser.add_argument("--centroid-int8", action="store_true", help="table 18 (bench/README.md): the probe's centroid scores in int8 against float (at --ncells' first, --cap, --slacks' first or 0.02)")
     parser.add_argument("--imputed", action="store_true", help="table 7: the first stage's gap by query tokens imputed (at --ncells' first and --cap)")
     args = parser.parse_args()
     if args.kept < 1:

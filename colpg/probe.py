@@ -71,9 +71,9 @@ class CentroidScorer:
     Where ``torch._int_mm`` beats float products (colpg.device.int8_products_pay: AVX-512 VNNI,
     not AVX2 alone) each centroid and each query token is scaled to int8 by its largest component:
     on SciFact's and MS MARCO's queries the scores lay within 0.009 of the float ones, 99.3-99.5%
-    of the cells probed were the same, and recall after the rerank was the same (bench/probe.py,
-    table 14); bench/kernel.py times both products. The int8 copy holds one byte per centroid
-    dimension beside the float centroids the codec keeps.
+    of the cells probed were the same, and recall after the rerank was the same (bench/probe.py
+    --centroid-int8, bench/README.md table 18); bench/kernel.py times both products. The int8 copy
+    holds one byte per centroid dimension beside the float centroids the codec keeps.
 
     Shapes: centroids [k, dim]; quantized [k, dim] int8 and scales [k, 1] float32, or None.
 
