@@ -8,8 +8,8 @@
    the residuals, sum table rows into an [n, q] tensor, scatter the maxima per document); here a
    token's sums stay in registers from its first byte to its document's row, four tokens at a time
    so that their table reads overlap. The table is int16, scaled by colpg.kernel: a token's sums for
-   all LANES query tokens are one 64-byte vector, one add a residual byte with AVX-512 (two with
-   AVX2, as the compiler splits it). GCC/Clang vector extensions, no intrinsics: the
+   all LANES query tokens are one 64-byte vector with AVX-512, one add a residual byte, and two
+   32-byte ones elsewhere (WIDEST, below). GCC/Clang vector extensions, no intrinsics: the
    same source builds on any CPU the compiler targets. colpg.native compiles it at first use and
    calls it through ctypes, which releases the GIL, so parts of one probe or rerank run on threads. */
 
@@ -26,12 +26,20 @@ typedef int32_t mask __attribute__((vector_size(32)));
 typedef int32_t ints __attribute__((vector_size(32)));
 typedef int16_t shorts __attribute__((vector_size(32)));
 typedef int16_t half_shorts __attribute__((vector_size(16)));
-/* The probe's sums, a token's LANES query tokens in one variable, and sixteen of them as floats. */
-typedef int16_t lane_shorts __attribute__((vector_size(2 * LANES)));
-typedef int16_t sixteen_shorts __attribute__((vector_size(32)));
-typedef int32_t sixteen_ints __attribute__((vector_size(64)));
-typedef float sixteen_floats __attribute__((vector_size(64)));
-typedef int32_t sixteen_mask __attribute__((vector_size(64)));
+/* The probe's vectors are the CPU's widest: 64 bytes with AVX-512, else 32. A token's sums for its LANES
+   query tokens are PIECES of them (one with AVX-512); on an AVX2 CPU, 64-byte vectors that the compiler
+   splits in two made the probe's loop 2.5x slower than 32-byte ones (bench/README.md, session 28). */
+#if defined(__AVX512F__)
+#define WIDEST 64
+#else
+#define WIDEST 32
+#endif
+#define PIECES (2 * LANES / WIDEST)
+typedef int16_t piece __attribute__((vector_size(WIDEST)));
+typedef int16_t half_piece __attribute__((vector_size(WIDEST / 2)));
+typedef int32_t piece_ints __attribute__((vector_size(WIDEST)));
+typedef float piece_floats __attribute__((vector_size(WIDEST)));
+typedef struct { piece part[PIECES]; } lane_shorts;
 
 static inline vec load(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
 static inline void store(float *p, vec v) { memcpy(p, &v, sizeof v); }
@@ -111,26 +119,22 @@ int64_t colpg_number(const int64_t *offsets, const int32_t *owners, const int64_
     return numbered;
 }
 
-static inline sixteen_floats load16(const float *p) { sixteen_floats v; memcpy(&v, p, sizeof v); return v; }
-static inline void store16(float *p, sixteen_floats v) { memcpy(p, &v, sizeof v); }
-static inline lane_shorts load_lanes(const int16_t *p) { lane_shorts v; memcpy(&v, p, sizeof v); return v; }
+static inline piece_floats load_floats(const float *p) { piece_floats v; memcpy(&v, p, sizeof v); return v; }
+static inline piece load_piece(const int16_t *p) { piece v; memcpy(&v, p, sizeof v); return v; }
 
-/* Sums ``16 * part`` to ``16 * part + 15`` of a token's LANES as floats. */
-static inline sixteen_floats sums_to_float(lane_shorts sums, int part)
+/* Raise a document's row by one token's similarities: the cell's score plus its sums, scaled;
+   WIDEST / 4 query tokens at a time, each half of a piece of sums converted to floats. */
+static inline void keep_best(float *row, const float *base, const float *scale, const lane_shorts *sums)
 {
-    sixteen_shorts sixteen;
-    memcpy(&sixteen, (const char *)&sums + sizeof sixteen * part, sizeof sixteen);
-    return __builtin_convertvector(__builtin_convertvector(sixteen, sixteen_ints), sixteen_floats);
-}
-
-/* Raise a document's row by one token's similarities: the cell's score plus its sums, scaled. */
-static inline void keep_best(float *row, const float *base, const float *scale, lane_shorts sums)
-{
-    for (int part = 0; part < LANES / 16; part++) {
-        const sixteen_floats old = load16(row + 16 * part);
-        const sixteen_floats now = load16(base + 16 * part) + sums_to_float(sums, part) * load16(scale + 16 * part);
-        const sixteen_mask m = old > now;
-        store16(row + 16 * part, (sixteen_floats)(((sixteen_mask)old & m) | ((sixteen_mask)now & ~m)));
+    enum { FLOATS = WIDEST / 4 };
+    for (int at = 0; at < LANES; at += FLOATS) {
+        half_piece half;
+        memcpy(&half, (const int16_t *)sums->part + at, sizeof half);
+        const piece_floats old = load_floats(row + at);
+        const piece_floats now = load_floats(base + at) + __builtin_convertvector(__builtin_convertvector(half, piece_ints), piece_floats) * load_floats(scale + at);
+        const piece_ints m = (piece_ints)(old > now);
+        const piece_floats kept = (piece_floats)(((piece_ints)old & m) | ((piece_ints)now & ~m));
+        memcpy(row + at, &kept, sizeof kept);
     }
 }
 
@@ -143,11 +147,17 @@ static inline void keep_best(float *row, const float *base, const float *scale, 
 #define SPAN 8
 #define BATCH 64
 
+/* A token's sums raised by one table row (LANES int16 at ``row``). */
+static inline void add_row(lane_shorts *sums, const int16_t *row)
+{
+    for (int p = 0; p < PIECES; p++) sums->part[p] += load_piece(row + p * (WIDEST / 2));
+}
+
 /* The sums of ``n`` tokens' residual bytes (``batch``: [n, width], n <= BATCH) over one block of LANES
    query tokens' table rows (below), SPAN bytes at a time; four tokens at a time so that their table reads overlap. */
 static void batch_sums(const int16_t *block, const uint8_t *batch, int64_t n, int64_t width, lane_shorts sums[BATCH])
 {
-    for (int64_t j = 0; j < n; j++) sums[j] = (lane_shorts){0};
+    memset(sums, 0, (size_t)n * sizeof *sums);
     for (int64_t from = 0; from < width; from += SPAN) {
         const int64_t to = from + SPAN < width ? from + SPAN : width;
         int64_t j = 0;
@@ -156,10 +166,10 @@ static void batch_sums(const int16_t *block, const uint8_t *batch, int64_t n, in
             lane_shorts a = sums[j], c = sums[j + 1], e = sums[j + 2], f = sums[j + 3];
             const int16_t *rows = block + from * 256 * LANES;
             for (int64_t b = from; b < to; b++, rows += 256 * LANES) {
-                a += load_lanes(rows + x[b] * LANES);
-                c += load_lanes(rows + y[b] * LANES);
-                e += load_lanes(rows + z[b] * LANES);
-                f += load_lanes(rows + w[b] * LANES);
+                add_row(&a, rows + x[b] * LANES);
+                add_row(&c, rows + y[b] * LANES);
+                add_row(&e, rows + z[b] * LANES);
+                add_row(&f, rows + w[b] * LANES);
             }
             sums[j] = a, sums[j + 1] = c, sums[j + 2] = e, sums[j + 3] = f;
         }
@@ -167,7 +177,7 @@ static void batch_sums(const int16_t *block, const uint8_t *batch, int64_t n, in
             const uint8_t *x = batch + j * width;
             lane_shorts a = sums[j];
             const int16_t *rows = block + from * 256 * LANES;
-            for (int64_t b = from; b < to; b++, rows += 256 * LANES) a += load_lanes(rows + x[b] * LANES);
+            for (int64_t b = from; b < to; b++, rows += 256 * LANES) add_row(&a, rows + x[b] * LANES);
             sums[j] = a;
         }
     }
@@ -200,7 +210,7 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
                     __builtin_prefetch(rows[j], 1), __builtin_prefetch(rows[j] + 16, 1);
                 }
                 batch_sums(block, residuals + first * width, n, width, sums);
-                for (int64_t j = 0; j < n; j++) keep_best(rows[j], base, units, sums[j]);
+                for (int64_t j = 0; j < n; j++) keep_best(rows[j], base, units, &sums[j]);
             }
         }
     }
@@ -224,7 +234,7 @@ void colpg_score_documents(const int16_t *table, const float *scale, const float
                 const int64_t n = starts[d + 1] - first < BATCH ? starts[d + 1] - first : BATCH;
                 batch_sums(block, residuals + first * width, n, width, sums);
                 for (int64_t j = 0; j < n; j++)
-                    keep_best(best + d * q + lane, bases + (first + j) * q + lane, scale + lane, sums[j]);
+                    keep_best(best + d * q + lane, bases + (first + j) * q + lane, scale + lane, &sums[j]);
             }
         }
     }
