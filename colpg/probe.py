@@ -29,6 +29,7 @@ from colpg.codec import ResidualCodec
 from colpg.device import int8_products_pay_on
 from colpg.kernel import fused_best, kernel_for
 from colpg.layout import ClusterLayout
+from colpg.scoring import Int8Query, int8_steps
 
 __all__ = [
     "IMPUTED_DISCOUNT",
@@ -58,10 +59,6 @@ def centroid_scores(query: torch.Tensor, centroids: torch.Tensor) -> torch.Tenso
     Shapes: query [q, dim]; centroids [k, dim] -> [q, k] (a transposed view).
     """
     return (centroids @ query.T).T
-
-
-#: The most an int8 value holds: centroids and query tokens are scaled to it, each by its largest component.
-INT8_MAX = 127
 
 
 @dataclass(frozen=True)
@@ -97,8 +94,8 @@ class CentroidScorer:
             integer = int8_products_pay_on(centroids.device)
         if not integer:
             return cls(centroids)
-        quantized, scales = _to_int8(centroids)
-        return cls(centroids, quantized, scales)
+        scales = int8_steps(centroids)
+        return cls(centroids, (centroids / scales).round_().to(torch.int8), scales)
 
     @property
     def nbytes(self) -> int:
@@ -109,15 +106,7 @@ class CentroidScorer:
         """Shapes: query [q, dim] -> [q, k] (a transposed view)."""
         if self.quantized is None or self.scales is None:
             return centroid_scores(query, self.centroids)
-        tokens, token_scales = _to_int8(query)
-        products = torch._int_mm(self.quantized, tokens.T).float()
-        return products.mul_(self.scales).mul_(token_scales.T).T
-
-
-def _to_int8(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row scaled by its largest magnitude to int8. Shapes: [n, dim] -> ([n, dim] int8, [n, 1] float32)."""
-    scales = vectors.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / INT8_MAX
-    return (vectors / scales).round_().to(torch.int8), scales.float()
+        return Int8Query.of(query, parts=1).products(self.quantized).mul_(self.scales).T
 
 
 @dataclass(frozen=True)

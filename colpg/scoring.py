@@ -151,6 +151,17 @@ def maxsim_blocks(similarity: Callable[[list[torch.Tensor]], torch.Tensor], rows
     return scores
 
 
+def int8_steps(vectors: torch.Tensor) -> torch.Tensor:
+    """Each row's step to int8: its largest magnitude / 127 (at least float32's smallest normal).
+
+    Shapes: vectors [n, dim] -> [n, 1].
+
+    >>> [round(step, 6) for step in int8_steps(torch.tensor([[0.5, -1.27], [0.0, 0.0]])).flatten().tolist()]
+    [0.01, 0.0]
+    """
+    return vectors.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127
+
+
 @dataclass(frozen=True)
 class Int8Query:
     """A query prepared for int8 products with int8 tokens on the CPU, once for all its blocks.
@@ -173,7 +184,7 @@ class Int8Query:
         """Shapes: query [q, dim] float; ``parts``: 1 (high) or 2 (high and low)."""
         if parts not in (1, 2):
             raise ValueError(f"an int8 query has 1 or 2 parts, got {parts}")
-        step = query.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        step = int8_steps(query)
         scaled = query / step
         high = scaled.round()
         kept = [high, ((scaled - high) * 254).round()][:parts]
