@@ -53,6 +53,10 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=256 << 20, help="token bytes cached per run")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if min([args.dim, args.bytes, *args.tokens]) < 1:
+        parser.error("--tokens, --dim and --bytes must be positive")
+    if args.bytes < max(args.tokens) * (args.dim + 4):
+        parser.error(f"--bytes {args.bytes} holds no row of {max(args.tokens)} tokens ({max(args.tokens) * (args.dim + 4)} bytes)")
     if args.child is not None:
         print(json.dumps(fill(args.child, args.dim, args.bytes)))
         return
