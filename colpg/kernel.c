@@ -44,6 +44,13 @@ typedef struct { piece part[PIECES]; } lane_shorts;
 static inline vec load(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
 static inline void store(float *p, vec v) { memcpy(p, &v, sizeof v); }
 static inline vec larger(vec a, vec b) { mask m = a > b; return (vec)(((mask)a & m) | ((mask)b & ~m)); }
+static inline float lane_sum(vec v)
+{
+    float s = 0.0f;
+    for (int i = 0; i < 8; i++) s += v[i];
+    return s;
+}
+
 
 /* Eight of sixteen integer sums as floats: ``half`` 0 the first eight, 1 the last. */
 static inline vec to_float(shorts sums, int half)
@@ -217,6 +224,34 @@ void colpg_score(const int16_t *table, const float *scale, const float *cell_sco
     part_ends(shared, part, parts);
 }
 
+/* The probe's reduction per document (colpg.probe.floored_sum, fused): for each of ``rows`` documents, per
+   query token the best of the ``nbests`` rows given for it (bests[b]: a part's maxima [rows, columns]), and
+   the sum over query tokens of that best, or where it is below floor[j], floor[j] - discount; imputed[r]: how
+   many query tokens were floored. floor [columns] is -inf on the padding columns, which add 0 (every numbered
+   document has a token scored, so its padding columns hold 0). One pass over the maxima, where PyTorch merged
+   them, compared, selected and summed in four passes and a temporary as large: 2.3 ms against 8.6 at the
+   assembled 100k's 93,000 documents (ad hoc, session 29). On one thread: a second ran it 0.2 ms faster. */
+void colpg_floored(const float *const *bests, int64_t nbests, int64_t rows, int64_t columns, const float *floor,
+                   float discount, float *scores, int32_t *imputed)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        vec sum = {0};
+        mask floored = {0};
+        for (int64_t j = 0; j < columns; j += 8) {
+            vec best = load(bests[0] + r * columns + j);
+            for (int64_t b = 1; b < nbests; b++) best = larger(best, load(bests[b] + r * columns + j));
+            const vec least = load(floor + j);
+            const mask kept = best >= least;
+            sum += (vec)(((mask)best & kept) | ((mask)(least - discount) & ~kept));
+            floored -= ~kept;  /* ~kept is -1 in each lane floored */
+        }
+        scores[r] = lane_sum(sum);
+        int32_t count = 0;
+        for (int i = 0; i < 8; i++) count += floored[i];
+        imputed[r] = count;
+    }
+}
+
 /* Whole documents (colpg.residual_stage): document d's tokens are rows starts[d] .. starts[d+1] - 1 of
    residuals [t, width] and of bases [t, q], each token's own centroid's score for each query token; best
    [ndocs, q], -inf to begin with, gets each document's best similarity per query token. table and scale as
@@ -255,13 +290,6 @@ static inline void int8_floats(const int8_t *p, vec *low, vec *high)
     shorts wide = __builtin_convertvector(b, shorts);
     *low = to_float(wide, 0);
     *high = to_float(wide, 1);
-}
-
-static inline float lane_sum(vec v)
-{
-    float s = 0.0f;
-    for (int i = 0; i < 8; i++) s += v[i];
-    return s;
 }
 
 /* Each row's raw form (colpg.stores.Int8Store): its int8 values [ntokens, dim] copied from payloads[r],

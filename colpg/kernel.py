@@ -1,5 +1,6 @@
-"""The probe's fused loop (colpg_number and colpg_score in kernel.c, built by colpg.native), and the
-residual stage's over whole documents (colpg_score_documents).
+"""The probe's fused loop (colpg_number and colpg_score in kernel.c, built by colpg.native) and its
+reduction per document (colpg_floored), and the residual stage's loop over whole documents
+(colpg_score_documents).
 
 colpg.probe scores probed tokens either in PyTorch (three passes through memory: gather the
 residuals, sum table rows into [tokens, q], scatter per-document maxima) or here in one pass
@@ -20,7 +21,7 @@ from colpg.layout import ClusterLayout
 from colpg.native import kernel_enabled, library, padded
 from colpg.threads import run_parts
 
-__all__ = ["KernelTable", "fused_best", "fused_documents", "int16_table", "kernel_for"]
+__all__ = ["KernelTable", "Maxima", "fused_documents", "fused_floored", "int16_table", "kernel_for", "probe_maxima"]
 
 #: The most an int16 table's entries for one token may sum to (int16 holds 32,767).
 INT16_SUM = 32_000
@@ -105,7 +106,7 @@ def fused_documents(
             residuals.data_ptr(), best.data_ptr(), shared.data_ptr(), part, len(shared),
         )  # fmt: skip
 
-    return _best_in_parts(score, len(shared), len(lengths), table.columns)[:, : table.q]
+    return _merged(_maxima_in_parts(score, len(shared), len(lengths), table.columns))[:, : table.q]
 
 
 def _parts(tokens: int) -> int:
@@ -113,25 +114,45 @@ def _parts(tokens: int) -> int:
     return max(1, min(torch.get_num_threads(), tokens // MIN_PART_TOKENS))
 
 
-def _best_in_parts(score: Callable[[int, torch.Tensor], None], parts: int, rows: int, columns: int) -> torch.Tensor:
-    """``score(part, best)`` run in ``parts`` on threads, each raising its own [rows, columns] maxima
-    from -inf, and their maxima merged."""
+def _maxima_in_parts(score: Callable[[int, torch.Tensor], None], parts: int, rows: int, columns: int) -> list[torch.Tensor]:
+    """``score(part, best)`` run in ``parts`` on threads, each raising its own [rows, columns] maxima from -inf."""
     bests = [torch.full((rows, columns), float("-inf")) for _ in range(parts)]
     run_parts(lambda part: score(part, bests[part]), parts)
+    return bests
+
+
+def _merged(bests: list[torch.Tensor]) -> torch.Tensor:
+    """The parts' maxima merged into the first's."""
     best = bests[0]
     for other in bests[1:]:
         torch.maximum(best, other, out=best)
     return best
 
 
-def fused_best(
+@dataclass(frozen=True)
+class Maxima:
+    """A probe's per-document maxima as the kernel's parts leave them: ``slots`` [m] int64, the
+    documents owning a probed token, and each part's [m, columns] maxima (query tokens padded to
+    the kernel's lanes; -inf where the part scored none); ``tokens`` scored."""
+
+    slots: torch.Tensor
+    bests: list[torch.Tensor]
+    q: int
+    tokens: int
+
+    def merged(self) -> torch.Tensor:
+        """Per document and query token, its best token's similarity. Shapes: -> [m, q]."""
+        return _merged([self.bests[0].clone(), *self.bests[1:]])[:, : self.q]
+
+
+def probe_maxima(
     lib: ctypes.CDLL, table: torch.Tensor, centroid_scores: torch.Tensor, cells: torch.Tensor, segments: Sequence[ClusterLayout], slots: int
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """For every document owning a token of ``cells``: its slot and, per query token, its best
-    token's similarity; and the tokens scored. What colpg.probe computes in PyTorch.
+) -> Maxima:
+    """For every document owning a token of ``cells``, per query token, its best token's similarity, in
+    the parts' maxima (colpg_number and colpg_score).
 
     Shapes: table [residual_bytes * 256, q] float32 (:meth:`ResidualCodec.residual_table`);
-    centroid_scores [q, num_centroids]; cells [c] int64 -> ([m] int64 slots, [m, q] float32, tokens).
+    centroid_scores [q, num_centroids]; cells [c] int64.
     """
     kernel_table = KernelTable.of(lib, table)
     q, width, columns, blocks, scale = kernel_table.q, kernel_table.width, kernel_table.columns, kernel_table.blocks, kernel_table.scale
@@ -162,4 +183,31 @@ def fused_best(
                 owners.data_ptr(), cells.data_ptr(), len(cells), local_of.data_ptr(), best.data_ptr(), shared[number].data_ptr(), part, parts,
             )  # fmt: skip
 
-    return numbered[:count].long(), _best_in_parts(score, parts, count, columns)[:, :q], tokens
+    return Maxima(numbered[:count].long(), _maxima_in_parts(score, parts, count, columns), q, tokens)
+
+
+def fused_floored(
+    lib: ctypes.CDLL,
+    table: torch.Tensor,
+    centroid_scores: torch.Tensor,
+    cells: torch.Tensor,
+    segments: Sequence[ClusterLayout],
+    slots: int,
+    floor: torch.Tensor,
+    discount: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """For every document owning a token of ``cells``: its slot, its score and how many query tokens were
+    imputed (colpg.probe.floored_sum of :func:`probe_maxima`, which colpg_floored reduces from the parts'
+    maxima in one pass); and the tokens scored. What colpg.probe computes in PyTorch.
+
+    Shapes: as :func:`probe_maxima`'s; floor [q] -> ([m] int64 slots, [m] float32, [m] int32, tokens).
+    """
+    found = probe_maxima(lib, table, centroid_scores, cells, segments, slots)
+    count, columns = len(found.slots), int(found.bests[0].shape[1])
+    floors = torch.full((columns,), float("-inf"))
+    floors[: found.q] = floor.float()
+    pointers = (ctypes.c_void_p * len(found.bests))(*(best.data_ptr() for best in found.bests))
+    scores = torch.empty(count)
+    imputed = torch.empty(count, dtype=torch.int32)
+    lib.colpg_floored(pointers, len(found.bests), count, columns, floors.data_ptr(), discount, scores.data_ptr(), imputed.data_ptr())
+    return found.slots, scores, imputed, found.tokens

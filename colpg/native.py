@@ -100,6 +100,7 @@ def library(folder: Path | None = None) -> ctypes.CDLL | None:
             None,
         ),
         "colpg_score_documents": ([pointer, pointer, pointer, count, count, pointer, count, pointer, pointer, pointer, count, count], None),
+        "colpg_floored": ([pointer, count, count, count, pointer, ctypes.c_float, pointer, pointer], None),
         "colpg_int8_raws": ([pointer, pointer, count, count, pointer, pointer], None),
         "colpg_int8_maxsim": ([pointer, pointer, count, count, pointer, count, count, pointer, pointer, pointer, count, count], None),
         "colpg_int8_integer_maxsim": (

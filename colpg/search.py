@@ -153,7 +153,7 @@ class IndexSearcher:
                     f"index {self.name!r} now holds {record.dim}-dim vectors (rebuilt with another model?);"
                     f" this searcher's model gives {self.encoder.dim}: open the index again"
                 )
-            codec, rerank = store.load_codec(pg, record, self.device)
+            codec, rerank = store.load_codec(pg, record, self.device, half=True)
             view = load_view(
                 pg, record.id, int(codec.centroids.shape[0]), codec.residual_bytes, snapshot, self.device, name=self.name, progress=progress
             )

@@ -112,8 +112,11 @@ def create_index(
     return index_id
 
 
-def load_codec(conn: psycopg.Connection[Any], record: IndexRecord, device: torch.device | None = None) -> tuple[ResidualCodec, RerankStore]:
-    """The index's residual codec (centroids read by binary COPY) and its rerank store, on ``device``."""
+def load_codec(
+    conn: psycopg.Connection[Any], record: IndexRecord, device: torch.device | None = None, *, half: bool = False
+) -> tuple[ResidualCodec, RerankStore]:
+    """The index's residual codec (centroids read by binary COPY) and its rerank store, on ``device``;
+    with ``half``, the centroids held in float16 (:meth:`ResidualCodec.half`: a search process's)."""
     with conn.cursor().copy(query("centroids_copy_out"), {"index_id": record.id}) as copy:
         copy.set_types(["vector"])
         centroids = np.stack([row[0].to_numpy() for row in copy.rows()])
@@ -129,6 +132,8 @@ def load_codec(conn: psycopg.Connection[Any], record: IndexRecord, device: torch
     )
     if device is not None:
         codec = codec.to(device)
+    if half:
+        codec = codec.half()
     return codec, store_for(record.rerank_codec, codec)
 
 

@@ -582,9 +582,10 @@ def test_search_cost_follows_the_probed_cells_not_the_collection(migrated_url: s
     scored = searcher.stats["tokens_scored"]
     loaded = searcher.loaded()
     ncells = searcher.stats["ncells"]
-    far = (query @ loaded.codec.centroids.T).max(dim=0).values.argsort()[: 4].tolist()  # centroids no query token probes
-    assert ncells < loaded.codec.centroids.shape[0] - 4
-    vectors = [loaded.codec.centroids[far].clone() for _ in range(50)]
+    centroids = loaded.codec.centroids.float()  # a searcher holds them in float16 (ResidualCodec.half)
+    far = (query @ centroids.T).max(dim=0).values.argsort()[: 4].tolist()  # centroids no query token probes
+    assert ncells < centroids.shape[0] - 4
+    vectors = [centroids[far].clone() for _ in range(50)]
     documents = [CollectionDocument(f"far{i}", "unrelated", {}) for i in range(50)]
     with db.connect(migrated_url) as conn, conn.transaction():
         store.write_documents(conn, loaded.record.id, documents, vectors, loaded.codec, loaded.store)

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import torch
 
-from colpg import db
+from colpg import db, store
 from colpg.encoder import Encoder
 from colpg.index import Index
 from colpg.indexer import IndexConfig, Indexer
@@ -23,9 +23,15 @@ def _vectors(tensor: torch.Tensor) -> list[object]:
     return [row.numpy() for row in tensor]
 
 
+def _centroids(index: Index, url: str) -> torch.Tensor:
+    """The index's centroids as stored (float32, as SQL reads them; a searcher holds them in float16)."""
+    with db.connect(url) as conn:
+        return store.load_codec(conn, index.record)[0].centroids
+
+
 def test_candidates_function_matches_the_worker_lookup(index: Index, encoder: Encoder, migrated_url: str) -> None:
     query = encoder.encode_queries(["glaciers and ice sheets"])[0]
-    cells = torch.unique((query @ index.searcher.loaded().codec.centroids.T).topk(2, dim=1).indices).tolist()
+    cells = torch.unique((query @ _centroids(index, migrated_url).T).topk(2, dim=1).indices).tolist()
     with db.connect(migrated_url) as conn:
         from_sql = {row[0] for row in conn.execute("SELECT document_id FROM colpg.candidates('sqlapi', %s, 2)", (_vectors(query),))}
         expected = {
@@ -66,7 +72,7 @@ def test_search_approx_ranks_in_sql(index: Index, encoder: Encoder, migrated_url
             conn.execute("SELECT * FROM colpg.search_approx('nope', %s, 5)", (_vectors(query),))
     assert len(rows) == 5 and [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
     # The same centroid interaction in torch: per query token, the best of its 8 cells that the document holds.
-    scores = query @ index.searcher.loaded().codec.centroids.T
+    scores = query @ _centroids(index, migrated_url).T
     top = scores.topk(8, dim=1)
     with db.connect(migrated_url) as conn:
         documents = conn.execute(
