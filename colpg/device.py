@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 # glibc's mallopt parameters, and what search asks of them.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum: blocks up to this size come from the heap
-TRIM_THRESHOLD = 64 << 20  # free heap memory kept for the next query, at most
-TOP_PAD = 16 << 20  # the heap grows by this much more than asked
+TRIM_THRESHOLD = 32 << 20  # free heap memory kept for the next query, at most
+TOP_PAD = 8 << 20  # the heap grows by this much more than asked
 ARENAS = 2  # heaps the threads share (glibc's default: up to 8 per core)
 
 
@@ -109,7 +109,11 @@ def keep_freed_memory() -> bool:
     Search allocates temporaries of a few MB per query; by default glibc maps each one afresh
     and returns it when freed, so every query page-faults its memory in again (measured: an int8
     to float conversion of 24,000 x 384 values took 19.5 ms, 2.0 ms with these settings). Allocations
-    up to 32 MB then come from the heap, and up to 64 MB of free heap is kept.
+    up to 32 MB then come from the heap, and up to 32 MB of free heap is kept (TRIM_THRESHOLD, the
+    most a query at the assembled 100k allocates at once: its probe's maxima, 2 x 12 MB). Keeping 64
+    MB (and a TOP_PAD of 16) left the 100k's process 2,431 MB above its start after a hand-back, 49 MB
+    more than now, at the same 4-client throughput (bench/heap_trim.py, two runs, rounds alternated:
+    5.21 and 6.06 queries/s now, 5.61 and 6.06 before; session 29).
 
     Two heaps (arenas), because glibc gives threads up to 8 arenas per core and keeps the free top
     of every arena but the first (up to TRIM_THRESHOLD + TOP_PAD each), which
