@@ -179,7 +179,7 @@ class ResidualCodec:
     def half(self) -> ResidualCodec:
         """This codec with its centroids held in float16: what a search process keeps. A search uses them
         only for centroid scores (colpg.probe.centroid_scores converts them a block at a time), and half
-        the bytes is 24 MB less at 32,768 x 384; a score moves by ~1e-4 (float16 keeps 11 bits)."""
+        the bytes is 24 MB less at 32,768 x 384; a score moves by 2e-4 at most (float16 keeps 11 bits)."""
         return replace(self, centroids=self.centroids.half())
 
     def padding_gaps(self, vectors: torch.Tensor, codes: torch.Tensor, packed: torch.Tensor, lengths: list[int]) -> torch.Tensor:

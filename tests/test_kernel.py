@@ -37,10 +37,11 @@ def test_the_kernel_finds_what_pytorch_finds(nbits: int, query_tokens: int) -> N
     codec, segments, documents = _index(nbits)
     query = torch.nn.functional.normalize(torch.randn(query_tokens, codec.dim, generator=torch.Generator().manual_seed(7)), dim=1)
     scores = probe.centroid_scores(query, codec.centroids)
-    cells = torch.unique(probe.Probe.of(scores, 6).cells)
+    plan = probe.Probe.of(scores, 6)
+    cells = torch.unique(plan.cells)
     lib = native.library()
     assert lib is not None
-    floor = probe.Probe.of(scores, 6).floor
+    floor = plan.floor
     slots, summed, imputed, tokens = kernel.fused_floored(lib, codec.residual_table(query), scores, cells, segments, documents, floor, 0.02)
     want_slots, want, want_tokens = probe.best_by_document(query, codec, codec.query_table(query, scores), cells, segments)
     order = torch.argsort(slots)
@@ -59,10 +60,11 @@ def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPat
     codec, segments, documents = _index(2)
     query = torch.nn.functional.normalize(torch.randn(32, codec.dim, generator=torch.Generator().manual_seed(3)), dim=1)
     scores = probe.centroid_scores(query, codec.centroids)
-    cells = torch.unique(probe.Probe.of(scores, 12).cells)
+    plan = probe.Probe.of(scores, 12)
+    cells = torch.unique(plan.cells)
     lib = native.library()
     assert lib is not None
-    floor = probe.Probe.of(scores, 12).floor
+    floor = plan.floor
     alone = kernel.fused_floored(lib, codec.residual_table(query), scores, cells, segments, documents, floor, 0.02)
     monkeypatch.setattr(kernel, "MIN_PART_TOKENS", 1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
