@@ -550,7 +550,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--nbits", type=int, default=2)
     parser.add_argument("--centroids", type=int, default=None,
-                        help="colpg's centroid count (default: ColBERT's, 16·sqrt(tokens) rounded down to a power of two); a fresh database")
+                        help="colpg's centroid count (default: ColBERT's, 16·sqrt(tokens) rounded down to a power of two);"
+                             " with --keep-databases, kept in a database of its own")
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 20_000], help="assembled collections of N documents")
     parser.add_argument("--scale-queries", type=int, default=20, help="queries per assembled collection")
     parser.add_argument("--scale-only", action="store_true", help="the datasets only as the assembled collections' pool")
@@ -576,8 +577,8 @@ def main() -> None:
         return
     if min(args.queries, args.scale_queries, args.qps_queries, args.clients, args.k) < 1:
         parser.error("--queries, --scale-queries, --qps-queries, --clients and --k must be positive")
-    if args.centroids is not None and (args.centroids < 1 or args.keep_databases):
-        parser.error("--centroids must be positive, and builds a fresh database (without --keep-databases)")
+    if args.centroids is not None and args.centroids < 1:
+        parser.error("--centroids must be positive")
     if (args.scale or args.scale_only) and not args.datasets:
         parser.error("assembled collections (--scale) are cut from the datasets' vectors: name at least one in --datasets")
     logging.getLogger("colpg").setLevel(logging.ERROR)
@@ -605,7 +606,7 @@ def main() -> None:
             suite.brute_force()
         else:
             suite.load_reference()
-        name, url = kept_database(base_url, vectors) if args.keep_databases else fresh_database(base_url)
+        name, url = kept_database(base_url, vectors, args.centroids) if args.keep_databases else fresh_database(base_url)
         try:
             if "recipes" in args.contenders and len(vectors.ids) <= args.recipes_up_to:
                 suite.recipes(url)
@@ -647,9 +648,11 @@ def build_seconds(url: str) -> Path:
     return token_vectors.CACHE / f"build-{make_url(url).database}.json"
 
 
-def kept_database(base_url: str, vectors: token_vectors.Vectors) -> tuple[str, str]:
-    """A database named after the collection, created and migrated when missing, that the run does not drop."""
-    return open_database(base_url, f"colpg_bench_keep_{vectors.name.replace('-', '_')}_{len(vectors.tokens)}")
+def kept_database(base_url: str, vectors: token_vectors.Vectors, centroids: int | None = None) -> tuple[str, str]:
+    """A database named after the collection (and a centroid count other than the default), created and
+    migrated when missing, that the run does not drop."""
+    count = "" if centroids is None else f"_c{centroids}"
+    return open_database(base_url, f"colpg_bench_keep_{vectors.name.replace('-', '_')}_{len(vectors.tokens)}{count}")
 
 
 def _load(path: Path) -> list[Result]:

@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--scale-queries", type=int, default=20, help="as compare.py's --scale-queries")
     parser.add_argument("--in-memory-up-to", type=int, default=50_000, help="as compare.py's")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--centroids", type=int, default=None, help="the kept indexes compare.py --centroids N --keep-databases built")
     args = parser.parse_args()
     if min([args.queries, args.scale_queries, args.repeat, *args.nrerank, *args.scale]) < 1:
         parser.error("--queries, --scale-queries, --repeat, --nrerank and --scale must be positive")
@@ -165,7 +166,7 @@ def main() -> None:
     collections = [assembled(pool, n, args.datasets, args.in_memory_up_to) for n in args.scale] if args.scale else pool
     for v in collections:
         queries = v.queries[: args.scale_queries if args.scale else args.queries]
-        measure(v.name, kept_index(v, encoder), queries, reference(v, len(queries)), settings, args.repeat)
+        measure(v.name, kept_index(v, encoder, args.centroids), queries, reference(v, len(queries)), settings, args.repeat)
 
 
 if __name__ == "__main__":

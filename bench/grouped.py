@@ -94,9 +94,9 @@ def main() -> None:
         measure(v.name, kept_index(v, encoder), v.queries[: args.queries], args.repeat)
 
 
-def kept_index(v: token_vectors.Vectors, encoder: Encoder) -> Index:
-    """compare.py's kept index of ``v``, or an error that says how to build it."""
-    _, url = kept_database(db.database_url(), v)
+def kept_index(v: token_vectors.Vectors, encoder: Encoder, centroids: int | None = None) -> Index:
+    """compare.py's kept index of ``v`` (built with ``centroids`` where given), or an error that says how to build it."""
+    _, url = kept_database(db.database_url(), v, centroids)
     try:
         return Index(COLPG_INDEX, url=url, encoder=encoder)
     except IndexNotFound:

@@ -252,24 +252,53 @@ void colpg_floored(const float *const *bests, int64_t nbests, int64_t rows, int6
     }
 }
 
-/* Whole documents (colpg.residual_stage): document d's tokens are rows starts[d] .. starts[d+1] - 1 of
-   residuals [t, width] and of bases [t, q], each token's own centroid's score for each query token; best
-   [ndocs, q], -inf to begin with, gets each document's best similarity per query token. table and scale as
-   colpg_score's. The parts share the documents through ``shared`` (above). */
+/* The centroids whose ranges of a cluster-major layout hold ``n`` positions: for each, the last c with
+   offsets[c] <= position (offsets [count + 1], from 0 up to the layout's tokens; empty ranges repeat an
+   offset). Branch-free, all positions a halving at a time, so that their loads overlap: one search after
+   another waited on each load in turn. */
+static void codes_at(const int64_t *offsets, int64_t count, const int64_t *positions, int64_t n, int64_t *codes)
+{
+    for (int64_t j = 0; j < n; j++) codes[j] = 0;  /* offsets[codes[j]] <= positions[j] < offsets[codes[j] + size] */
+    for (int64_t size = count; size > 1;) {
+        const int64_t half = size / 2;
+        for (int64_t j = 0; j < n; j++) codes[j] += (offsets[codes[j] + half] <= positions[j]) ? half : 0;
+        size -= half;
+    }
+}
+
+/* Whole documents (colpg.residual_stage), read where a cluster-major layout (colpg.layout) keeps them: document
+   d is local[d] (its slot less the layout's first owner), its tokens the positions by_owner[owner_offsets[local[d]]
+   .. owner_offsets[local[d] + 1] - 1] of residuals [n, width], each under the centroid whose range of offsets
+   [count + 1] holds it. bases [count, q]: each centroid's score for each query token; best [ndocs, q], -inf to
+   begin with, gets each document's best similarity per query token. table and scale as colpg_score's. A batch's
+   residual rows are copied side by side and its centroids found here, where PyTorch's gathers of positions,
+   residuals and centroid scores took 40% of a step (session 30). The parts share the documents through ``shared``. */
 void colpg_score_documents(const int16_t *table, const float *scale, const float *bases, int64_t q, int64_t width,
-                           const int64_t *starts, int64_t ndocs, const uint8_t *residuals, float *best,
+                           const int64_t *offsets, int64_t count, const uint8_t *residuals, const int32_t *by_owner,
+                           const int64_t *owner_offsets, const int64_t *local, int64_t ndocs, float *best,
                            int64_t *shared, int64_t part, int64_t parts)
 {
     lane_shorts sums[BATCH];
+    uint8_t batch[BATCH * width];
+    int64_t positions[BATCH], codes[BATCH];
     if (!part_begins(shared, part)) return;
     for (int64_t d = claim(shared); d < ndocs; d = claim(shared)) {
-        for (int64_t lane = 0; lane < q; lane += LANES) {
-            const int16_t *block = table + lane * width * 256;
-            for (int64_t first = starts[d]; first < starts[d + 1]; first += BATCH) {
-                const int64_t n = starts[d + 1] - first < BATCH ? starts[d + 1] - first : BATCH;
-                batch_sums(block, residuals + first * width, n, width, sums);
-                for (int64_t j = 0; j < n; j++)
-                    keep_best(best + d * q + lane, bases + (first + j) * q + lane, scale + lane, &sums[j]);
+        const int64_t end = owner_offsets[local[d] + 1];
+        for (int64_t first = owner_offsets[local[d]]; first < end; first += BATCH) {
+            const int64_t n = end - first < BATCH ? end - first : BATCH;
+            for (int64_t j = 0; j < n; j++) {  /* the rows asked for at once, and found while they come */
+                positions[j] = by_owner[first + j];
+                const uint8_t *row = residuals + positions[j] * width;
+                __builtin_prefetch(row), __builtin_prefetch(row + width - 1);
+            }
+            codes_at(offsets, count, positions, n, codes);
+            for (int64_t j = 0; j < n; j++) {
+                memcpy(batch + j * width, residuals + positions[j] * width, (size_t)width);
+                __builtin_prefetch(bases + codes[j] * q), __builtin_prefetch(bases + codes[j] * q + q - 1);
+            }
+            for (int64_t lane = 0; lane < q; lane += LANES) {
+                batch_sums(table + lane * width * 256, batch, n, width, sums);
+                for (int64_t j = 0; j < n; j++) keep_best(best + d * q + lane, bases + codes[j] * q + lane, scale + lane, &sums[j]);
             }
         }
     }

@@ -27,6 +27,10 @@ __all__ = ["KernelTable", "Maxima", "fused_documents", "fused_floored", "int16_t
 INT16_SUM = 32_000
 #: Tokens below which a probe runs on the calling thread alone: a thread's start costs more.
 MIN_PART_TOKENS = 16_384
+#: The same for whole documents (colpg.residual_stage), whose tokens cost more each (their rows are read
+#: from scattered positions): a step of the assembled 100k's walk (64 documents, ~11,000 tokens) took
+#: 3.4-3.8 ms in two parts against 4.8 on one thread (2 AVX2 cores, bench/README.md session 30).
+MIN_DOCUMENT_PART_TOKENS = 4_096
 #: Probes of fewer tokens stay in PyTorch, which is as fast there. Measured by bench/kernel.py on
 #: 2 CPU cores: session 16's kernel ran at 0.92-1.05x PyTorch's speed at 20,000-52,000 tokens; with the
 #: parts sharing their cells and the table's rows a fixed stride apart (session 18) it ran at 1.2-1.8x
@@ -84,34 +88,40 @@ class KernelTable:
 
 
 def fused_documents(
-    lib: ctypes.CDLL, table: KernelTable, bases: torch.Tensor, residuals: torch.Tensor, lengths: torch.Tensor
-) -> torch.Tensor:
-    """Per document and query token, the best similarity of the document's tokens (-inf where it
-    has none), given document after document: what colpg.residual_stage computes in PyTorch.
+    lib: ctypes.CDLL, table: KernelTable, bases: torch.Tensor, layout: ClusterLayout, slots: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Per document ``slots`` (slots ``layout`` holds) and query token, the best similarity of the
+    document's tokens (-inf where it has none), read where the layout keeps them; and the tokens
+    scored: what colpg.residual_stage computes in PyTorch.
 
-    Shapes: bases [t, columns] float32, each token's centroid's scores; residuals [t, width] uint8; lengths [d] -> [d, q].
+    Shapes: bases [num_centroids, columns] float32, each centroid's scores; slots [d] int64 -> [d, q].
     """
-    if residuals.shape[1] != table.width or bases.shape[1] != table.columns or residuals.dtype != torch.uint8:
+    if layout.residuals.shape[1] != table.width or bases.shape != (len(layout.offsets) - 1, table.columns) or bases.dtype != torch.float32:
         raise ValueError(
-            f"{table.width}-byte uint8 residuals and {table.columns}-wide bases were expected, got {list(residuals.shape)} and {list(bases.shape)}"
+            f"a layout of {table.width}-byte residuals and float32 bases [{len(layout.offsets) - 1}, {table.columns}] were expected,"
+            f" got {list(layout.residuals.shape)} and {bases.dtype} {list(bases.shape)}"
         )
-    starts = torch.zeros(len(lengths) + 1, dtype=torch.int64)
-    torch.cumsum(lengths.cpu(), 0, out=starts[1:])
-    bases, residuals = bases.float().contiguous(), residuals.contiguous()
-    shared = torch.zeros(_parts(len(residuals)), dtype=torch.int64)  # the next document and the parts' states (kernel.c)
+    local = (slots.to(torch.int64) - layout.first_owner).contiguous()
+    tokens = int((layout.owner_offsets[local + 1] - layout.owner_offsets[local]).sum())
+    offsets, residuals, by_owner, owner_offsets = (
+        t.contiguous() for t in (layout.offsets, layout.residuals, layout.by_owner, layout.owner_offsets)
+    )
+    bases = bases.contiguous()
+    shared = torch.zeros(_parts(tokens, MIN_DOCUMENT_PART_TOKENS), dtype=torch.int64)  # the next document and the parts' states (kernel.c)
 
     def score(part: int, best: torch.Tensor) -> None:
         lib.colpg_score_documents(
-            table.blocks.data_ptr(), table.scale.data_ptr(), bases.data_ptr(), table.columns, table.width, starts.data_ptr(), len(lengths),
-            residuals.data_ptr(), best.data_ptr(), shared.data_ptr(), part, len(shared),
+            table.blocks.data_ptr(), table.scale.data_ptr(), bases.data_ptr(), table.columns, table.width, offsets.data_ptr(),
+            len(offsets) - 1, residuals.data_ptr(), by_owner.data_ptr(), owner_offsets.data_ptr(), local.data_ptr(), len(local),
+            best.data_ptr(), shared.data_ptr(), part, len(shared),
         )  # fmt: skip
 
-    return _merged(_maxima_in_parts(score, len(shared), len(lengths), table.columns))[:, : table.q]
+    return _merged(_maxima_in_parts(score, len(shared), len(local), table.columns))[:, : table.q], tokens
 
 
-def _parts(tokens: int) -> int:
-    """The parts (threads) a call over ``tokens`` tokens runs in: a thread's start costs more below MIN_PART_TOKENS each."""
-    return max(1, min(torch.get_num_threads(), tokens // MIN_PART_TOKENS))
+def _parts(tokens: int, least: int) -> int:
+    """The parts (threads) a call over ``tokens`` tokens runs in: a thread's start costs more below ``least`` each."""
+    return max(1, min(torch.get_num_threads(), tokens // least))
 
 
 def _maxima_in_parts(score: Callable[[int, torch.Tensor], None], parts: int, rows: int, columns: int) -> list[torch.Tensor]:
@@ -173,7 +183,7 @@ def probe_maxima(
         )
         work.append((offsets, residuals, owners, offsets[cells + 1] - offsets[cells]))
     tokens = sum(int(counts.sum()) for *_, counts in work)
-    parts = _parts(tokens)
+    parts = _parts(tokens, MIN_PART_TOKENS)
     shared = torch.zeros(len(work), parts, dtype=torch.int64)  # per segment: the next cell and the parts' states (kernel.c)
 
     def score(part: int, best: torch.Tensor) -> None:

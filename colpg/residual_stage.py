@@ -59,7 +59,8 @@ class WholeScorer:
         self.lib = kernel_for(MIN_TOKENS, query.device)
         if self.lib is not None:
             self.kernel_table = KernelTable.of(self.lib, codec.residual_table(query))
-            self.bases = padded_columns(centroid_scores.T.float(), self.kernel_table.columns)  # [num_centroids, columns]
+            # [num_centroids, columns]: centroid_scores' own storage where the query fills the kernel's lanes
+            self.bases = padded_columns(centroid_scores.T.float(), self.kernel_table.columns)
         else:
             self.table = codec.query_table(query, centroid_scores)
 
@@ -70,15 +71,14 @@ class WholeScorer:
         scores = torch.full((len(slots),), -math.inf)
         tokens = 0
         for layout, mask in self.view.holders(slots):
-            positions, codes, lengths = layout.document_positions(slots[mask])
-            residuals = layout.residuals_at(positions)
             if self.lib is not None:
-                best = fused_documents(self.lib, self.kernel_table, self.bases[codes], residuals, lengths)
+                best, count = fused_documents(self.lib, self.kernel_table, self.bases, layout, slots[mask])
             else:
-                sims = self.codec.similarity(self.table, codes, residuals)
-                best = token_maxima(sims, owners(lengths.tolist(), sims.device), len(lengths))
+                positions, codes, lengths = layout.document_positions(slots[mask])
+                sims = self.codec.similarity(self.table, codes, layout.residuals_at(positions))
+                best, count = token_maxima(sims, owners(lengths.tolist(), sims.device), len(lengths)), len(positions)
             scores[mask.cpu()] = best.sum(dim=1).cpu()
-            tokens += len(positions)
+            tokens += count
         return scores + self.padded * self.view.gaps[slots.to(self.view.gaps.device)].cpu(), tokens
 
 

@@ -54,6 +54,28 @@ def test_the_kernel_finds_what_pytorch_finds(nbits: int, query_tokens: int) -> N
     assert imputed.sum() > 0
 
 
+@pytest.mark.parametrize(("nbits", "query_tokens"), [(2, 32), (1, 5), (4, 40)])
+def test_whole_documents_score_as_a_probe_of_every_cell_scores_them(monkeypatch: pytest.MonkeyPatch, nbits: int, query_tokens: int) -> None:
+    """The residual stage's loop reads each document's tokens where its layout keeps them, and finds
+    the same maxima, to the bit, as the probe's loop over every cell (the same table and arithmetic)."""
+    codec, segments, documents = _index(nbits)
+    query = torch.nn.functional.normalize(torch.randn(query_tokens, codec.dim, generator=torch.Generator().manual_seed(8)), dim=1)
+    scores = probe.centroid_scores(query, codec.centroids)
+    lib = native.library()
+    assert lib is not None
+    table = codec.residual_table(query)
+    every = kernel.probe_maxima(lib, table, scores, torch.arange(len(codec.centroids)), segments, documents)
+    want = every.merged()[torch.argsort(every.slots)]
+    kernel_table = kernel.KernelTable.of(lib, table)
+    bases = native.padded(scores.T.float(), kernel_table.columns)
+    monkeypatch.setattr(kernel, "MIN_DOCUMENT_PART_TOKENS", 1)  # in parts on threads, too
+    for layout in segments:
+        slots = torch.arange(layout.first_owner, layout.first_owner + len(layout.owner_offsets) - 1).flip(0)  # any order
+        best, tokens = kernel.fused_documents(lib, kernel_table, bases, layout, slots)
+        assert tokens == len(layout.owners)
+        assert torch.equal(best, want[slots])
+
+
 @pytest.mark.parametrize("order", ["pool", *ORDERS])
 def test_threads_split_a_probe_without_changing_it(monkeypatch: pytest.MonkeyPatch, order: str) -> None:
     """The parts share the cells of each segment (kernel.c): on the pool, or one that starts late finding fewer, or none."""

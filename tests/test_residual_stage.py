@@ -44,7 +44,7 @@ def test_whole_scores_are_maxsim_over_every_token(monkeypatch: pytest.MonkeyPatc
     if fused:
         if native.library() is None:
             pytest.skip("no C compiler here to build colpg's kernels")
-        monkeypatch.setattr(kernel, "MIN_PART_TOKENS", 1)  # in parts on threads, too
+        monkeypatch.setattr(kernel, "MIN_DOCUMENT_PART_TOKENS", 1)  # in parts on threads, too
     else:
         monkeypatch.setenv(native.KERNEL_ENV, "off")
     codec, view, rows = _view()
