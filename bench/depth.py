@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--ncells", type=int, nargs="+", default=[0], help="cells per query token; 0: the default for the index's size")
     parser.add_argument("--nrerank", type=int, nargs="+", default=[2048, 4096])
     parser.add_argument("--slack", type=float, nargs="+", default=[default_params(K).slack], help="per query token; inf: no early stop")
+    parser.add_argument("--cell-margins", type=float, nargs="+", default=[default_params(K).cell_margin],
+                        help="each query token probes its cells within this of its best centroid score (colpg.params); inf: all ncells")
     parser.add_argument("--padding-cosines", type=float, nargs="+", default=[PADDING_COSINE], help="query tokens of this cosine with the padding direction or more add the gaps")
     parser.add_argument("--gap-weights", type=float, nargs="+", default=[1.0], help="times each padding token adds the gap")
     parser.add_argument("--without-gaps", action="store_true", help="each setting also without the first stage's padding gaps (weight 0)")
@@ -131,6 +133,8 @@ def main() -> None:
         parser.error("--ncells must be positive (0: the default)")
     if any(not -1 <= cosine <= 1 for cosine in args.padding_cosines) or any(not weight >= 0 for weight in args.gap_weights):
         parser.error("--padding-cosines take cosines in [-1, 1] and --gap-weights numbers of 0 or more")
+    if any(not margin >= 0 for margin in args.cell_margins):
+        parser.error("--cell-margins must be 0 or more (inf: every one of ncells)")
     if any(not slack >= 0 for slack in args.slack):
         parser.error("--slack must be 0 or more (inf: no early stop)")
     torch.set_grad_enabled(False)
@@ -147,10 +151,11 @@ def main() -> None:
         gaps[", no gaps"] = padding_count(PADDING_COSINE, 0.0)
     settings = {
         f"{f'ncells {ncells}, ' if ncells else ''}nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{gap_label}"
-        f"{'' if residual == 'auto' else f', residual stage {residual}'}": (
-            dataclasses.replace(defaults, ncells=ncells or None, nrerank=nrerank, slack=slack, residual=RESIDUAL[residual]),
+        f"{'' if residual == 'auto' else f', residual stage {residual}'}, cell margin {cell_margin}": (
+            dataclasses.replace(defaults, ncells=ncells or None, nrerank=nrerank, slack=slack, residual=RESIDUAL[residual], cell_margin=cell_margin),
             count,
         )
+        for cell_margin in args.cell_margins
         for ncells in args.ncells
         for nrerank in args.nrerank
         for slack in args.slack

@@ -136,18 +136,19 @@ def evaluate(
     margin: float | None = None,
     slack: float | None = None,
     residual: bool | None = None,
+    cell_margin: float | None = None,
 ) -> EvalReport:
     """Search every judged query of ``dataset`` (BEIR layout) and score the runs with ir-measures.
 
     nDCG@10 and MRR@10 come from the run at depth ``k``, R@100 from a run at depth 100;
-    ``ncells``, ``nrerank``, ``margin``, ``slack`` and ``residual`` override the search's parameters in both.
+    ``ncells``, ``nrerank``, ``margin``, ``slack``, ``residual`` and ``cell_margin`` override the search's parameters in both.
     """
     queries = read_queries(dataset / "queries.jsonl")
     qrels = read_qrels(dataset / "qrels.tsv")
     qids = [q for q in queries if q in qrels][:max_queries]
     encoded = index.encoder.encode_queries([queries[q] for q in qids])
     index.searcher.warm(rows=True)  # once, so the timed runs find the resident tokens loaded and the row cache filled
-    stages = {"ncells": ncells, "nrerank": nrerank, "margin": margin, "slack": slack, "residual": residual}
+    stages = {"ncells": ncells, "nrerank": nrerank, "margin": margin, "slack": slack, "residual": residual, "cell_margin": cell_margin}
     at_k, p50 = _search_all(index, qids, encoded, k, stages)
     deep = at_k if k >= 100 else _search_all(index, qids, encoded, 100, stages)[0]
     approximate = quality(at_k, qrels) | {"R@100": quality(deep, qrels)["R@100"]}

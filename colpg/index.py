@@ -139,13 +139,14 @@ class Index:
         margin: float | None = None,
         slack: float | None = None,
         residual: bool | None = None,
+        cell_margin: float | None = None,
         hybrid: Hybrid | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query`` (fewer when the index or the filter holds fewer).
 
         ``where`` filters in SQL before ranking; ``exact`` scores every (matching) document;
         ``explain`` adds, per query token, the document token that matched it best. ``ncells``,
-        ``nrerank``, ``margin``, ``slack`` and ``residual`` (see :mod:`colpg.params`) default to
+        ``nrerank``, ``margin``, ``slack``, ``residual`` and ``cell_margin`` (see :mod:`colpg.params`) default to
         :func:`colpg.params.default_params`.
         ``hybrid`` unions colpg's candidates with full-text and single-vector ones (:mod:`colpg.hybrid`).
         """
@@ -154,7 +155,7 @@ class Index:
                 raise ConfigurationError("exact=True scores every document; hybrid ranks its sources' candidates: give one of them")
             vectors = self.encoder.encode_queries([query])[0]
             params = default_params(hybrid.colpg or 1).replace(
-                ncells=ncells, nrerank=nrerank, margin=margin, slack=slack, residual=residual
+                ncells=ncells, nrerank=nrerank, margin=margin, slack=slack, residual=residual, cell_margin=cell_margin
             )
             ranked = hybrid_search(self.searcher, query, vectors, k, hybrid, where=where, params=params)
             return hits(self.encoder, query, vectors, ranked, explain)
@@ -169,6 +170,7 @@ class Index:
             margin=margin,
             slack=slack,
             residual=residual,
+            cell_margin=cell_margin,
         )[0]
 
     def search_batch(
@@ -184,10 +186,13 @@ class Index:
         margin: float | None = None,
         slack: float | None = None,
         residual: bool | None = None,
+        cell_margin: float | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for each query, with the queries encoded together."""
         searcher = self.searcher
-        params = default_params(k).replace(ncells=ncells, nrerank=nrerank, margin=margin, slack=slack, residual=residual)
+        params = default_params(k).replace(
+            ncells=ncells, nrerank=nrerank, margin=margin, slack=slack, residual=residual, cell_margin=cell_margin
+        )
         encoded = self.encoder.encode_queries(list(queries))
         return [
             hits(self.encoder, text, vectors, searcher.search_vectors(vectors, k, where=where, exact=exact, params=params), explain)

@@ -10,6 +10,10 @@ few and a query of near-ties reranks up to ``nrerank`` (bench/probe.py, "rerank 
 score, plus the largest (exact - first stage) gap seen so far, plus ``slack`` per query token,
 is below the k-th exact score (colpg.rerank_stage). Queries whose top k stands out stop after
 a few hundred documents; near-ties go on to ``nrerank`` (bench/probe.py, table 5);
+``cell_margin``: of its ``ncells`` nearest centroids, a query token probes only those whose
+score is within ``cell_margin`` of its nearest's (the floor stays its ``ncells``-th score), so a
+query token whose nearest centroids stand out probes few and one with many near-ties probes up to
+``ncells`` (colpg.probe.Probe);
 ``residual``: whether the candidates are first scored whole from their resident residuals, that
 walk stopped by ``slack``, and the rerank then walks their order (colpg.residual_stage); None
 (the default) where the index's rerank rows outgrow the row cache, as they come from PostgreSQL
@@ -38,6 +42,7 @@ class SearchParams:
     margin: float = math.inf
     slack: float = math.inf
     residual: bool | None = None
+    cell_margin: float = math.inf
 
     def __post_init__(self) -> None:
         if self.residual is not None and not isinstance(self.residual, bool):
@@ -48,7 +53,7 @@ class SearchParams:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("margin", "slack"):
+        for name in ("margin", "slack", "cell_margin"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
                 raise ConfigurationError(f"{name} must be a number of 0 or more (inf: none), got {value!r}")
@@ -60,6 +65,7 @@ class SearchParams:
         margin: float | None = None,
         slack: float | None = None,
         residual: bool | None = None,
+        cell_margin: float | None = None,
     ) -> SearchParams:
         """These parameters with the given ones changed (None keeps the current value)."""
         return SearchParams(
@@ -68,6 +74,7 @@ class SearchParams:
             self.margin if margin is None else margin,
             self.slack if slack is None else slack,
             self.residual if residual is None else residual,
+            self.cell_margin if cell_margin is None else cell_margin,
         )
 
 
@@ -117,7 +124,7 @@ def default_params(k: int) -> SearchParams:
     once they outgrow the row cache.
 
     >>> default_params(10)
-    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.02, residual=None)
+    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.02, residual=None, cell_margin=inf)
     """
     if k < 1:
         raise ConfigurationError(f"k must be positive, got {k}")

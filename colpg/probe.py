@@ -20,6 +20,7 @@ rerank walks (bench/README.md, table 14).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -128,27 +129,37 @@ class CentroidScorer:
 
 @dataclass(frozen=True)
 class Probe:
-    """What each query token probes: ``cells`` [q, ncells] centroid codes, best first, and
-    ``floor`` [q], its ``ncells``-th centroid score: the least a document is credited with."""
+    """What each query token probes: ``cells`` [q, ncells] centroid codes, best first, of which
+    ``kept`` [q, ncells] (None: all), those within the cell margin of its best; and ``floor`` [q],
+    its ``ncells``-th centroid score: the least a document is credited with."""
 
     cells: torch.Tensor
     floor: torch.Tensor
+    kept: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, centroid_scores: torch.Tensor, ncells: int) -> Probe:
-        """Shapes: centroid_scores [q, num_centroids].
+    def of(cls, centroid_scores: torch.Tensor, ncells: int, cell_margin: float = math.inf) -> Probe:
+        """Each query token's ``ncells`` nearest centroids, of which it probes those whose score is within
+        ``cell_margin`` of its nearest's (colpg.params). Shapes: centroid_scores [q, num_centroids].
 
         >>> p = Probe.of(torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.8, 0.3]]), 2)
-        >>> p.cells.tolist(), [round(v, 2) for v in p.floor.tolist()]
-        ([[0, 2], [1, 2]], [0.5, 0.3])
+        >>> p.cells.tolist(), [round(v, 2) for v in p.floor.tolist()], p.probed().tolist()
+        ([[0, 2], [1, 2]], [0.5, 0.3], [0, 1, 2])
+        >>> Probe.of(torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.8, 0.3]]), 2, cell_margin=0.3).probed().tolist()
+        [0, 1]
         """
         top = centroid_scores.topk(min(ncells, centroid_scores.shape[1]), dim=1)
-        return cls(top.indices, top.values[:, -1])
+        kept = None if math.isinf(cell_margin) else top.values >= top.values[:, :1] - cell_margin
+        return cls(top.indices, top.values[:, -1], kept)
+
+    def probed(self) -> torch.Tensor:
+        """The centroids some query token probes, ascending. Shapes: -> [c] int64."""
+        return torch.unique(self.cells if self.kept is None else self.cells[self.kept])
 
     def mask(self, num_centroids: int) -> torch.Tensor:
         """Which centroids each query token probes. Shapes: -> [num_centroids, q] bool."""
         probed = torch.zeros(self.cells.shape[0], num_centroids, dtype=torch.bool, device=self.cells.device)
-        return probed.scatter_(1, self.cells, True).T.contiguous()
+        return probed.scatter_(1, self.cells, True if self.kept is None else self.kept).T.contiguous()
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,7 @@ def probe(
     limit: int,
     gaps: torch.Tensor | None = None,
     padded: int = 0,
+    cell_margin: float = math.inf,
 ) -> Candidates:
     """The ``limit`` best documents by probed-token scores, each plus ``padded`` times its padding
     gap (:func:`padded_tokens`), among the ``allowed`` slots.
@@ -226,8 +238,8 @@ def probe(
 
     Shapes: query [q, dim]; centroid_scores [q, num_centroids]; allowed [slots] bool; gaps [slots].
     """
-    plan = Probe.of(centroid_scores, ncells)
-    cells = torch.unique(plan.cells)
+    plan = Probe.of(centroid_scores, ncells, cell_margin)
+    cells = plan.probed()
     tokens = sum(int((layout.offsets[cells + 1] - layout.offsets[cells]).sum()) for layout in segments)
     lib = kernel_for(tokens, query.device)
     if lib is not None:

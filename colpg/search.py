@@ -221,7 +221,7 @@ class IndexSearcher:
         passing: list[tuple[int, float]] = []
         while True:
             started = time.perf_counter()
-            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit, view.gaps, padded)
+            candidates = probe(query, scores, loaded.codec, view.segments, ncells, mask, limit, view.gaps, padded, params.cell_margin)
             ranked = list(zip(view.ids[candidates.slots.cpu()].tolist(), candidates.scores.tolist(), strict=True))
             self._add_time("probe", started)
             self._local.stats["tokens_scored"] += candidates.tokens_scored

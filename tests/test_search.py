@@ -130,6 +130,9 @@ def test_default_params_by_k() -> None:
     assert defaults.replace(residual=False).residual is False and defaults.residual is None
     with pytest.raises(ConfigurationError, match="residual must be True, False or None"):
         SearchParams(8, 10, residual="yes")  # type: ignore[arg-type]
+    assert defaults.replace(cell_margin=0.5).cell_margin == 0.5
+    with pytest.raises(ConfigurationError, match="cell_margin must be a number of 0 or more"):
+        SearchParams(8, 10, cell_margin=-0.1)
 
 
 class _Unchanged:
@@ -290,6 +293,20 @@ def test_slack_reranks_fewer_documents(index: Index, monkeypatch: pytest.MonkeyP
     assert early[0].external_id == full[0].external_id
     assert [h.external_id for h in index.search("white matter development in the newborn brain", k=3, nrerank=24, slack=0.0)][:1] == [
         full[0].external_id
+    ]
+
+
+def test_a_cell_margin_probes_fewer_tokens_and_finds_the_best_hit(index: Index) -> None:
+    """Each query token probes only its cells within the margin of its nearest (colpg.params): at 0, its nearest alone."""
+    searcher = index.searcher
+    vectors = index.encoder.encode_queries(["white matter development in the newborn brain"])[0]
+    every = searcher.search_vectors(vectors, 3, params=SearchParams(64, 24))
+    tokens = searcher.stats["tokens_scored"]
+    nearest = searcher.search_vectors(vectors, 3, params=SearchParams(64, 24, cell_margin=0.0))
+    assert searcher.stats["tokens_scored"] < tokens
+    assert nearest[0].external_id == every[0].external_id
+    assert [h.external_id for h in index.search("white matter development in the newborn brain", k=3, nrerank=24, cell_margin=0.0)][:1] == [
+        every[0].external_id
     ]
 
 

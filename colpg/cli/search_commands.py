@@ -9,7 +9,7 @@ import typer
 
 from colpg.constants import DEFAULT_FUSION, DEFAULT_MATCH
 from colpg.errors import ColpgError
-from colpg.params import LARGE_INDEX_TOKENS, cells_for
+from colpg.params import LARGE_INDEX_TOKENS, cells_for, default_params
 
 if TYPE_CHECKING:
     from colpg.explain import TokenMatch
@@ -49,7 +49,15 @@ SLACK = typer.Option(
     None,
     "--slack",
     min=0.0,
-    help="Stop the rerank once the rest cannot reach the top k, with this much slack per query token (default 0.05; inf: never).",
+    help="Stop the rerank once the rest cannot reach the top k, with this much slack per query token"
+    f" (default {default_params(10).slack}; inf: never).",
+)
+CELL_MARGIN = typer.Option(
+    None,
+    "--cell-margin",
+    min=0.0,
+    help="Of its --ncells nearest centroids, each query token probes those within this of its nearest's score"
+    f" (default {default_params(10).cell_margin}; inf: all of them).",
 )
 RESIDUAL = typer.Option(
     None,
@@ -79,6 +87,7 @@ def search(
     margin: float | None = MARGIN,
     slack: float | None = SLACK,
     residual: bool | None = RESIDUAL,
+    cell_margin: float | None = CELL_MARGIN,
     fulltext: int = typer.Option(0, "--fulltext", min=0, help="Hybrid search: union colpg's candidates with this many full-text ones."),
     fusion: str = typer.Option(
         DEFAULT_FUSION, "--fusion", help="With --fulltext: rank the union by rrf (reciprocal-rank fusion) or maxsim."
@@ -105,6 +114,7 @@ def search(
             margin=margin,
             slack=slack,
             residual=residual,
+            cell_margin=cell_margin,
             hybrid=hybrid,
         )
         if not hits:
@@ -177,6 +187,7 @@ def evaluate_index(
     margin: float | None = MARGIN,
     slack: float | None = SLACK,
     residual: bool | None = RESIDUAL,
+    cell_margin: float | None = CELL_MARGIN,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset; with --vs-exact, recall@k against exact search."""
     from colpg.evaluate import evaluate
@@ -194,6 +205,7 @@ def evaluate_index(
             margin=margin,
             slack=slack,
             residual=residual,
+            cell_margin=cell_margin,
         )
         typer.echo(f"{report.queries} queries, k={report.k}, search p50 {report.search_ms_p50:.1f} ms (excluding query encoding)")
         if (warning := report.coverage_warning()) is not None:
