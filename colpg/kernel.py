@@ -96,10 +96,13 @@ def fused_documents(
 
     Shapes: bases [num_centroids, columns] float32, each centroid's scores; slots [d] int64 -> [d, q].
     """
-    if layout.residuals.shape[1] != table.width or bases.shape != (len(layout.offsets) - 1, table.columns) or bases.dtype != torch.float32:
+    shape = (len(layout.offsets) - 1, table.columns)
+    if (layout.residuals.shape[1], layout.residuals.dtype, layout.by_owner.dtype, bases.shape, bases.dtype) != (
+        table.width, torch.uint8, torch.int32, shape, torch.float32
+    ):  # fmt: skip
         raise ValueError(
-            f"a layout of {table.width}-byte residuals and float32 bases [{len(layout.offsets) - 1}, {table.columns}] were expected,"
-            f" got {list(layout.residuals.shape)} and {bases.dtype} {list(bases.shape)}"
+            f"a layout of {table.width}-byte uint8 residuals and int32 positions, and float32 bases {list(shape)} were expected,"
+            f" got {layout.residuals.dtype} {list(layout.residuals.shape)}, {layout.by_owner.dtype} and {bases.dtype} {list(bases.shape)}"
         )
     local = (slots.to(torch.int64) - layout.first_owner).contiguous()
     tokens = int((layout.owner_offsets[local + 1] - layout.owner_offsets[local]).sum())

@@ -74,6 +74,8 @@ def test_whole_documents_score_as_a_probe_of_every_cell_scores_them(monkeypatch:
         best, tokens = kernel.fused_documents(lib, kernel_table, bases, layout, slots)
         assert tokens == len(layout.owners)
         assert torch.equal(best, want[slots])
+    with pytest.raises(ValueError, match=r"float32 bases \[32, \d+\] were expected, got .* torch.float32 \[31, \d+\]"):
+        kernel.fused_documents(lib, kernel_table, bases[1:], segments[0], torch.tensor([0]))
 
 
 @pytest.mark.parametrize("order", ["pool", *ORDERS])
