@@ -81,7 +81,8 @@ def main() -> None:
             searcher.cache.clear()
             searcher.warm(rows=True, progress=False)
         search_params = default_params(k).replace(
-            ncells=setting.get("ncells"), nrerank=setting.get("nrerank"), margin=setting.get("margin"), slack=setting.get("slack")
+            ncells=setting.get("ncells"), nrerank=setting.get("nrerank"), margin=setting.get("margin"), slack=setting.get("slack"),
+            cell_margin=setting.get("cell_margin"),
         )
 
         def one(vectors: torch.Tensor, search_params: object = search_params) -> list[str]:

@@ -102,10 +102,13 @@ PLAID_SETTINGS = [
 ]
 COLPG_SETTINGS: list[dict[str, Any]] = [
     {"label": "5. colpg, defaults"},
-    {"label": "5. colpg, ncells 64, full rerank of 1024 (defaults before the early stop)", "ncells": 64, "nrerank": 1024, "slack": math.inf},
-    {"label": "5. colpg, slack 0.04 (the defaults before session 26)", "slack": 0.04},
+    {"label": "5. colpg, every one of ncells (cell margin inf, the defaults before session 30)", "cell_margin": math.inf},
+    {"label": "5. colpg, ncells 64, full rerank of 1024 (defaults before the early stop)", "ncells": 64, "nrerank": 1024, "slack": math.inf,
+     "cell_margin": math.inf},
+    {"label": "5. colpg, slack 0.04 (the defaults before session 26)", "slack": 0.04, "cell_margin": math.inf},
     {"label": f"5. colpg, balanced (ncells {BALANCED.ncells}, nrerank {BALANCED.nrerank}, margin {BALANCED.margin})",
-     "ncells": BALANCED.ncells, "nrerank": BALANCED.nrerank, "margin": BALANCED.margin, "slack": BALANCED.slack},
+     "ncells": BALANCED.ncells, "nrerank": BALANCED.nrerank, "margin": BALANCED.margin, "slack": BALANCED.slack,
+     "cell_margin": BALANCED.cell_margin},
     {"label": "5. colpg, ncells 16, nrerank 64 (faster)", "ncells": 16, "nrerank": 64, "slack": math.inf},
 ]
 CONTENDERS = ("exact", "recipes", "plaid", "colpg")

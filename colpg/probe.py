@@ -1,6 +1,7 @@
 """Search's first stage: score only the tokens of each query token's nearest centroids (WARP's idea).
 
-For each query token, its ``ncells`` best centroids are probed; every token stored under a
+For each query token, its ``ncells`` best centroids are probed, or those of them within a cell
+margin of its best centroid's score (colpg.params.CELL_MARGIN); every token stored under a
 probed centroid is scored against every query token at once as ``centroid score +
 residual · query`` by table lookups (:meth:`ResidualCodec.similarity`, never decompressing),
 then reduced per document: for each query token, the best of the document's scored tokens,

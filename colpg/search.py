@@ -6,7 +6,8 @@ Every search runs in one read-only REPEATABLE READ transaction:
    changed since the searcher's resident view was last synced (``colpg.token_changes``);
    their rows are read and the view moves forward (colpg.view). A rebuilt index (new id or
    ``updated_at``) is loaded again. The view holds codes and residuals only.
-2. **probe** — each query token's ``ncells`` nearest centroids; the tokens under them are
+2. **probe** — each query token's ``ncells`` nearest centroids, those within ``cell_margin`` of
+   its nearest's score (colpg.params); the tokens under them are
    scored from their residuals by table lookups and reduced per document, with WARP's
    imputation where a document has no token under a query token's centroids (colpg.probe;
    large probes on a CPU in colpg.kernel's fused loop). ``ncells`` None follows the index's

@@ -119,7 +119,7 @@ def test_bad_queries_are_clear(index: Index, migrated_url: str) -> None:
 def test_default_params_by_k() -> None:
     assert all(default_params(k).nrerank >= k for k in (1, 10, 100, 1000))
     defaults = default_params(10)
-    assert defaults.replace(nrerank=7) == SearchParams(defaults.ncells, 7, defaults.margin, defaults.slack)
+    assert defaults.replace(nrerank=7) == SearchParams(defaults.ncells, 7, defaults.margin, defaults.slack, cell_margin=defaults.cell_margin)
     assert defaults.replace(slack=0.5).slack == 0.5 and defaults.replace(slack=float("inf")).slack == float("inf")
     with pytest.raises(ConfigurationError, match="ncells must be a positive integer"):
         SearchParams(0, 10)
