@@ -13,7 +13,9 @@ threads give), and how many of PyTorch's best ``--limit`` candidates the kernel 
 float16 table, the kernel an int16 one). Then, per collection, the centroid scores the probe starts
 from, interleaved, p50 of the best of ``--repeat``: the stored float32 centroids in one product, a
 searcher's float16 copy a block at a time (colpg.probe.centroid_scores) and int8 products
-(colpg.probe.CentroidScorer), and the largest differences from float32.
+(colpg.probe.CentroidScorer), and the largest differences from float32. For assembled collections
+also the residual stage's steps (colpg.residual_stage: 64 of the first stage's best scored whole,
+colpg_score_documents) on one thread and in parts (colpg.kernel.MIN_DOCUMENT_PART_TOKENS).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from colpg import db, int8_kernel, kernel, native
 from colpg.codec import ResidualCodec
 from colpg.encoder import Encoder
 from colpg.index import Index
+from colpg.params import cells_for
 from colpg.probe import CentroidScorer, Probe, centroid_scores, probe
+from colpg.residual_stage import STEP, WholeScorer
 from colpg.store import load_codec
 from colpg.view import IndexView
 
@@ -148,6 +152,33 @@ def centroid_products(name: str, queries: torch.Tensor, centroids: torch.Tensor,
     )
 
 
+def whole_steps(name: str, queries: torch.Tensor, codec: ResidualCodec, view: IndexView, repeat: int) -> str:
+    """The residual stage's first three steps per query (colpg.residual_stage: STEP of the first stage's
+    best, scored whole from the rows the view keeps) on the calling thread alone and in parts from
+    MIN_DOCUMENT_PART_TOKENS tokens, best of ``repeat`` each, interleaved: a table row of p50s over steps."""
+    os.environ[native.KERNEL_ENV] = "on"
+    least = kernel.MIN_DOCUMENT_PART_TOKENS
+    one: list[float] = []
+    parts: list[float] = []
+    tokens: list[int] = []
+    try:
+        for query in queries:
+            query = query.float()
+            scores = centroid_scores(query, codec.centroids)
+            first = probe(query, scores, codec, view.segments, cells_for(view.tokens), view.alive, 3 * STEP).slots
+            whole = WholeScorer(query, scores, codec, view, 0)
+            for start in range(0, len(first), STEP):
+                step = functools.partial(whole, first[start : start + STEP])
+                for threshold, into in ((view.tokens + 1, one), (least, parts)):
+                    kernel.MIN_DOCUMENT_PART_TOKENS = threshold
+                    into.append(best_ms(step, repeat))
+                tokens.append(step()[1])
+    finally:
+        kernel.MIN_DOCUMENT_PART_TOKENS = least
+    alone, split = statistics.median(one), statistics.median(parts)
+    return f"| {name} | {statistics.median(tokens):,.0f} | {alone:.2f} | {split:.2f} | {alone / split:.2f}x |"
+
+
 def built_at(revision: str, folder: Path) -> ctypes.CDLL:
     """colpg's kernels as ``revision`` has kernel.c, built in ``folder``."""
     shown = subprocess.run(["git", "show", f"{revision}:colpg/kernel.c"], capture_output=True, text=True, check=False)
@@ -201,12 +232,14 @@ def main() -> None:
         compare(v.name, c.queries, c.codec, c.view, args.ncells, args.limit, args.repeat, theirs)
         centroids.append((v.name, c.queries, c.codec.centroids))
     int8_rows = []
+    steps: list[str] = []
     for documents in args.scale:
         v = assembled(pool, documents, args.datasets, args.in_memory_up_to)
         _, url = kept_database(db.database_url(), v)
         searcher = Index(COLPG_INDEX, url=url, encoder=encoder).searcher
         loaded = searcher.loaded()
         compare(v.name, v.queries[: args.queries], loaded.codec, loaded.view, args.ncells, args.limit, args.repeat, theirs)
+        steps.append(whole_steps(v.name, v.queries[: args.queries], loaded.codec, loaded.view, args.repeat))
         with db.connect(url) as conn:  # the stored float32 centroids: a searcher holds float16 ones
             centroids.append((v.name, v.queries[: args.queries], load_codec(conn, loaded.record)[0].centroids))
         if theirs is not None:
@@ -219,6 +252,9 @@ def main() -> None:
         print(f"\n| collection | rows | tokens | int8 MaxSim ms | at {args.against} ms | speed-up | identical |\n|" + "---|" * 7)
         for name, queries, rows, store in int8_rows:
             int8_against(name, queries, rows, store.codec.scales, args.repeat, theirs)
+    if steps:
+        print(f"\n| collection | tokens a step | one thread ms | parts from {kernel.MIN_DOCUMENT_PART_TOKENS:,} tokens ms | speed-up |\n|" + "---|" * 5)
+        print("\n".join(steps))
     header = ["collection", "centroids", "float32 ms", "float16 in blocks ms", "int8 ms", "float16's speed-up", "int8's speed-up",
               "float16's largest difference", "int8's largest difference"]  # fmt: skip
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))

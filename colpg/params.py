@@ -95,14 +95,15 @@ LARGE_INDEX_TOKENS = 4_000_000
 
 
 #: By default a query token probes, of its ``ncells`` nearest centroids, those within this of its nearest's
-#: score. The centroid scores of a query token fall at very different rates: on the assembled 100k, the
-#: gap from the nearest to the 96th is 0.15 at the median, and 0.25 keeps about half the probed tokens.
-#: bench/depth.py (bench/README.md, session 30), the same searches crossed with each margin: on 300
-#: SciFact, 300 NFCorpus, 43 MS MARCO and 100 assembled 10k queries, 0.25 kept recall@10 at 0.995 /
-#: 0.987 / 0.993 / 0.992 against all cells' 0.996 / 0.987 / 0.993 / 0.992, at 81% / 96% / 96% / 90% of
-#: their p50; 0.15 lost NFCorpus 0.007 and 0.1 lost it 0.032 (its first stage then
-#: hands the rerank a looser order).
-CELL_MARGIN = 0.25
+#: score. The centroid scores of a query token fall at very different rates (on the assembled 100k the
+#: gap from its nearest to its 96th is 0.15 at the median, and some fall far faster), and a token far
+#: below a query token's nearest centroids seldom is its best match. bench/depth.py, the same searches
+#: crossed with each margin (bench/README.md, session 30): on 300 SciFact, 300 NFCorpus, 43 MS MARCO, 100
+#: assembled 10k and 50 assembled 100k queries, 0.3 kept recall@10 at 0.995 / 0.987 / 0.993 / 0.993 /
+#: 0.992 against every cell's 0.996 / 0.987 / 0.993 / 0.992 / 0.992, at 83% / 100% / 96% / 91% / 81% of
+#: their p50 (0.25: 0.995 / 0.987 / 0.993 / 0.992 / 0.990, the 100k 76%); 0.15 lost NFCorpus 0.007
+#: and 0.1 lost it 0.032, their first stage handing the rerank a looser order.
+CELL_MARGIN = 0.3
 
 
 def cells_for(tokens: int) -> int:
@@ -137,7 +138,7 @@ def default_params(k: int) -> SearchParams:
     once they outgrow the row cache.
 
     >>> default_params(10)
-    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.02, residual=None, cell_margin=0.25)
+    SearchParams(ncells=None, nrerank=2048, margin=inf, slack=0.02, residual=None, cell_margin=0.3)
     """
     if k < 1:
         raise ConfigurationError(f"k must be positive, got {k}")
