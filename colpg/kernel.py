@@ -28,8 +28,9 @@ INT16_SUM = 32_000
 #: Tokens below which a probe runs on the calling thread alone: a thread's start costs more.
 MIN_PART_TOKENS = 16_384
 #: The same for whole documents (colpg.residual_stage), whose tokens cost more each (their rows are read
-#: from scattered positions): a step of the assembled 100k's walk (64 documents, ~11,000 tokens) took
-#: 3.4-3.8 ms in two parts against 4.8 on one thread (2 AVX2 cores, bench/README.md session 30).
+#: from scattered positions): a step of the walk (64 documents, ~10,500 tokens) took 1.83 ms in two parts
+#: against 2.72 on one thread on the assembled 100k, 1.98 against 2.65 on the 10k (2 AVX2 cores,
+#: bench/kernel.py, bench/README.md session 30).
 MIN_DOCUMENT_PART_TOKENS = 4_096
 #: Probes of fewer tokens stay in PyTorch, which is as fast there. Measured by bench/kernel.py on
 #: 2 CPU cores: session 16's kernel ran at 0.92-1.05x PyTorch's speed at 20,000-52,000 tokens; with the
