@@ -232,7 +232,8 @@ def probe(
     """The ``limit`` best documents by probed-token scores, each plus ``padded`` times its padding
     gap (:func:`padded_tokens`), among the ``allowed`` slots.
 
-    Every token under a centroid that some query token probes is scored against every query
+    Every token under a centroid that some query token probes (of its ``ncells`` nearest, those
+    within ``cell_margin`` of its nearest's score: colpg.params) is scored against every query
     token; a document's score for a query token is the best of those, or where that is below
     the query token's ``ncells``-th centroid score, that score less IMPUTED_DISCOUNT
     (bench/probe.py compares this with WARP's imputation).

@@ -409,10 +409,14 @@ def test_cli_search_with_filter_and_explanation(index: Index) -> None:
     assert "Traceback" not in unbound.output
     unused = runner.invoke(app, ["search", "scifact", "x", "--where", "documents.id > 0", "--param", "n=0"])
     assert unused.exit_code == 1 and "values were given for n, which it does not use" in unused.output
-    full = runner.invoke(app, ["search", "scifact", "brain development", "-k", "2", "--nrerank", "24", "--slack", "inf", "--residual"])
+    full = runner.invoke(
+        app, ["search", "scifact", "brain development", "-k", "2", "--nrerank", "24", "--slack", "inf", "--residual", "--cell-margin", "inf"]
+    )
     assert full.exit_code == 0 and "  1 " in full.output, full.output
     negative = runner.invoke(app, ["search", "scifact", "x", "--slack", "-1"])
     assert negative.exit_code == 2 and "--slack" in negative.output
+    negative = runner.invoke(app, ["search", "scifact", "x", "--cell-margin", "-0.5"])
+    assert negative.exit_code == 2 and "--cell-margin" in negative.output
 
 
 def test_eval_reports_quality_and_agreement_with_exact(index: Index, tmp_path: Path, small_texts: list[str]) -> None:
