@@ -6,6 +6,7 @@
     cd bench && ../.venv/bin/python depth.py --nrerank 2048 --without-gaps
     cd bench && ../.venv/bin/python depth.py --datasets nfcorpus scifact --nrerank 2048 --padding-cosines 0.6 0.75 0.85 --gap-weights 0.5 1 1.25 --without-gaps
     cd bench && ../.venv/bin/python depth.py --scale 100000 --ncells 64 96 --nrerank 2048
+    cd bench && COLPG_CACHE_BYTES=67108864 ../.venv/bin/python depth.py --scale 100000 --nrerank 2048 --rerank-steps 64 32 16 --repeat 1
 
 On the indexes compare.py --keep-databases built (run it first; ``--scale N``: its assembled
 collection of N documents cut from the ``--datasets``, instead of the datasets themselves), each
@@ -13,7 +14,10 @@ query is searched with each setting (colpg's defaults with ``--ncells``, ``--nre
 ``--slack`` crossed, and with the padding gaps colpg.probe adds to the first stage's scores counted
 at each of ``--padding-cosines`` and weighted by each of ``--gap-weights``; ``--without-gaps`` adds
 weight 0, the first stage as it was before the gaps; ``--residual``: the residual stage as the
-index's size decides, on or off), the settings' order rotating from query to query, each the best
+index's size decides, on or off; ``--rerank-steps``: the documents the rerank scores between its
+checks whether the rest can still reach the top k, in either order, where colpg's own are
+colpg.rerank_stage.EARLY_STEP in first-stage order and colpg.residual_stage.RERANK_STEP in the
+residual stage's), the settings' order rotating from query to query, each the best
 of ``--repeat`` (the row cache filled before timing, as a service's is; ``COLPG_CACHE_BYTES`` sets
 its cap, and a cap below the index's rows with ``--repeat 1`` has them read from PostgreSQL, as at
 100k). Recall@10 is against compare.py's cached exact reference (MaxSim over the original float
@@ -39,7 +43,7 @@ from compare import DATA, assembled
 from grouped import kept_index
 from search import percentile  # bench/search.py
 
-from colpg import search
+from colpg import rerank_stage, search
 from colpg.encoder import Encoder
 from colpg.index import Index
 from colpg.params import SearchParams, default_params
@@ -47,6 +51,7 @@ from colpg.probe import PADDING_COSINE
 
 K = 10
 PADDED_TOKENS = search.padded_tokens
+EARLY_STEPS = (rerank_stage.EARLY_STEP, search.RERANK_STEP)  # colpg's own, in first-stage order and in the residual stage's
 RESIDUAL = {"auto": None, "on": True, "off": False}
 #: How many times the first stage adds a candidate's padding gap, from the query and the index's padding direction.
 Count = Callable[[torch.Tensor, torch.Tensor | None], float]
@@ -71,9 +76,11 @@ def reference(v: token_vectors.Vectors, queries: int) -> list[list[str]]:
     return found
 
 
-def measure(
-    name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, tuple[SearchParams, Count]], repeat: int
-) -> None:
+#: A setting: the search's parameters, the padding gaps' count and the rerank's step (0: colpg's own).
+Setting = tuple[SearchParams, Count, int]
+
+
+def measure(name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, Setting], repeat: int) -> None:
     searcher = index.searcher
     searcher.warm(rows=True, progress=False)
     runs: dict[str, list[tuple[float, float, float, int, int]]] = {label: [] for label in settings}
@@ -83,8 +90,9 @@ def measure(
         query = query.float()
         for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
             best = None
-            params, count = settings[label]
+            params, count, step = settings[label]
             search.padded_tokens = count  # a weight may make the count fractional
+            rerank_stage.EARLY_STEP, search.RERANK_STEP = (step, step) if step else EARLY_STEPS
             for _ in range(repeat):
                 started = time.perf_counter()
                 found = searcher.search_vectors(query, K, params=params)
@@ -103,6 +111,7 @@ def measure(
             flush=True,
         )
     search.padded_tokens = PADDED_TOKENS
+    rerank_stage.EARLY_STEP, search.RERANK_STEP = EARLY_STEPS
     searcher.close()
 
 
@@ -120,6 +129,9 @@ def main() -> None:
     parser.add_argument("--without-gaps", action="store_true", help="each setting also without the first stage's padding gaps (weight 0)")
     parser.add_argument("--residual", nargs="+", choices=list(RESIDUAL), default=["auto"],
                         help="the residual stage (colpg.residual_stage): auto, as the index's size decides; on; off, the rerank walks the first stage's order")
+    parser.add_argument("--rerank-steps", type=int, nargs="+", default=[0],
+                        help="documents the rerank scores between its checks whether the rest can reach the top k, in either order;"
+                        " 0: colpg's own (colpg.rerank_stage.EARLY_STEP, colpg.residual_stage.RERANK_STEP)")
     parser.add_argument("--queries", type=int, default=50, help="as compare.py's --queries, whose reference is used")
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="compare.py's assembled collections of N documents instead of the datasets")
     parser.add_argument("--scale-queries", type=int, default=20, help="as compare.py's --scale-queries")
@@ -127,8 +139,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--centroids", type=int, default=None, help="the kept indexes compare.py --centroids N --keep-databases built")
     args = parser.parse_args()
-    if min([args.queries, args.scale_queries, args.repeat, *args.nrerank, *args.scale]) < 1:
-        parser.error("--queries, --scale-queries, --repeat, --nrerank and --scale must be positive")
+    if min([args.queries, args.scale_queries, args.repeat, *args.nrerank, *args.scale]) < 1 or min(args.rerank_steps) < 0:
+        parser.error("--queries, --scale-queries, --repeat, --nrerank and --scale must be positive, --rerank-steps 0 or more")
     if min(args.ncells) < 0:
         parser.error("--ncells must be positive (0: the default)")
     if any(not -1 <= cosine <= 1 for cosine in args.padding_cosines) or any(not weight >= 0 for weight in args.gap_weights):
@@ -151,9 +163,11 @@ def main() -> None:
         gaps[", no gaps"] = padding_count(PADDING_COSINE, 0.0)
     settings = {
         f"{f'ncells {ncells}, ' if ncells else ''}nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{gap_label}"
-        f"{'' if residual == 'auto' else f', residual stage {residual}'}, cell margin {cell_margin}": (
+        f"{'' if residual == 'auto' else f', residual stage {residual}'}, cell margin {cell_margin}"
+        f"{f', step {step}' if step else ''}": (
             dataclasses.replace(defaults, ncells=ncells or None, nrerank=nrerank, slack=slack, residual=RESIDUAL[residual], cell_margin=cell_margin),
             count,
+            step,
         )
         for cell_margin in args.cell_margins
         for ncells in args.ncells
@@ -161,6 +175,7 @@ def main() -> None:
         for slack in args.slack
         for gap_label, count in gaps.items()
         for residual in args.residual
+        for step in args.rerank_steps
     }
     print(f"colpg's defaults but ncells, nrerank, slack, gaps and the residual stage, k={K}; best of {args.repeat} per query\n")
     print(

@@ -10,7 +10,8 @@ rows. They come in binary results (bytea as bytes, where text results send hex) 
 converted a batch at a time (:meth:`RerankStore.raws`): bench/rows.py times each way.
 
 With the candidates' first-stage scores and a finite ``slack`` (colpg.params), the rerank goes
-EARLY_STEP documents at a time in first-stage order and stops once the next candidate cannot
+EARLY_STEP documents at a time in first-stage order (or a ``step`` its caller gives: fewer in
+the residual stage's order, colpg.residual_stage.RERANK_STEP) and stops once the next candidate cannot
 reach the k-th exact score: its first-stage score, plus the largest gap (exact - first stage)
 seen so far, plus ``slack`` per query token, is below it (bench/probe.py, table 5). The next
 step is not read ahead where the steps scored so far already put it out of reach: the step
@@ -169,22 +170,25 @@ class Reranker:
         k: int,
         first: Sequence[float] | None = None,
         slack: float = math.inf,
+        step: int | None = None,
     ) -> tuple[list[Ranked], int]:
         """The best ``k`` of ``ids`` by exact MaxSim, and how many documents were scored for them.
 
         ``first``: the first-stage scores of ``ids`` (best first); with a finite ``slack`` the
-        rerank may stop before the end, and goes on the query's grouped rows first where they are
-        few enough (module docstring).
+        rerank may stop before the end, checking every ``step`` documents (None: EARLY_STEP), and
+        goes on the query's grouped rows first where they are few enough (module docstring).
         """
         early = first is not None and not math.isinf(slack)
         rows = grouped_query(query, GROUPED_COSINE) if early else query
         if early and rows.shape[0] <= GROUPED_SHARE * query.shape[0]:
             bounds, _ = store.maxsims(rows)
-            scanned, count = self._scan(pg, view, store, bounds, ids, k, first, slack * query.shape[0], keep=max(k, RESCORED))
+            scanned, count = self._scan(pg, view, store, bounds, ids, k, first, slack * query.shape[0], step, keep=max(k, RESCORED))
             kept = self._rescored(store.maxsims(query)[0], scanned, k, min(slack, RESCORE_SLACK) * query.shape[0])
         else:
             coarse, error = store.maxsims(query, coarse=True)
-            kept, count = self._scan(pg, view, store, coarse, ids, k, first if early else None, slack * query.shape[0], margin=2 * error)
+            kept, count = self._scan(
+                pg, view, store, coarse, ids, k, first if early else None, slack * query.shape[0], step, margin=2 * error
+            )
             if error > 0:  # the store's own scores for those the coarse scores cannot tell apart from the top k
                 exact = store.maxsims(query)[0]([raw for _, _, raw in kept])
                 kept = sorted(((s, doc_id, raw) for s, (_, doc_id, raw) in zip(exact, kept, strict=True)), key=lambda b: -b[0])
@@ -202,15 +206,17 @@ class Reranker:
         k: int,
         first: Sequence[float] | None,
         slack: float,
+        step: int | None,
         *,
         keep: int | None = None,
         margin: float = 0.0,
     ) -> tuple[list[tuple[float, int, torch.Tensor]], int]:
         """``ids``' rows scored by ``score`` in order, read a step ahead, stopping early where
         ``first`` is given once the next cannot reach the k-th score (``slack``: for the whole
-        query); the best ``keep`` (default ``k``) by those scores and any within ``margin`` of them
-        (:func:`near_top`), best first, and how many documents were scored."""
-        step = EARLY_STEP if first is not None else EXACT_BATCH
+        query), checked every ``step`` documents (None: EARLY_STEP); the best ``keep`` (default ``k``) by those scores
+        and any within ``margin`` of them (:func:`near_top`), best first, and how many documents
+        were scored."""
+        step = EXACT_BATCH if first is None else step or EARLY_STEP
         kept: list[tuple[float, int, torch.Tensor]] = []
         gap = -math.inf
         count = 0

@@ -30,13 +30,21 @@ from colpg.native import padded as padded_columns
 from colpg.scoring import owners, token_maxima
 from colpg.view import IndexView
 
-__all__ = ["RERANK_SLACK", "STEP", "Walked", "WholeScorer", "pays", "walk"]
+__all__ = ["RERANK_SLACK", "RERANK_STEP", "STEP", "Walked", "WholeScorer", "pays", "walk"]
 
 #: Candidates scored whole between checks whether the rest can still reach the top k. Growing steps
 #: (half or all of those scored so far) were no faster: the kernel's work, not the calls, is the cost.
 STEP = 64
 #: The rerank's slack per query token in the order of the whole scores (colpg.rerank_stage).
 RERANK_SLACK = 0.02
+#: The documents the rerank scores between its checks in the order of the whole scores (its
+#: EARLY_STEP, 64, in first-stage order). That order lies so close to its own that its first step
+#: mostly ended the walk, and the next, read ahead from PostgreSQL meanwhile, was read for nothing
+#: and waited for. With rows read from PostgreSQL, 16 kept recall@10 on SciFact and NFCorpus (300
+#: queries), MS MARCO 5k, the assembled 10k (100) and 100k (50), and took the rerank's p50 from 16.1
+#: to 7.8 ms on SciFact, 11.8 to 7.1 on the 10k and 19.9 to 10.5 on the 100k (bench/depth.py
+#: --rerank-steps, bench/README.md, session 31); 32 was as fast and read more rows.
+RERANK_STEP = 16
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ Every search runs in one read-only REPEATABLE READ transaction:
 5. **rerank** — those, in the order of their whole or first-stage scores, are scored by exact
    MaxSim at the rerank store's precision (colpg.stores), their rows taken from the byte-capped
    row cache (colpg.rowcache) or read from PostgreSQL at the version this snapshot holds, until
-   the rest cannot reach the top k (colpg.rerank_stage). Then the k results' rows are read.
+   the rest cannot reach the top k, checked every 64 documents in first-stage order, 16 in the
+   whole scores' (colpg.rerank_stage, colpg.residual_stage). Then the k results' rows are read.
 
 No lock is held across SQL: views are immutable and swapped in whole; only a full load (the
 first search, or after a rebuild) makes other searches of the index wait for it.
@@ -57,7 +58,7 @@ from colpg.params import SearchParams, cells_for, default_params
 from colpg.probe import CentroidScorer, padded_tokens, probe
 from colpg.rerank_stage import EXACT_BATCH, Reranker
 from colpg.resident import changed_rows, load_view, newer, sync
-from colpg.residual_stage import RERANK_SLACK, pays, walk
+from colpg.residual_stage import RERANK_SLACK, RERANK_STEP, pays, walk
 from colpg.resources import query as sql
 from colpg.results import Hit, Ranked
 from colpg.rowcache import RowCache, cache_bytes_from_env
@@ -205,10 +206,10 @@ class IndexSearcher:
         params: SearchParams,
         where: Where,
         allowed: torch.Tensor | None,
-    ) -> tuple[list[tuple[int, float]], float]:
+    ) -> tuple[list[tuple[int, float]], float, int | None]:
         """Documents to rerank with their scores, best first: of the best by probed-token scores (that pass
         ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``; then, where
-        ``residual``, scored whole (colpg.residual_stage). And the slack per query token the rerank stops by."""
+        ``residual``, scored whole (colpg.residual_stage). And the rerank's slack per query token and step (None: its own)."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
         ncells = params.ncells or cells_for(view.tokens)
@@ -245,13 +246,13 @@ class IndexSearcher:
         if residual is None:
             residual = pays(view.tokens, loaded.store.width(loaded.codec.dim), self.cache.max_bytes)
         if not residual:
-            return passing, params.slack
+            return passing, params.slack, None
         started = time.perf_counter()
         ids, first = [doc_id for doc_id, _ in passing], [score for _, score in passing]
         walked = walk(query, scores, loaded.codec, view, ids, first, k, params.slack * query.shape[0], padded)
         self._add_time("whole", started)
         self._local.stats["whole_tokens"] = walked.tokens
-        return list(zip(walked.ids, walked.scores, strict=True)), RERANK_SLACK if math.isfinite(params.slack) else math.inf
+        return list(zip(walked.ids, walked.scores, strict=True)), RERANK_SLACK if math.isfinite(params.slack) else math.inf, RERANK_STEP
 
     def _add_time(self, stage: str, started: float) -> None:
         timings: dict[str, float] = self._local.timings
@@ -344,9 +345,9 @@ class IndexSearcher:
         if among is not None:
             allowed = torch.zeros_like(loaded.view.alive)
             allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
-        candidates, slack = self._candidates(connection, loaded, query, k, params, where, allowed)
+        candidates, slack, step = self._candidates(connection, loaded, query, k, params, where, allowed)
         ids, first = [doc_id for doc_id, _ in candidates], [score for _, score in candidates]
-        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, slack)
+        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, slack, step)
         if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
             ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
         return ranked
@@ -360,9 +361,10 @@ class IndexSearcher:
         k: int,
         first: Sequence[float] | None = None,
         slack: float = math.inf,
+        step: int | None = None,
     ) -> list[Ranked]:
         started = time.perf_counter()
-        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, ids, k, first, slack)
+        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, ids, k, first, slack, step)
         self._local.stats["reranked"] += scored
         self._add_time("rerank", started)
         return ranked

@@ -175,6 +175,9 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert best(0.0) == ([(0, 10.5), (1, 9.5)], 2)
     assert best(1.0) == ([(0, 10.5), (1, 9.5)], 4)
     assert best(float("inf"))[1] == 10
+    # A step of one (the caller's, as the residual stage gives): after 3, the next reaches 7 + 0.5 + 1 < 9.5.
+    ranked, scored = reranker.best(None, _AllHeld(), _Unchanged(lambda rows: [first[int(r[0, 0])] + 0.5 for r in rows]), query, list(range(10)), 2, first, 1.0, step=1)  # type: ignore[arg-type]
+    assert ([(r.document_id, r.score) for r in ranked], scored) == ([(0, 10.5), (1, 9.5)], 3)
 
 
 def test_the_walk_reads_no_step_the_steps_scored_put_out_of_reach(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -377,6 +380,20 @@ def test_the_residual_stage_runs_where_the_rows_outgrow_the_cache(migrated_url: 
     assert [r.external_id for r in held] == [r.external_id for r in forced] == [r.external_id for r in outgrown]
     assert [r.score for r in forced] == pytest.approx([r.score for r in held], abs=1e-5)
     small.searcher.close()
+
+
+def test_the_rerank_walks_the_residual_stages_order_by_its_own_step(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the order of the whole scores the rerank checks every RERANK_STEP documents (colpg.residual_stage),
+    in first-stage order every EARLY_STEP (colpg.rerank_stage): its documents scored come in those steps."""
+    from colpg import rerank_stage, search
+
+    monkeypatch.setattr(rerank_stage, "EARLY_STEP", 5)
+    monkeypatch.setattr(search, "RERANK_STEP", 3)
+    query = index.encoder.encode_queries(["white matter development in the newborn brain"])[0]
+    searcher = index.searcher
+    for residual, step in ((True, 3), (False, 5)):
+        searcher.search_vectors(query, 3, params=SearchParams(64, 24, slack=0.0, residual=residual))
+        assert 0 < searcher.stats["reranked"] < 24 and searcher.stats["reranked"] % step == 0
 
 
 def test_changes_are_visible_to_the_next_query(index: Index) -> None:
