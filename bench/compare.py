@@ -473,7 +473,10 @@ def goals(results: list[Result], cache_bytes: int) -> list[str]:
     plaid_assembled = {r.documents: r for r in results if r.contender == PLAID_SETTINGS[0]["label"] and r.collection.startswith("assembled")}
     if len(assembled) > 1:
         small, large = min(assembled), max(assembled)
-        growth = f"growth {small:,} -> {large:,} documents: colpg p50 x{(assembled[large].p50_ms or 0) / (assembled[small].p50_ms or 1):.2f}"
+        growth = (
+            f"growth {small:,} -> {large:,} documents: colpg p50 x{(assembled[large].p50_ms or 0) / (assembled[small].p50_ms or 1):.2f}"
+            " (each timed in a process of its own, minutes apart: growth.py times both in turn, query by query)"
+        )
         if small in plaid_assembled and large in plaid_assembled:
             growth += f", PLAID x{(plaid_assembled[large].p50_ms or 0) / (plaid_assembled[small].p50_ms or 1):.2f}"
         lines.append(growth)

@@ -7,6 +7,7 @@
     cd bench && ../.venv/bin/python depth.py --datasets nfcorpus scifact --nrerank 2048 --padding-cosines 0.6 0.75 0.85 --gap-weights 0.5 1 1.25 --without-gaps
     cd bench && ../.venv/bin/python depth.py --scale 100000 --ncells 64 96 --nrerank 2048
     cd bench && COLPG_CACHE_BYTES=67108864 ../.venv/bin/python depth.py --scale 100000 --nrerank 2048 --rerank-steps 64 32 16 --repeat 1
+    cd bench && ../.venv/bin/python depth.py --datasets msmarco-5k nfcorpus scifact --nrerank 2048 --kernel-from 20000 4096
 
 On the indexes compare.py --keep-databases built (run it first; ``--scale N``: its assembled
 collection of N documents cut from the ``--datasets``, instead of the datasets themselves), each
@@ -17,7 +18,8 @@ weight 0, the first stage as it was before the gaps; ``--residual``: the residua
 index's size decides, on or off; ``--rerank-steps``: the documents the rerank scores between its
 checks whether the rest can still reach the top k, in either order, where colpg's own are
 colpg.rerank_stage.EARLY_STEP in first-stage order and colpg.residual_stage.RERANK_STEP in the
-residual stage's), the settings' order rotating from query to query, each the best
+residual stage's; ``--kernel-from``: the fewest tokens a probe runs in colpg's C kernel,
+colpg.kernel.MIN_TOKENS), the settings' order rotating from query to query, each the best
 of ``--repeat`` (the row cache filled before timing, as a service's is; ``COLPG_CACHE_BYTES`` sets
 its cap, and a cap below the index's rows with ``--repeat 1`` has them read from PostgreSQL, as at
 100k). Recall@10 is against compare.py's cached exact reference (MaxSim over the original float
@@ -43,7 +45,7 @@ from compare import DATA, assembled
 from grouped import kept_index
 from search import percentile  # bench/search.py
 
-from colpg import rerank_stage, search
+from colpg import kernel, rerank_stage, search
 from colpg.encoder import Encoder
 from colpg.index import Index
 from colpg.params import SearchParams, default_params
@@ -51,6 +53,7 @@ from colpg.probe import PADDING_COSINE
 
 K = 10
 PADDED_TOKENS = search.padded_tokens
+MIN_TOKENS = kernel.MIN_TOKENS
 EARLY_STEPS = (rerank_stage.EARLY_STEP, search.RERANK_STEP)  # colpg's own, in first-stage order and in the residual stage's
 RESIDUAL = {"auto": None, "on": True, "off": False}
 #: How many times the first stage adds a candidate's padding gap, from the query and the index's padding direction.
@@ -76,8 +79,9 @@ def reference(v: token_vectors.Vectors, queries: int) -> list[list[str]]:
     return found
 
 
-#: A setting: the search's parameters, the padding gaps' count and the rerank's step (0: colpg's own).
-Setting = tuple[SearchParams, Count, int]
+#: A setting: the search's parameters, the padding gaps' count, the rerank's step (0: colpg's own) and
+#: the fewest tokens a probe runs in the C kernel.
+Setting = tuple[SearchParams, Count, int, int]
 
 
 def measure(name: str, index: Index, queries: torch.Tensor, exact: list[list[str]], settings: dict[str, Setting], repeat: int) -> None:
@@ -90,7 +94,7 @@ def measure(name: str, index: Index, queries: torch.Tensor, exact: list[list[str
         query = query.float()
         for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
             best = None
-            params, count, step = settings[label]
+            params, count, step, kernel.MIN_TOKENS = settings[label]
             search.padded_tokens = count  # a weight may make the count fractional
             rerank_stage.EARLY_STEP, search.RERANK_STEP = (step, step) if step else EARLY_STEPS
             for _ in range(repeat):
@@ -112,6 +116,7 @@ def measure(name: str, index: Index, queries: torch.Tensor, exact: list[list[str
         )
     search.padded_tokens = PADDED_TOKENS
     rerank_stage.EARLY_STEP, search.RERANK_STEP = EARLY_STEPS
+    kernel.MIN_TOKENS = MIN_TOKENS
     searcher.close()
 
 
@@ -132,6 +137,8 @@ def main() -> None:
     parser.add_argument("--rerank-steps", type=int, nargs="+", default=[0],
                         help="documents the rerank scores between its checks whether the rest can reach the top k, in either order;"
                         " 0: colpg's own (colpg.rerank_stage.EARLY_STEP, colpg.residual_stage.RERANK_STEP)")
+    parser.add_argument("--kernel-from", type=int, nargs="+", default=[MIN_TOKENS],
+                        help="the fewest tokens a probe runs in colpg's C kernel (colpg.kernel.MIN_TOKENS)")
     parser.add_argument("--queries", type=int, default=50, help="as compare.py's --queries, whose reference is used")
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="compare.py's assembled collections of N documents instead of the datasets")
     parser.add_argument("--scale-queries", type=int, default=20, help="as compare.py's --scale-queries")
@@ -139,8 +146,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--centroids", type=int, default=None, help="the kept indexes compare.py --centroids N --keep-databases built")
     args = parser.parse_args()
-    if min([args.queries, args.scale_queries, args.repeat, *args.nrerank, *args.scale]) < 1 or min(args.rerank_steps) < 0:
-        parser.error("--queries, --scale-queries, --repeat, --nrerank and --scale must be positive, --rerank-steps 0 or more")
+    if min([args.queries, args.scale_queries, args.repeat, *args.nrerank, *args.scale]) < 1 or min(args.rerank_steps + args.kernel_from) < 0:
+        parser.error("--queries, --scale-queries, --repeat, --nrerank and --scale must be positive, --rerank-steps and --kernel-from 0 or more")
     if min(args.ncells) < 0:
         parser.error("--ncells must be positive (0: the default)")
     if any(not -1 <= cosine <= 1 for cosine in args.padding_cosines) or any(not weight >= 0 for weight in args.gap_weights):
@@ -164,10 +171,11 @@ def main() -> None:
     settings = {
         f"{f'ncells {ncells}, ' if ncells else ''}nrerank {nrerank}, slack {'none' if math.isinf(slack) else slack}{gap_label}"
         f"{'' if residual == 'auto' else f', residual stage {residual}'}, cell margin {cell_margin}"
-        f"{f', step {step}' if step else ''}": (
+        f"{f', step {step}' if step else ''}{'' if least == MIN_TOKENS else f', kernel from {least:,} tokens'}": (
             dataclasses.replace(defaults, ncells=ncells or None, nrerank=nrerank, slack=slack, residual=RESIDUAL[residual], cell_margin=cell_margin),
             count,
             step,
+            least,
         )
         for cell_margin in args.cell_margins
         for ncells in args.ncells
@@ -176,6 +184,7 @@ def main() -> None:
         for gap_label, count in gaps.items()
         for residual in args.residual
         for step in args.rerank_steps
+        for least in args.kernel_from
     }
     print(f"colpg's defaults but ncells, nrerank, slack, gaps and the residual stage, k={K}; best of {args.repeat} per query\n")
     print(
