@@ -5,7 +5,7 @@
 compare.py times each collection in a search process of its own, one after the other, so the two
 p50s of its growth ratio are taken minutes apart. On a shared VM whose speed drifts by a third
 within the hour that ratio moved as much as the code did (session 31: the 10k's p50 was 27.0 and
-47.4 ms in two compare.py runs of the same code an hour apart, the ratio 4.08x and 2.21x). Here the
+47.4 ms in two compare.py runs of the same code twenty minutes apart, the ratio 4.08x and 2.21x). Here the
 kept indexes (compare.py --keep-databases) are opened in one process, each row cache filled in
 document order as compare.py's runner fills it, and each of ``--queries`` distinct queries is searched
 on every collection in turn (the order alternating from query to query), once, at colpg's defaults,
