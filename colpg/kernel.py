@@ -37,8 +37,9 @@ MIN_DOCUMENT_PART_TOKENS = 4_096
 #: parts sharing their cells and the table's rows a fixed stride apart (session 18) it ran at 1.2-1.8x
 #: PyTorch's speed at 20,503-152,495 tokens (MS MARCO, NFCorpus, SciFact), 2.4-2.6x at 100k's
 #: 450,000-640,000. On AVX2 with session 28's 32-byte sums (session 31, ncells 4-32): 1.09-1.38x from
-#: 4,500 to 19,866 tokens, 0.88-0.99x at 2,656-3,080. The cell margin makes most real collections'
-#: probes that small (MS MARCO's 10,000-16,000 tokens), so the smallest size that paid sets the threshold.
+#: 4,500 to 19,866 tokens, 0.88-0.99x at 2,656-3,080. With the cell margin the defaults' probes are
+#: that small on MS MARCO (10,277-18,173 tokens, p10-p90 of 43 queries) and on 47% of NFCorpus's 300
+#: (ad hoc count, session 31), so the smallest size that paid sets the threshold.
 MIN_TOKENS = 4_096
 
 
