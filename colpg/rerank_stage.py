@@ -62,6 +62,7 @@ __all__ = [
     "RESCORE_SLACK",
     "ROW_COLUMNS",
     "Reranker",
+    "Shortlist",
     "Step",
     "near_top",
     "out_of_reach",
@@ -108,6 +109,18 @@ def out_of_reach(kept: list[tuple[float, int, torch.Tensor]], k: int, following:
     (True, False)
     """
     return len(kept) >= k and following + gap + slack < kept[k - 1][0]
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """The documents a rerank takes, in order, and how it may stop early: ``first``, their earlier
+    stage's scores, best first (None: every document is scored), ``slack`` per query token and the
+    ``step`` between checks (None: EARLY_STEP), as the stage before it sets them (module docstring)."""
+
+    ids: Sequence[int]
+    first: Sequence[float] | None = None
+    slack: float = math.inf
+    step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,18 +179,15 @@ class Reranker:
         view: IndexView,
         store: RerankStore,
         query: torch.Tensor,
-        ids: Sequence[int],
+        shortlist: Shortlist,
         k: int,
-        first: Sequence[float] | None = None,
-        slack: float = math.inf,
-        step: int | None = None,
     ) -> tuple[list[Ranked], int]:
-        """The best ``k`` of ``ids`` by exact MaxSim, and how many documents were scored for them.
+        """The best ``k`` of the shortlist by exact MaxSim, and how many documents were scored for them.
 
-        ``first``: the first-stage scores of ``ids`` (best first); with a finite ``slack`` the
-        rerank may stop before the end, checking every ``step`` documents (None: EARLY_STEP), and
-        goes on the query's grouped rows first where they are few enough (module docstring).
+        With first-stage scores and a finite slack the rerank may stop before the end, and goes on
+        the query's grouped rows first where they are few enough (module docstring).
         """
+        ids, first, slack, step = shortlist.ids, shortlist.first, shortlist.slack, shortlist.step
         early = first is not None and not math.isinf(slack)
         rows = grouped_query(query, GROUPED_COSINE) if early else query
         if early and rows.shape[0] <= GROUPED_SHARE * query.shape[0]:

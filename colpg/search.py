@@ -56,7 +56,7 @@ from colpg.filters import Where, filtered_ids
 from colpg.native import kernel_enabled, library
 from colpg.params import SearchParams, cells_for, default_params
 from colpg.probe import CentroidScorer, padded_tokens, probe
-from colpg.rerank_stage import EXACT_BATCH, Reranker
+from colpg.rerank_stage import EXACT_BATCH, Reranker, Shortlist
 from colpg.resident import changed_rows, load_view, newer, sync
 from colpg.residual_stage import RERANK_SLACK, RERANK_STEP, pays, walk
 from colpg.resources import query as sql
@@ -206,10 +206,10 @@ class IndexSearcher:
         params: SearchParams,
         where: Where,
         allowed: torch.Tensor | None,
-    ) -> tuple[list[tuple[int, float]], float, int | None]:
+    ) -> Shortlist:
         """Documents to rerank with their scores, best first: of the best by probed-token scores (that pass
         ``where``), those within ``margin`` per query token of the k-th best, at most ``nrerank``; then, where
-        ``residual``, scored whole (colpg.residual_stage). And the rerank's slack per query token and step (None: its own)."""
+        ``residual``, scored whole (colpg.residual_stage). With the rerank's slack and step after that stage."""
         view = loaded.view
         mask = view.alive if allowed is None else view.alive & allowed
         ncells = params.ncells or cells_for(view.tokens)
@@ -246,13 +246,13 @@ class IndexSearcher:
         if residual is None:
             residual = pays(view.tokens, loaded.store.width(loaded.codec.dim), self.cache.max_bytes)
         if not residual:
-            return passing, params.slack, None
+            return Shortlist([doc_id for doc_id, _ in passing], [score for _, score in passing], params.slack)
         started = time.perf_counter()
         ids, first = [doc_id for doc_id, _ in passing], [score for _, score in passing]
         walked = walk(query, scores, loaded.codec, view, ids, first, k, params.slack * query.shape[0], padded)
         self._add_time("whole", started)
         self._local.stats["whole_tokens"] = walked.tokens
-        return list(zip(walked.ids, walked.scores, strict=True)), RERANK_SLACK if math.isfinite(params.slack) else math.inf, RERANK_STEP
+        return Shortlist(walked.ids, walked.scores, RERANK_SLACK if math.isfinite(params.slack) else math.inf, RERANK_STEP)
 
     def _add_time(self, stage: str, started: float) -> None:
         timings: dict[str, float] = self._local.timings
@@ -336,35 +336,25 @@ class IndexSearcher:
         record = loaded.record
         budget = max(k, params.nrerank)
         if exact:
-            return self._timed_rerank(pg, loaded, query, filtered_ids(connection, record.id, where), k)
+            return self._timed_rerank(pg, loaded, query, Shortlist(filtered_ids(connection, record.id, where)), k)
         if among is not None and len(among) <= budget:
-            return self._timed_rerank(pg, loaded, query, among, k)
+            return self._timed_rerank(pg, loaded, query, Shortlist(among), k)
         if where is not None and len(few := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
-            return self._timed_rerank(pg, loaded, query, few, k)  # a selective filter: score every match exactly
+            return self._timed_rerank(pg, loaded, query, Shortlist(few), k)  # a selective filter: score every match exactly
         allowed = None
         if among is not None:
             allowed = torch.zeros_like(loaded.view.alive)
             allowed[[s for s in loaded.view.slots_of(among) if s is not None]] = True
-        candidates, slack, step = self._candidates(connection, loaded, query, k, params, where, allowed)
-        ids, first = [doc_id for doc_id, _ in candidates], [score for _, score in candidates]
-        ranked = self._timed_rerank(pg, loaded, query, ids, k, first, slack, step)
+        ranked = self._timed_rerank(pg, loaded, query, self._candidates(connection, loaded, query, k, params, where, allowed), k)
         if len(ranked) < k and among is None and len(every := filtered_ids(connection, record.id, where, limit=budget + 1)) <= budget:
-            ranked = self._timed_rerank(pg, loaded, query, every, k)  # k exceeds the candidates of a small index
+            ranked = self._timed_rerank(pg, loaded, query, Shortlist(every), k)  # k exceeds the candidates of a small index
         return ranked
 
     def _timed_rerank(
-        self,
-        pg: psycopg.Connection[Any],
-        loaded: _Loaded,
-        query: torch.Tensor,
-        ids: Sequence[int],
-        k: int,
-        first: Sequence[float] | None = None,
-        slack: float = math.inf,
-        step: int | None = None,
+        self, pg: psycopg.Connection[Any], loaded: _Loaded, query: torch.Tensor, shortlist: Shortlist, k: int
     ) -> list[Ranked]:
         started = time.perf_counter()
-        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, ids, k, first, slack, step)
+        ranked, scored = self.reranker.best(pg, loaded.view, loaded.store, query, shortlist, k)
         self._local.stats["reranked"] += scored
         self._add_time("rerank", started)
         return ranked

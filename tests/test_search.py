@@ -17,6 +17,7 @@ from colpg.index import Index
 from colpg.indexer import IndexConfig, Indexer
 from colpg.orm import Document
 from colpg.params import SearchParams, default_params
+from colpg.rerank_stage import Shortlist
 from colpg.scoring import maxsim_flat, owners
 from colpg.search import Hit
 
@@ -169,14 +170,14 @@ def test_early_stop_rule_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     query = torch.zeros(1, 1)
 
     def best(slack: float) -> tuple[list[tuple[int, float]], int]:
-        ranked, scored = reranker.best(None, _AllHeld(), _Unchanged(lambda rows: [first[int(r[0, 0])] + 0.5 for r in rows]), query, list(range(10)), 2, first, slack)  # type: ignore[arg-type]
+        ranked, scored = reranker.best(None, _AllHeld(), _Unchanged(lambda rows: [first[int(r[0, 0])] + 0.5 for r in rows]), query, Shortlist(list(range(10)), first, slack), 2)  # type: ignore[arg-type]
         return [(r.document_id, r.score) for r in ranked], scored
 
     assert best(0.0) == ([(0, 10.5), (1, 9.5)], 2)
     assert best(1.0) == ([(0, 10.5), (1, 9.5)], 4)
     assert best(float("inf"))[1] == 10
     # A step of one (the caller's, as the residual stage gives): after 3, the next reaches 7 + 0.5 + 1 < 9.5.
-    ranked, scored = reranker.best(None, _AllHeld(), _Unchanged(lambda rows: [first[int(r[0, 0])] + 0.5 for r in rows]), query, list(range(10)), 2, first, 1.0, step=1)  # type: ignore[arg-type]
+    ranked, scored = reranker.best(None, _AllHeld(), _Unchanged(lambda rows: [first[int(r[0, 0])] + 0.5 for r in rows]), query, Shortlist(list(range(10)), first, 1.0, step=1), 2)  # type: ignore[arg-type]
     assert ([(r.document_id, r.score) for r in ranked], scored) == ([(0, 10.5), (1, 9.5)], 3)
 
 
@@ -202,7 +203,7 @@ def test_the_walk_reads_no_step_the_steps_scored_put_out_of_reach(monkeypatch: p
 
     monkeypatch.setattr(reranker, "begin", begin)
     store = _Unchanged(lambda rows: [exact[int(r[0, 0])] for r in rows])
-    ranked, scored = reranker.best(None, _AllHeld(), store, torch.zeros(1, 1), list(range(10)), 2, first, 1.0)  # type: ignore[arg-type]
+    ranked, scored = reranker.best(None, _AllHeld(), store, torch.zeros(1, 1), Shortlist(list(range(10)), first, 1.0), 2)  # type: ignore[arg-type]
     assert [(r.document_id, r.score) for r in ranked] == [(2, 13.0), (3, 12.0)] and scored == 6
     assert begun == [[0, 1], [2, 3], [4, 5]]
 
@@ -233,7 +234,7 @@ def test_grouped_rows_walk_first_and_the_whole_query_ranks(monkeypatch: pytest.M
     query = torch.tensor([[1.0, 0.0]] * 4)
 
     def best(slack: float) -> tuple[list[tuple[int, float]], int]:
-        ranked, scored = reranker.best(None, _AllHeld(), Store(lambda rows: []), query, list(range(10)), 2, first, slack)  # type: ignore[arg-type]
+        ranked, scored = reranker.best(None, _AllHeld(), Store(lambda rows: []), query, Shortlist(list(range(10)), first, slack), 2)  # type: ignore[arg-type]
         return [(r.document_id, r.score) for r in ranked], scored
 
     assert best(0.0) == ([(0, 10.5), (1, 9.5)], 2)
@@ -278,7 +279,7 @@ def test_a_failed_read_is_raised_from_the_step_that_needs_it(monkeypatch: pytest
     monkeypatch.setattr(reranker, "begin", begin)
     store = _Unchanged(lambda rows: [float(r[0, 0]) for r in rows])
     with pytest.raises(ConnectionError, match="server closed"):
-        reranker.best(None, _AllHeld(), store, torch.zeros(1, 1), list(range(10)), 2)  # type: ignore[arg-type]
+        reranker.best(None, _AllHeld(), store, torch.zeros(1, 1), Shortlist(list(range(10))), 2)  # type: ignore[arg-type]
     assert failed.done()
 
 
