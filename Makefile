@@ -51,9 +51,9 @@ bench-compare: bench-setup
 	cd bench && ../$(BIN)/python compare.py
 
 # Growth side by side (bench/growth.py): the assembled 10k and 100k built once and kept by
-# compare.py (hours on 2 cores; a stopped build resumes), the 10k as a float16 shard too so that
-# PLAID's build of it is kept; then colpg and PLAID timed on both, query by query in turn.
-GROWTH = --datasets scifact nfcorpus msmarco-5k --scale 10000 100000 --in-memory-up-to 5000
+# compare.py for colpg and PLAID (hours on 2 cores; a stopped build resumes), then both timed on
+# both collections, query by query in turn.
+GROWTH = --datasets scifact nfcorpus msmarco-5k --scale 10000 100000
 
 bench-growth: bench-setup
 	cd bench && ../$(BIN)/python compare.py $(GROWTH) --scale-only --contenders colpg plaid --keep-databases --plaid-timeout 36000

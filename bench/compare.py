@@ -25,7 +25,8 @@ index (RSS after searching minus RSS before opening it) and its whole RSS. Then 
 sweep: collections of N documents assembled from the real vectors (vectors.assemble; above
 ``--in-memory-up-to`` documents written once as a float16 shard and built by VectorIndexer in
 bounded memory, or by ``build_vectors.py --into-compare``, with ``--keep-databases`` so a
-long build is done once and a run can resume or reuse it). Prints
+long build is done once and a run can resume or reuse it; PLAID's builds are kept with it, under
+results/cache, and growth.py searches them beside colpg's). Prints
 Markdown tables; writes bench/results/compare.json, merging into it (a contender run again on a
 collection replaces its earlier rows, the others stay), a plot of latency against recall
 (compare.png) and of latency against collection size (compare-growth.png).
@@ -296,23 +297,24 @@ class Suite:
         finally:
             local.close()
 
-    def plaid(self, python: Path, checkpoint: Path, nbits: int, timeout_s: int) -> None:
-        """PLAID in its own venv; a collection written as a float16 shard keeps PLAID's build in
-        its folder, so a run that is stopped resumes the build and a later run reuses it."""
+    def plaid(self, python: Path, checkpoint: Path, nbits: int, timeout_s: int, keep: bool) -> None:
+        """PLAID in its own venv; with ``keep`` its build stays in :func:`plaid_folder`, so a run that is
+        stopped resumes the build and a later run reuses it (growth.py searches it too)."""
         v = self.vectors
         RESULTS.mkdir(parents=True, exist_ok=True)
-        kept = None if v.folder is None else contextlib.nullcontext(str(v.folder / "plaid"))
+        kept = contextlib.nullcontext(str(plaid_folder(v))) if keep else None
         with kept or tempfile.TemporaryDirectory(prefix="colpg-plaid-", dir=RESULTS) as work:
             workdir = Path(work)
-            workdir.mkdir(exist_ok=True)
-            if v.folder is None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            if v.folder is not None:
+                if not (workdir / "tokens.npy").exists():
+                    (workdir / "tokens.npy").symlink_to(v.folder / "00000.tokens.npy")
+            elif not keep or not (workdir / "tokens.npy").exists():
                 np.save(workdir / "tokens.npy", v.tokens.numpy())
-            elif not (workdir / "tokens.npy").exists():
-                (workdir / "tokens.npy").symlink_to(v.folder / "00000.tokens.npy")
             np.save(workdir / "doclens.npy", np.array(v.doclens, dtype=np.int64))
             np.save(workdir / "queries.npy", self.queries.numpy())
             params = {"nbits": nbits, "k": self.k, "settings": PLAID_SETTINGS, "clients": self.clients,
-                      "qps_queries": self.qps_queries, "checkpoint": str(checkpoint), "keep": v.folder is not None}
+                      "qps_queries": self.qps_queries, "checkpoint": str(checkpoint), "keep": keep}
             (workdir / "params.json").write_text(json.dumps(params))
             (workdir / "result.json").unlink(missing_ok=True)
             command = ["timeout", str(timeout_s), str(python), str(BENCH / "plaid_runner.py"), str(workdir)]
@@ -618,7 +620,7 @@ def main() -> None:
                 suite.recipes(url)
             if "plaid" in args.contenders:
                 if args.plaid_python.is_file():
-                    suite.plaid(args.plaid_python, checkpoint, args.nbits, args.plaid_timeout)
+                    suite.plaid(args.plaid_python, checkpoint, args.nbits, args.plaid_timeout, args.keep_databases)
                 else:
                     suite.record("4. Stanford PLAID (colbert-ai)", error=f"{args.plaid_python} missing: run make bench-setup")
             if "colpg" in args.contenders:
@@ -647,6 +649,14 @@ def assembled(pool: list[token_vectors.Vectors], documents: int, names: list[str
     if documents <= in_memory_up_to:
         return token_vectors.assemble(pool, documents)
     return token_vectors.assemble_to_folder(pool, documents, token_vectors.CACHE / f"assembled-{documents}-{'-'.join(names)}")
+
+
+def plaid_folder(vectors: token_vectors.Vectors) -> Path:
+    """Where PLAID's kept build of a collection lies: beside its float16 shard, else named after it and its tokens, as
+    :func:`kept_database` names colpg's."""
+    if vectors.folder is not None:
+        return vectors.folder / "plaid"
+    return token_vectors.CACHE / f"plaid-{vectors.name}-{len(vectors.tokens)}"
 
 
 def build_seconds(url: str) -> Path:

@@ -12,9 +12,8 @@ on every collection in turn (the order alternating from query to query), once, a
 so that both sides of the ratio see the same machine. Recall@10 is against compare.py's cached exact
 reference for the first ``--recall-queries``.
 
-With ``--plaid`` each collection's kept PLAID build (compare.py --keep-databases on a collection
-written as a float16 shard: above its ``--in-memory-up-to``, so the 10k needs ``--in-memory-up-to
-5000`` there) is searched too, at PLAID's settings for k=10, by a plaid_runner.py --serve process
+With ``--plaid`` each collection's kept PLAID build (compare.py --contenders plaid --keep-databases)
+is searched too, at PLAID's settings for k=10, by a plaid_runner.py --serve process
 of its own in PLAID's venv, which times each search in that process; each query goes to every
 contender on every collection in turn.
 
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import vectors as token_vectors  # bench/vectors.py
-from compare import BENCH, DATA, PLAID_PYTHON, assembled
+from compare import BENCH, DATA, PLAID_PYTHON, assembled, plaid_folder
 from depth import reference
 from grouped import kept_index
 from search import percentile  # bench/search.py
@@ -181,8 +180,7 @@ def main() -> None:
         if args.plaid:
             asked = Path(work) / "queries.npy"
             np.save(asked, torch.stack(queries).numpy())
-            folders = [token_vectors.CACHE / f"assembled-{n}-{'-'.join(args.datasets)}" / "plaid" for n in args.scale]
-            timed += [Plaid(v, e, f, asked, args.plaid_python) for v, e, f in zip(collections, exact, folders, strict=True)]
+            timed += [Plaid(v, e, plaid_folder(v), asked, args.plaid_python) for v, e in zip(collections, exact, strict=True)]
         for n, query in enumerate(queries):
             for t in timed[n % len(timed) :] + timed[: n % len(timed)]:
                 t.search(n, query)
