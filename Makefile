@@ -50,11 +50,11 @@ $(PLAID_VENV)/.installed:
 bench-compare: bench-setup
 	cd bench && ../$(BIN)/python compare.py
 
-# Growth side by side (bench/growth.py): the assembled 10k and 100k built once and kept by
-# compare.py for colpg and PLAID (hours on 2 cores; a stopped build resumes), then both timed on
-# both collections, query by query in turn.
-GROWTH = --datasets scifact nfcorpus msmarco-5k --scale 10000 100000
+# Side by side (bench/growth.py): the real collections and the assembled 10k and 100k built once
+# and kept by compare.py for colpg and PLAID (hours on 2 cores; a stopped build resumes), then
+# both contenders timed on every collection, query by query in turn.
+SIDE = --datasets scifact nfcorpus msmarco-5k --scale 10000 100000
 
 bench-growth: bench-setup
-	cd bench && ../$(BIN)/python compare.py $(GROWTH) --scale-only --contenders colpg plaid --keep-databases --plaid-timeout 36000
-	cd bench && ../$(BIN)/python growth.py $(GROWTH) --plaid
+	cd bench && ../$(BIN)/python compare.py $(SIDE) --contenders colpg plaid --keep-databases --plaid-timeout 36000
+	cd bench && ../$(BIN)/python growth.py $(SIDE) --real --plaid

@@ -11,7 +11,9 @@ the assembled collections of ``--scale`` (and with ``--real`` of the collections
 themselves) are opened in one process, each row cache filled in document order as compare.py's
 runner fills it, and each of up to ``--queries`` distinct queries is searched on every collection
 in turn (the order rotating from query to query), once, at colpg's defaults, so that every ratio
-sees the same machine. Recall@10 is against compare.py's cached exact reference.
+sees the same machine. With ``--block B`` each takes B queries in a row before the next takes
+its turn: the caches then hold what one contender's searches of one collection keep touching, as
+in compare.py's runs, instead of what the other contenders' and collections' searches left there. Recall@10 is against compare.py's cached exact reference.
 
 With ``--plaid`` each collection's kept PLAID build (compare.py --contenders plaid --keep-databases)
 is searched too, at PLAID's settings for k=10, by a plaid_runner.py --serve process of its own in
@@ -168,12 +170,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="distinct queries timed, each searched once per collection")
     parser.add_argument("--recall-queries", type=int, default=20, help="the first queries scored for recall (compare.py's --scale-queries reference)")
     parser.add_argument("--real-recall-queries", type=int, default=50, help="the same on the real collections (compare.py's --queries)")
+    parser.add_argument("--block", type=int, default=1, help="queries searched in a row by one contender on one collection before the next takes its turn")
     parser.add_argument("--in-memory-up-to", type=int, default=50_000, help="as compare.py's")
     parser.add_argument("--plaid", action="store_true", help="PLAID's kept builds beside colpg's (module docstring)")
     parser.add_argument("--plaid-python", type=Path, default=PLAID_PYTHON)
     args = parser.parse_args()
-    if min(args.queries, args.recall_queries, args.real_recall_queries, *args.scale, 1) < 1:
-        parser.error("--queries, --recall-queries, --real-recall-queries and --scale must be positive")
+    if min(args.queries, args.recall_queries, args.real_recall_queries, args.block, *args.scale, 1) < 1:
+        parser.error("--queries, --recall-queries, --real-recall-queries, --block and --scale must be positive")
     if len(args.scale) < 2 and not (args.real or args.plaid):
         parser.error("--scale names two sizes or more, or --real or --plaid puts contenders beside each other")
     torch.set_grad_enabled(False)
@@ -191,9 +194,9 @@ def main() -> None:
         timed: list[Timed] = [Colpg(v, asked[v.name], exact[v.name], encoder) for v in collections]
         if args.plaid:
             timed += [Plaid(v, asked[v.name], exact[v.name], args.plaid_python, Path(work)) for v in collections]
-        for n in range(max(len(t.queries) for t in timed)):
-            for t in timed[n % len(timed) :] + timed[: n % len(timed)]:
-                if n < len(t.queries):
+        for turn, first in enumerate(range(0, max(len(t.queries) for t in timed), args.block)):
+            for t in timed[turn % len(timed) :] + timed[: turn % len(timed)]:
+                for n in range(first, min(first + args.block, len(t.queries))):
                     t.search(n, t.queries[n])
         for t in timed:
             t.close()
