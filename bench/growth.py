@@ -177,6 +177,8 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.queries, args.recall_queries, args.real_recall_queries, args.block, *args.scale, 1) < 1:
         parser.error("--queries, --recall-queries, --real-recall-queries, --block and --scale must be positive")
+    if not args.scale and not args.real:
+        parser.error("no collections: --scale names none and --real is not given")
     if len(args.scale) < 2 and not (args.real or args.plaid):
         parser.error("--scale names two sizes or more, or --real or --plaid puts contenders beside each other")
     torch.set_grad_enabled(False)
