@@ -15,20 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
 import torch
+from resident import rss_bytes  # bench/resident.py
 
 from colpg.device import keep_freed_memory, release_freed_memory
 from colpg.rowcache import ENTRY_OVERHEAD, RowCache
-
-
-def rss_bytes() -> int:
-    """This process's resident memory now."""
-    with open(f"/proc/{os.getpid()}/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def fill(tokens: int, dim: int, total: int) -> dict[str, float]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,18 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from resident import rss_bytes  # bench/resident.py
 
 from colpg.device import keep_freed_memory, release_freed_memory
 from colpg.encoder import Encoder
 from colpg.index import Index
 from colpg.params import default_params
-
-
-def rss_bytes() -> int:
-    """This process's resident memory now."""
-    with open(f"/proc/{os.getpid()}/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
 
 #: (generation, seconds) of each garbage collection during the query being timed.
 collected: list[tuple[int, float]] = []

@@ -49,6 +49,7 @@ from colbert.indexing import collection_indexer
 from colbert.indexing.collection_encoder import CollectionEncoder
 from colbert.indexing.collection_indexer import CollectionIndexer
 from colbert.infra import ColBERTConfig, Run, RunConfig
+from resident import rss_bytes  # bench/resident.py
 
 QUANTILE_LIMIT = 2**24
 CODEC_FILES = ("centroids.pt", "avg_residual.pt", "buckets.pt")
@@ -115,10 +116,17 @@ def folder_bytes(path: Path) -> dict[str, int]:
     return sizes
 
 
+def build_state(workdir: Path) -> dict[str, object]:
+    """build.json's record of the kept build in ``workdir``: its seconds so far and whether it is complete."""
+    clock = workdir / "build.json"
+    state: dict[str, object] = json.loads(clock.read_text()) if clock.is_file() else {"seconds": 0.0, "complete": False}
+    return state
+
+
 def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir: Path, keep: bool) -> tuple[Path, float]:
     """The index's folder and the build's seconds (over every run that worked on it)."""
     clock = workdir / "build.json"
-    state = json.loads(clock.read_text()) if keep and clock.is_file() else {"seconds": 0.0, "complete": False}
+    state = build_state(workdir) if keep else {"seconds": 0.0, "complete": False}
     folder = workdir / "experiments" / "plaid" / "indexes" / "bench"
     if state["complete"]:
         overwrite = "reuse"
@@ -146,15 +154,11 @@ def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir
     return path, state["seconds"]
 
 
-def rss_bytes() -> int:
-    """This process's resident memory now (colpg_runner.py has the same; this venv cannot import it)."""
-    with open(f"/proc/{os.getpid()}/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def serve(searcher: Searcher, queries: torch.Tensor, k: int) -> None:
     """Answer query numbers from stdin, one per line, each with a JSON line: milliseconds and passage numbers."""
     for line in sys.stdin:
+        if not line.strip().isdigit() or int(line) >= len(queries):
+            sys.exit(f"plaid_runner.py --serve: expected a query number from 0 to {len(queries) - 1} on each line, found {line.strip()!r}")
         i = int(line)
         begun = time.perf_counter()
         pids, _, _ = searcher.dense_search(queries[i : i + 1], k)
@@ -197,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir
     params = json.loads((workdir / "params.json").read_text())
-    if args.serve is not None and not json.loads((workdir / "build.json").read_text() if (workdir / "build.json").is_file() else "{}").get("complete"):
+    if args.serve is not None and not build_state(workdir)["complete"]:
         sys.exit(f"--serve needs a finished, kept build in {workdir} (build.json with complete: true); found none")
     tokens = torch.from_numpy(np.load(workdir / "tokens.npy", mmap_mode="c"))  # copy-on-write: never written
     doclens = np.load(workdir / "doclens.npy")
