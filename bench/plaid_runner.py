@@ -53,6 +53,7 @@ from resident import rss_bytes  # bench/resident.py
 
 QUANTILE_LIMIT = 2**24
 CODEC_FILES = ("centroids.pt", "avg_residual.pt", "buckets.pt")
+CLOCK = "build.json"  # the kept build's seconds and whether it is complete
 SAMPLE = "kmeans-sample.pt"  # colbert-ai's k-means sample and held-out rows, kept for a resumed build
 
 
@@ -116,17 +117,17 @@ def folder_bytes(path: Path) -> dict[str, int]:
     return sizes
 
 
-def build_state(workdir: Path) -> dict[str, object]:
-    """build.json's record of the kept build in ``workdir``: its seconds so far and whether it is complete."""
-    clock = workdir / "build.json"
-    state: dict[str, object] = json.loads(clock.read_text()) if clock.is_file() else {"seconds": 0.0, "complete": False}
+def build_state(workdir: Path, keep: bool = True) -> dict[str, object]:
+    """build.json's record of the kept build in ``workdir`` (none when not ``keep``): its seconds so far and whether it is complete."""
+    clock = workdir / CLOCK
+    state: dict[str, object] = json.loads(clock.read_text()) if keep and clock.is_file() else {"seconds": 0.0, "complete": False}
     return state
 
 
 def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir: Path, keep: bool) -> tuple[Path, float]:
     """The index's folder and the build's seconds (over every run that worked on it)."""
-    clock = workdir / "build.json"
-    state = build_state(workdir) if keep else {"seconds": 0.0, "complete": False}
+    clock = workdir / CLOCK
+    state = build_state(workdir, keep)
     folder = workdir / "experiments" / "plaid" / "indexes" / "bench"
     if state["complete"]:
         overwrite = "reuse"
@@ -156,10 +157,11 @@ def build(config: ColBERTConfig, checkpoint: str, collection: list[str], workdir
 
 def serve(searcher: Searcher, queries: torch.Tensor, k: int) -> None:
     """Answer query numbers from stdin, one per line, each with a JSON line: milliseconds and passage numbers."""
+    numbers = {str(i): i for i in range(len(queries))}  # growth.py's lines; anything else (empty, "x", "²", 10**5000) is refused
     for line in sys.stdin:
-        if not line.strip().isdigit() or int(line) >= len(queries):
-            sys.exit(f"plaid_runner.py --serve: expected a query number from 0 to {len(queries) - 1} on each line, found {line.strip()!r}")
-        i = int(line)
+        i = numbers.get(line.strip())
+        if i is None:
+            sys.exit(f"plaid_runner.py --serve: expected a query number from 0 to {len(queries) - 1} on each line, found {line.strip()[:40]!r}")
         begun = time.perf_counter()
         pids, _, _ = searcher.dense_search(queries[i : i + 1], k)
         print(json.dumps({"ms": 1000 * (time.perf_counter() - begun), "pids": [int(p) for p in pids]}), flush=True)
